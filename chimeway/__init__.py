@@ -1,0 +1,44 @@
+"""Chimeway: reliable notification delivery on Dramatiq, PostgreSQL and Redis.
+
+Record a delivery inside your own transaction with :func:`send`; Dramatiq workers
+(``dramatiq chimeway.worker``) perform it through a provider adapter, retry transient failures and
+always converge it to a terminal state that explains itself. Importing ``chimeway`` does no work:
+names below load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: public name -> "module:attribute" it lives at
+_EXPORTS = {
+    "configure": "chimeway.runtime:configure",
+    "migrate": "chimeway.migrator:migrate",
+    "send": "chimeway.dispatch.send:send",
+    "get_delivery": "chimeway.deliveries:get_delivery",
+    "attempts": "chimeway.deliveries:attempts",
+    "cancel": "chimeway.deliveries:cancel",
+    "mark_read": "chimeway.deliveries:mark_read",
+    "reconcile": "chimeway.webhooks.reconciler:reconcile",
+    "sweep": "chimeway.dispatch.sweep:sweep",
+    "database": "chimeway.db:proxy",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'chimeway' has no attribute {name!r}")
+    module, _, attribute = target.partition(":")
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

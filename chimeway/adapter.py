@@ -1,0 +1,94 @@
+"""The adapter contract: what a provider plug-in implements, and the only module adapters import.
+
+An adapter is a class with a registry ``name``, a ``channel``, declared ``options`` and
+``send(request) -> SendResult``. It is called outside any database transaction, once per attempt.
+It classifies every failure by raising :class:`TemporaryError`, :class:`PermanentError` or
+:class:`BouncedError` (re-exported here); anything else it raises or returns is recorded as an
+unclassified outcome. Register it under the ``chimeway.adapters`` entry-point group::
+
+    [options.entry_points]
+    chimeway.adapters =
+        acme = acme_chimeway:AcmeAdapter
+
+Options are declared with :class:`Option` and set with ``configure(adapters={"acme": {...}})`` or
+the environment variable ``CHIMEWAY_<NAME>_<OPTION>`` (``CHIMEWAY_ACME_API_KEY``); a bad or
+unknown one fails at configure time naming the variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError
+
+__all__ = [
+    "Adapter",
+    "BouncedError",
+    "DeliveryError",
+    "Option",
+    "PermanentError",
+    "SendRequest",
+    "SendResult",
+    "TemporaryError",
+]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Everything an adapter gets for one attempt. The payload is the delivery's, as sent."""
+
+    delivery_id: str
+    tenant_id: str
+    channel: str
+    recipient: str
+    payload: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    attempt_number: int
+    max_attempts: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts of one delivery: send it to providers that dedupe on a key."""
+        return f"chimeway-{self.delivery_id}"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The provider accepted the send. ``response`` is a small redacted summary kept on the attempt."""
+
+    provider: str
+    provider_message_id: str | None = None
+    response: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting an adapter accepts."""
+
+    default: Any = None
+    parse: Callable[[Any], Any] = str
+    required: bool = False
+    secret: bool = False  #: never shown in errors, logs or telemetry
+    doc: str = ""
+
+
+class Adapter:
+    """Base class for adapters. Subclasses set ``name``, ``channel``, ``options`` and implement ``send``."""
+
+    #: the registry name (the entry-point name must match)
+    name: ClassVar[str] = ""
+    #: the channel it serves: email, sms, push, chat, webhook…
+    channel: ClassVar[str] = ""
+    #: declared options: unknown ones are refused at configure time
+    options: ClassVar[Mapping[str, Option]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        self.config: dict[str, Any] = options
+
+    def send(self, request: SendRequest) -> SendResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections (called when the runtime is reconfigured or shut down)."""

@@ -1,0 +1,238 @@
+"""Settings: ``configure()`` arguments, else ``CHIMEWAY_*`` environment variables, else defaults.
+
+Every setting is declared once below, with the environment variable that names it, a parser and a
+default. ``load_settings()`` validates everything up front, so a bad value fails at configure time
+with a :class:`~chimeway.errors.ConfigurationError` naming the variable and what it accepts, never
+later inside a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chimeway.errors import ConfigurationError
+
+#: Where the embedded default keeps its database: a SQLite file in the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///chimeway.sqlite3"
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value)
+        if number < minimum or (maximum is not None and number > maximum):
+            raise ValueError
+        return number
+
+    bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+    parse.accepts = f"a whole number {bounds}"  # type: ignore[attr-defined]
+    return parse
+
+
+def _database_url(value: Any) -> str:
+    text = str(value)
+    if not (text.startswith(("postgresql://", "postgres://", "sqlite:///")) or text == "sqlite://:memory:"):
+        raise ValueError
+    return text
+
+
+_database_url.accepts = "postgresql://user@host:port/dbname or sqlite:///path/to/file.sqlite3"  # type: ignore[attr-defined]
+
+
+def _redis_url(value: Any) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError
+    return text
+
+
+_redis_url.accepts = "redis://host:port/db (or rediss://, unix://), or empty for the in-memory broker"  # type: ignore[attr-defined]
+
+
+def _text(value: Any) -> str | None:
+    text = str(value)
+    return text or None
+
+
+_text.accepts = "any text"  # type: ignore[attr-defined]
+
+
+def _name(value: Any) -> str:
+    text = str(value).strip()
+    if not text or not text.replace("_", "").replace("-", "").isalnum():
+        raise ValueError
+    return text
+
+
+_name.accepts = "a name of letters, digits, '-' and '_'"  # type: ignore[attr-defined]
+
+
+def _mapping(value: Any) -> dict[str, str]:
+    """``email=smtp,sms=twilio`` or a dict."""
+    if isinstance(value, Mapping):
+        return {_name(k): _name(v) for k, v in value.items()}
+    result = {}
+    for part in str(value).split(","):
+        if not part.strip():
+            continue
+        key, sep, val = part.partition("=")
+        if not sep:
+            raise ValueError
+        result[_name(key)] = _name(val)
+    return result
+
+
+_mapping.accepts = "channel=adapter pairs separated by commas, e.g. email=smtp,sms=twilio"  # type: ignore[attr-defined]
+
+
+def _cron(value: Any) -> str:
+    from croniter import croniter
+
+    text = str(value).strip()
+    if not croniter.is_valid(text):
+        raise ValueError
+    return text
+
+
+_cron.accepts = "a cron expression such as */5 * * * *"  # type: ignore[attr-defined]
+
+
+def _setting(env: str, default: Any, parse: Callable[[Any], Any], doc: str, secret: bool = False) -> Any:
+    metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one configured Chimeway."""
+
+    database_url: str = _setting(
+        "CHIMEWAY_DATABASE_URL", DEFAULT_DATABASE_URL, _database_url, "postgresql://… or sqlite:///path"
+    )
+    redis_url: str | None = _setting(
+        "CHIMEWAY_REDIS_URL", None, _redis_url, "Redis for broker, dedupe, scheduler and pub/sub"
+    )
+    redis_namespace: str = _setting(
+        "CHIMEWAY_REDIS_NAMESPACE", "chimeway", _name, "prefix of every Redis key Chimeway writes"
+    )
+    max_attempts: int = _setting("CHIMEWAY_MAX_ATTEMPTS", 5, _int(1, 100), "attempt budget per delivery")
+    backoff_min_ms: int = _setting("CHIMEWAY_BACKOFF_MIN_MS", 15_000, _int(0), "retry backoff lower bound")
+    backoff_max_ms: int = _setting("CHIMEWAY_BACKOFF_MAX_MS", 3_600_000, _int(0), "retry backoff upper bound")
+    lease_seconds: int = _setting(
+        "CHIMEWAY_LEASE_SECONDS", 300, _int(1), "how long a claim protects a dispatched delivery"
+    )
+    sweep_stall_seconds: int = _setting(
+        "CHIMEWAY_SWEEP_STALL_SECONDS", 120, _int(1), "age after which the sweep re-enqueues a delivery"
+    )
+    reconcile_grace_seconds: int = _setting(
+        "CHIMEWAY_RECONCILE_GRACE_SECONDS", 60, _int(0), "orphans younger than this are left alone"
+    )
+    reconcile_max_age_minutes: int = _setting(
+        "CHIMEWAY_RECONCILE_MAX_AGE_MINUTES", 10_080, _int(1), "orphans older than this are not scanned"
+    )
+    webhook_max_bytes: int = _setting(
+        "CHIMEWAY_WEBHOOK_MAX_BYTES", 1_048_576, _int(1), "webhook request size limit"
+    )
+    webhook_retention_days: int = _setting(
+        "CHIMEWAY_WEBHOOK_RETENTION_DAYS", 14, _int(1), "raw webhook rows older than this are pruned"
+    )
+    postmark_webhook_user: str | None = _setting(
+        "CHIMEWAY_POSTMARK_WEBHOOK_USER", None, _text, "Postmark webhook basic-auth user", secret=True
+    )
+    postmark_webhook_password: str | None = _setting(
+        "CHIMEWAY_POSTMARK_WEBHOOK_PASSWORD", None, _text, "Postmark webhook basic-auth password", secret=True
+    )
+    sendgrid_webhook_public_key: str | None = _setting(
+        "CHIMEWAY_SENDGRID_WEBHOOK_PUBLIC_KEY", None, _text, "base64 DER (SPKI) ECDSA P-256 key", secret=True
+    )
+    mailgun_webhook_signing_key: str | None = _setting(
+        "CHIMEWAY_MAILGUN_WEBHOOK_SIGNING_KEY", None, _text, "Mailgun HMAC signing key", secret=True
+    )
+    standard_webhook_secret: str | None = _setting(
+        "CHIMEWAY_STANDARD_WEBHOOK_SECRET", None, _text, "Standard Webhooks whsec_… secret", secret=True
+    )
+    default_adapter: str = _setting(
+        "CHIMEWAY_DEFAULT_ADAPTER", "log", _name, "adapter for channels with no adapter of their own"
+    )
+    channel_adapters: dict[str, str] = _setting(
+        "CHIMEWAY_CHANNEL_ADAPTERS", {}, _mapping, "per-channel adapter, email=smtp,sms=twilio"
+    )
+    statement_timeout_ms: int = _setting(
+        "CHIMEWAY_STATEMENT_TIMEOUT_MS", 30_000, _int(100), "server-side statement_timeout (PostgreSQL)"
+    )
+    db_pool_size: int = _setting(
+        "CHIMEWAY_DB_POOL_SIZE", 16, _int(1, 1000), "PostgreSQL pool size; keep >= worker threads"
+    )
+    db_pool_timeout_seconds: int = _setting(
+        "CHIMEWAY_DB_POOL_TIMEOUT_SECONDS", 10, _int(1), "how long a thread waits for a pooled connection"
+    )
+    broker_heartbeat_ms: int = _setting(
+        "CHIMEWAY_BROKER_HEARTBEAT_MS", 15_000, _int(1000),
+        "Redis broker heartbeat timeout: a dead worker's messages return after this",
+    )
+    broker_maintenance_chance: int = _setting(
+        "CHIMEWAY_BROKER_MAINTENANCE_CHANCE", 10_000, _int(0, 1_000_000),
+        "Redis broker: commands per million that run queue maintenance",
+    )
+    reconcile_cron: str = _setting("CHIMEWAY_RECONCILE_CRON", "*/5 * * * *", _cron, "reconcile schedule")
+    sweep_cron: str = _setting("CHIMEWAY_SWEEP_CRON", "* * * * *", _cron, "sweep schedule")
+    prune_cron: str = _setting("CHIMEWAY_PRUNE_CRON", "17 3 * * *", _cron, "prune schedule")
+    # Adapter options and policy rules are validated by the registry and the policy, which own them.
+    adapters: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"env": None})
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: the README's configuration table."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        env = f.metadata.get("env")
+        if env:
+            default = "" if f.default in (None, dataclasses.MISSING) else str(f.default)
+            rows.append((env, default, f.metadata["doc"]))
+    return rows
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Validate arguments, else environment, else defaults; raise ConfigurationError on the first bad one."""
+    environ = os.environ if environ is None else environ
+    known = {f.name: f for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        env = f.metadata.get("env")
+        if name in overrides and overrides[name] is not None:
+            raw, source = overrides[name], f"{name}= (argument, variable {env})" if env else f"{name}="
+        elif env and environ.get(env) not in (None, ""):
+            raw, source = environ[env], env
+        else:
+            continue
+        if env is None:
+            values[name] = raw
+            continue
+        parse = f.metadata["parse"]
+        try:
+            values[name] = parse(raw)
+        except (TypeError, ValueError):
+            shown = "<hidden>" if f.metadata["secret"] else repr(raw)
+            raise ConfigurationError(
+                f"invalid {source}: {shown}; expected {parse.accepts}", variable=env
+            ) from None
+    settings = Settings(**values)
+    if settings.backoff_min_ms > settings.backoff_max_ms:
+        raise ConfigurationError(
+            "CHIMEWAY_BACKOFF_MIN_MS must not exceed CHIMEWAY_BACKOFF_MAX_MS", variable="CHIMEWAY_BACKOFF_MIN_MS"
+        )
+    return settings

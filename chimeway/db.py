@@ -1,0 +1,178 @@
+"""The database, bound late: models talk to ``proxy``; ``configure()`` points it at a real database.
+
+- ``postgresql://`` → a pooled PostgreSQL database safe for many worker threads: one connection per
+  thread, at most ``db_pool_size``, a checkout timeout, and server-side ``statement_timeout``,
+  ``lock_timeout`` and ``idle_in_transaction_session_timeout`` so a stuck query or a leaked
+  transaction can never hold locks for long. Sessions run in UTC.
+- ``sqlite:///path`` → WAL journal, a busy timeout and IMMEDIATE transactions, so concurrent
+  writers queue instead of failing with "database is locked" half-way through a transaction.
+- an existing Peewee database → shared as it is (the application's connections and transactions).
+
+Hand-written SQL (the hot path) goes through :func:`execute` and the helpers below, which hide the
+two dialects' differences: placeholders, timestamps, booleans, JSON, and the append-only error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from chimeway.config import Settings
+from chimeway.errors import APPEND_ONLY_SQLSTATE, ConfigurationError, EventLedgerImmutableError
+
+#: Every model and query uses this proxy; ``bind()`` decides what is behind it.
+proxy = peewee.DatabaseProxy()
+
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def connect(settings: Settings) -> peewee.Database:
+    """A new (unconnected) Peewee database for ``settings.database_url``."""
+    url = settings.database_url
+    if url.startswith("sqlite://"):
+        path = ":memory:" if url == "sqlite://:memory:" else unquote(url[len("sqlite:///"):].split("?")[0])
+        return peewee.SqliteDatabase(
+            path,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 30_000},
+            timeout=30,
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+        )
+    parts = urlsplit(url)
+    if not parts.path.strip("/"):
+        raise ConfigurationError(
+            "invalid CHIMEWAY_DATABASE_URL: no database name in the URL", variable="CHIMEWAY_DATABASE_URL"
+        )
+    timeout = settings.statement_timeout_ms
+    options = (
+        f"-c statement_timeout={timeout} -c lock_timeout={timeout} "
+        f"-c idle_in_transaction_session_timeout={max(timeout * 2, 60_000)} -c timezone=UTC"
+    )
+    params: dict[str, Any] = {
+        "host": parts.hostname or None,
+        "port": parts.port or None,
+        "user": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "options": options,
+        "application_name": "chimeway",
+        "connect_timeout": 10,
+    }
+    params.update(dict(parse_qsl(parts.query)))
+    return PooledPostgresqlDatabase(
+        unquote(parts.path.lstrip("/")),
+        max_connections=settings.db_pool_size,
+        timeout=settings.db_pool_timeout_seconds,
+        stale_timeout=300,
+        **{k: v for k, v in params.items() if v is not None},
+    )
+
+
+def bind(database: peewee.Database) -> None:
+    proxy.initialize(database)
+
+
+def database() -> peewee.Database:
+    """The database behind the proxy (raises if nothing is configured yet)."""
+    if proxy.obj is None:
+        raise ConfigurationError("Chimeway is not configured: call chimeway.configure() first")
+    return proxy.obj
+
+
+def is_postgres(db: peewee.Database | None = None) -> bool:
+    return isinstance(db or database(), peewee.PostgresqlDatabase)
+
+
+def is_sqlite(db: peewee.Database | None = None) -> bool:
+    return isinstance(db or database(), peewee.SqliteDatabase)
+
+
+def now() -> datetime:
+    """The library's clock: aware UTC. Time comes from Python on both dialects (documented decision)."""
+    return datetime.now(UTC)
+
+
+def to_db_time(value: datetime | None, db: peewee.Database | None = None) -> Any:
+    """A timestamp as the dialect stores it: aware datetime for PostgreSQL, sortable UTC text for SQLite."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: Chimeway stores aware UTC timestamps only")
+    if is_sqlite(db):
+        return value.astimezone(UTC).strftime(_SQLITE_TS)
+    return value.astimezone(UTC)
+
+
+def from_db_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if isinstance(value, datetime) else None
+    text = str(value)
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def to_db_json(value: Any) -> str:
+    return json.dumps(value if value is not None else {}, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def from_db_json(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return json.loads(bytes(value) if isinstance(value, memoryview) else value)
+    return value
+
+
+_QMARK = re.compile(r"%s")
+
+
+def sql(text: str, db: peewee.Database | None = None) -> str:
+    """Hand-written SQL uses ``%s`` placeholders; SQLite wants ``?``."""
+    return _QMARK.sub("?", text) if is_sqlite(db) else text
+
+
+def execute(text: str, params: Sequence[Any] = (), db: peewee.Database | None = None) -> Any:
+    """Run hand-written SQL (``%s`` placeholders) and return the cursor; translates append-only errors."""
+    db = db or database()
+    with translate_errors():
+        return db.execute_sql(sql(text, db), tuple(params))
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn the append-only triggers' error into EventLedgerImmutableError, once, at the boundary."""
+    try:
+        yield
+    except (peewee.DatabaseError, sqlite3.DatabaseError) as err:
+        if is_append_only_violation(err):
+            raise EventLedgerImmutableError(str(err).strip()) from err
+        raise
+
+
+def is_append_only_violation(err: BaseException) -> bool:
+    original = getattr(err, "orig", None) or (err.args[0] if err.args and isinstance(err.args[0], Exception) else err)
+    code = getattr(original, "pgcode", None)
+    if code == APPEND_ONLY_SQLSTATE:
+        return True
+    return f"{APPEND_ONLY_SQLSTATE}:" in str(err) or f"{APPEND_ONLY_SQLSTATE}:" in str(original)
+
+
+@contextlib.contextmanager
+def transaction(db: peewee.Database | None = None) -> Iterator[peewee.Database]:
+    """``db.atomic()`` with error translation; joins the caller's transaction when one is open."""
+    db = db or database()
+    with translate_errors(), db.atomic():
+        yield db
+
+
+def utc_from_row(row: dict[str, Any], *names: str) -> None:
+    for name in names:
+        row[name] = from_db_time(row.get(name))

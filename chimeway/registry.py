@@ -1,0 +1,140 @@
+"""Adapter discovery through the ``chimeway.adapters`` entry-point group, and their options.
+
+Built-in adapters register exactly like third-party ones; nothing in ``chimeway`` imports them by
+module path. Names are known from the entry points without importing anything; an adapter's module
+is imported when it is first used or configured.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from chimeway.adapter import Adapter
+from chimeway.config import Settings
+from chimeway.errors import ConfigurationError
+
+GROUP = "chimeway.adapters"
+
+
+def discover() -> dict[str, EntryPoint]:
+    """Every adapter name installed in this environment, without importing any of them."""
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+class Registry:
+    """The configured adapters of one runtime: validated options, one shared instance per name."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        environ: Mapping[str, str] | None = None,
+        extra: Mapping[str, type[Adapter]] | None = None,
+    ) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._entry_points = discover()
+        self._classes: dict[str, type[Adapter]] = dict(extra or {})
+        self._instances: dict[str, Adapter] = {}
+        self._lock = threading.Lock()
+        self._options = settings.adapters
+        self.default_adapter = settings.default_adapter
+        self.channel_adapters = dict(settings.channel_adapters)
+        # Fail now, not in a worker: every adapter named by the settings must exist and accept its options.
+        for name, variable in self._named_in_settings():
+            self._check_known(name, variable)
+        for name in set(self._options) | set(self.channel_adapters.values()) | {self.default_adapter}:
+            self.options_for(name)
+
+    def _named_in_settings(self) -> list[tuple[str, str]]:
+        named = [(self.default_adapter, "CHIMEWAY_DEFAULT_ADAPTER")]
+        named += [(name, "CHIMEWAY_CHANNEL_ADAPTERS") for name in self.channel_adapters.values()]
+        named += [(name, "adapters=") for name in self._options]
+        return named
+
+    @property
+    def known(self) -> list[str]:
+        return sorted(set(self._entry_points) | set(self._classes))
+
+    def _check_known(self, name: str, variable: str | None = None) -> None:
+        if name not in self._entry_points and name not in self._classes:
+            where = f" (from {variable})" if variable else ""
+            raise ConfigurationError(
+                f"unknown adapter {name!r}{where}; known adapters: {', '.join(self.known) or 'none'}",
+                variable=variable,
+            )
+
+    def adapter_for_channel(self, channel: str) -> str:
+        return self.channel_adapters.get(channel, self.default_adapter)
+
+    def resolve(self, name: str | None, channel: str) -> str:
+        """The adapter name a send uses; raises ConfigurationError naming the known ones if unknown."""
+        chosen = name or self.adapter_for_channel(channel)
+        self._check_known(chosen, None if name else "CHIMEWAY_CHANNEL_ADAPTERS")
+        return chosen
+
+    def adapter_class(self, name: str) -> type[Adapter]:
+        self._check_known(name)
+        if name not in self._classes:
+            loaded = self._entry_points[name].load()
+            if not (isinstance(loaded, type) and issubclass(loaded, Adapter)):
+                raise ConfigurationError(f"adapter {name!r} does not subclass chimeway.adapter.Adapter")
+            self._classes[name] = loaded
+        return self._classes[name]
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """Validated options: ``adapters={name: {...}}`` arguments, else CHIMEWAY_<NAME>_<OPTION>, else defaults."""
+        cls = self.adapter_class(name)
+        given = dict(self._options.get(name, {}))
+        unknown = sorted(set(given) - set(cls.options))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option {unknown[0]!r} for adapter {name!r}; it accepts: "
+                f"{', '.join(sorted(cls.options)) or 'no options'}",
+                variable=env_name(name, unknown[0]),
+            )
+        values: dict[str, Any] = {}
+        for option_name, option in cls.options.items():
+            variable = env_name(name, option_name)
+            if option_name in given:
+                raw = given[option_name]
+            elif self._environ.get(variable) not in (None, ""):
+                raw = self._environ[variable]
+            elif option.required:
+                raise ConfigurationError(
+                    f"adapter {name!r} needs {variable} (or adapters={{{name!r}: {{{option_name!r}: ...}}}})",
+                    variable=variable,
+                )
+            else:
+                values[option_name] = option.default
+                continue
+            try:
+                values[option_name] = option.parse(raw)
+            except (TypeError, ValueError) as err:
+                shown = "<hidden>" if option.secret else repr(raw)
+                raise ConfigurationError(
+                    f"invalid {variable}: {shown}; {option.doc or err}", variable=variable
+                ) from None
+        return values
+
+    def get(self, name: str) -> Adapter:
+        """The shared instance of an adapter (adapters must be safe to call from many threads)."""
+        instance = self._instances.get(name)
+        if instance is None:
+            with self._lock:
+                instance = self._instances.get(name)
+                if instance is None:
+                    instance = self.adapter_class(name)(**self.options_for(name))
+                    self._instances[name] = instance
+        return instance
+
+    def close(self) -> None:
+        for instance in self._instances.values():
+            instance.close()
+        self._instances.clear()
+
+
+def env_name(adapter: str, option: str) -> str:
+    return f"CHIMEWAY_{adapter}_{option}".upper().replace("-", "_")

@@ -1,0 +1,93 @@
+"""The live configuration of this process: settings → database → adapters → broker → actors.
+
+``configure()`` is the one place that wires them (``chimeway.worker`` calls it for the Dramatiq
+CLI). Nothing is wired at import time: the first use without ``configure()`` configures from the
+environment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from chimeway import db
+from chimeway.config import Settings, load_settings
+from chimeway.registry import Registry
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: peewee.Database
+    registry: Registry
+    owns_database: bool  #: False when the application handed us its own database
+    #: Wired by chimeway.dispatch: the Dramatiq broker, the Redis client (None in embedded mode) and actors.
+    broker: Any = None
+    redis: Any = None
+    actors: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.registry.close()
+        if self.broker is not None:
+            self.broker.close()
+        if self.redis is not None:
+            self.redis.close()
+        if self.owns_database and not self.database.is_closed():
+            close_all = getattr(self.database, "close_all", None)
+            close_all() if close_all else self.database.close()
+
+
+_current: Runtime | None = None
+_lock = threading.RLock()
+
+
+def configure(
+    *,
+    database: peewee.Database | None = None,
+    broker: Any = None,
+    environ: Mapping[str, str] | None = None,
+    **settings: Any,
+) -> Runtime:
+    """Validate settings and wire everything; replaces (and closes) a previous configuration.
+
+    ``database`` shares an application's Peewee database (its connections and transactions);
+    ``broker`` uses an existing Dramatiq broker instead of building one from the settings.
+    """
+    global _current
+    loaded: Settings = load_settings(environ, **settings)
+    registry = Registry(loaded, environ)
+    database_obj = database if database is not None else db.connect(loaded)
+    runtime = Runtime(settings=loaded, database=database_obj, registry=registry, owns_database=database is None)
+    with _lock:
+        previous, _current = _current, runtime
+        db.bind(database_obj)
+        from chimeway.dispatch.broker import wire  # late: the dispatch layer needs dramatiq
+
+        wire(runtime, broker=broker)
+    if previous is not None and previous is not runtime:
+        previous.close()
+    return runtime
+
+
+def current() -> Runtime:
+    """The configured runtime; configures from the environment on first use."""
+    runtime = _current
+    if runtime is None:
+        with _lock:
+            if _current is None:
+                return configure()
+            return _current
+    return runtime
+
+
+def reset() -> None:
+    """Forget (and close) the current configuration: tests use it between cases."""
+    global _current
+    with _lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.close()

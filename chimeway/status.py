@@ -1,0 +1,89 @@
+"""What ``chimeway status`` reports: schema version, counts by status and reason, stalled
+deliveries, and the orphan backlog. One read-only pass; no recipients or payloads ever shown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from chimeway import db
+from chimeway.migrator import status as schema_status
+from chimeway.models import ALL_MODELS
+
+
+def collect(runtime: Any) -> dict[str, Any]:
+    database = runtime.database
+    schema = schema_status(database)
+    report: dict[str, Any] = {
+        "database": "postgresql" if db.is_postgres(database) else "sqlite",
+        "broker": "redis" if runtime.settings.redis_url else "in-memory",
+        "schema": schema,
+    }
+    if schema["current"] == 0:
+        report["tables"] = {}
+        return report
+    report["tables"] = {model._meta.table_name: model.select().count() for model in ALL_MODELS}
+    rows = db.execute(
+        "SELECT status, COALESCE(suppression_reason, ''), COUNT(*) FROM chimeway_deliveries "
+        "GROUP BY status, suppression_reason ORDER BY status, suppression_reason",
+        db=database,
+    ).fetchall()
+    report["deliveries"] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
+    stall = db.now() - timedelta(seconds=runtime.settings.sweep_stall_seconds)
+    report["stalled"] = db.execute(
+        "SELECT COUNT(*) FROM chimeway_deliveries WHERE status IN ('pending', 'dispatched', 'failed') "
+        "AND updated_at < %s",
+        (db.to_db_time(stall, database),),
+        db=database,
+    ).fetchone()[0]
+    orphans, oldest = db.execute(
+        "SELECT COUNT(*), MIN(received_at) FROM chimeway_events e WHERE needs_reconciliation "
+        "AND NOT EXISTS (SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = "
+        + ("'reconciled:' || CAST(e.id AS text)")
+        + ")",
+        db=database,
+    ).fetchone()
+    oldest_at = db.from_db_time(oldest)
+    max_age = timedelta(minutes=runtime.settings.reconcile_max_age_minutes)
+    expired = 0
+    if orphans:
+        expired = db.execute(
+            "SELECT COUNT(*) FROM chimeway_events e WHERE needs_reconciliation AND received_at < %s "
+            "AND NOT EXISTS (SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = "
+            "'reconciled:' || CAST(e.id AS text))",
+            (db.to_db_time(db.now() - max_age, database),),
+            db=database,
+        ).fetchone()[0]
+    report["orphans"] = {
+        "backlog": orphans,
+        "oldest_age_seconds": round((db.now() - oldest_at).total_seconds()) if oldest_at else None,
+        "past_max_age": expired,  # unlikely ever to reconcile
+    }
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    schema = report["schema"]
+    lines = [
+        f"database   {report['database']}   broker {report['broker']}",
+        f"schema     version {schema['current']} of {schema['latest']}"
+        + (f" (pending: {', '.join(schema['pending'])})" if schema["pending"] else ""),
+    ]
+    if report.get("tables"):
+        lines.append("")
+        lines.append(f"{'table':<30} {'rows':>10}")
+        lines += [f"{name:<30} {count:>10}" for name, count in report["tables"].items()]
+    if report.get("deliveries"):
+        lines.append("")
+        lines.append(f"{'status':<12} {'reason':<24} {'deliveries':>10}")
+        lines += [f"{d['status']:<12} {d['reason'] or '-':<24} {d['count']:>10}" for d in report["deliveries"]]
+    if "stalled" in report:
+        orphans = report["orphans"]
+        age = orphans["oldest_age_seconds"]
+        lines += [
+            "",
+            f"stalled deliveries      {report['stalled']}",
+            f"orphan backlog          {orphans['backlog']}"
+            + (f" (oldest {age} s; {orphans['past_max_age']} past max age, unlikely to reconcile)" if age else ""),
+        ]
+    return "\n".join(lines)
