@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 
 from chimeway.errors import ConfigurationError
@@ -104,6 +105,55 @@ def _cron(value: Any) -> str:
 _cron.accepts = "a cron expression such as */5 * * * *"  # type: ignore[attr-defined]
 
 
+def _delivery_cap(value: Any) -> tuple[int, int] | None:
+    """``N/seconds`` (at most N deliveries per recipient in any window of that many seconds)."""
+    if isinstance(value, tuple | list):
+        value = "/".join(map(str, value))
+    text = str(value).strip()
+    if not text or text.lower() == "off":
+        return None
+    count, sep, seconds = text.partition("/")
+    if not sep or int(count) < 1 or int(seconds) < 1:
+        raise ValueError
+    return int(count), int(seconds)
+
+
+_delivery_cap.accepts = "N/seconds such as 10/3600, or empty for no cap"  # type: ignore[attr-defined]
+
+
+def parse_quiet_hours(value: Any) -> tuple[time, time] | None:
+    """``HH:MM-HH:MM`` local wall-clock times; the window may cross midnight (``22:00-07:00``)."""
+    if isinstance(value, tuple | list):
+        value = "-".join(t.isoformat("minutes") if isinstance(t, time) else str(t) for t in value)
+    text = str(value).strip()
+    if not text or text.lower() == "off":
+        return None
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError
+    window = time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+    if window[0] == window[1] or any(t.tzinfo for t in window):
+        raise ValueError
+    return window
+
+
+parse_quiet_hours.accepts = "HH:MM-HH:MM such as 22:00-07:00, or empty for none"  # type: ignore[attr-defined]
+
+
+def _timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    text = str(value).strip()
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError from None
+    return text
+
+
+_timezone.accepts = "an IANA time zone name such as Europe/London"  # type: ignore[attr-defined]
+
+
 def _setting(env: str, default: Any, parse: Callable[[Any], Any], doc: str, secret: bool = False) -> Any:
     metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
     if isinstance(default, dict):
@@ -186,6 +236,15 @@ class Settings:
     reconcile_cron: str = _setting("CHIMEWAY_RECONCILE_CRON", "*/5 * * * *", _cron, "reconcile schedule")
     sweep_cron: str = _setting("CHIMEWAY_SWEEP_CRON", "* * * * *", _cron, "sweep schedule")
     prune_cron: str = _setting("CHIMEWAY_PRUNE_CRON", "17 3 * * *", _cron, "prune schedule")
+    delivery_cap: tuple[int, int] | None = _setting(
+        "CHIMEWAY_DELIVERY_CAP", None, _delivery_cap, "policy: at most N deliveries per recipient per window, N/seconds"
+    )
+    quiet_hours: tuple[time, time] | None = _setting(
+        "CHIMEWAY_QUIET_HOURS", None, parse_quiet_hours, "policy: defer deliveries in this local window, 22:00-07:00"
+    )
+    quiet_hours_timezone: str = _setting(
+        "CHIMEWAY_QUIET_HOURS_TIMEZONE", "UTC", _timezone, "policy: time zone of recipients with no metadata timezone"
+    )
     # Adapter options and policy rules are validated by the registry and the policy, which own them.
     adapters: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"env": None})
 
