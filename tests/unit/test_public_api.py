@@ -1,0 +1,31 @@
+"""The package's public surface: complete, lazy, and free of work at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import chimeway
+
+
+def test_all_lists_every_exported_name():
+    assert set(chimeway.__all__) == set(chimeway._EXPORTS) | {"__version__"}
+
+
+def test_importing_chimeway_does_not_import_the_dispatch_layer_or_connect():
+    code = (
+        "import sys, chimeway; "
+        "loaded = [m for m in ('dramatiq', 'chimeway.runtime', 'chimeway_adapters', 'psycopg2') if m in sys.modules]; "
+        "print(','.join(loaded))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_an_unknown_attribute_raises_attribute_error():
+    try:
+        chimeway.no_such_thing  # noqa: B018
+    except AttributeError as err:
+        assert "no_such_thing" in str(err)
+    else:
+        raise AssertionError("expected AttributeError")
