@@ -29,6 +29,8 @@ class Runtime:
     broker: Any = None
     redis: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
+    #: Fresh-send dedupe of chimeway.dispatch.enqueue: Redis-backed, or in memory under the stub broker.
+    dedupe: Any = None
 
     def close(self) -> None:
         self.registry.close()
