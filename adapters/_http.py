@@ -1,0 +1,336 @@
+"""The one HTTP client layer under every HTTP adapter (``webhook``, ``postmark``, ``sendgrid``, ``twilio``).
+
+:class:`HttpAdapter` owns the sequence of a send; a provider module fills the named steps and the
+lookup tables, as django-anymail's backends do::
+
+    send(request)
+    ├── build(request) -> HttpCall             provider: method, path or URL, JSON/form body, headers
+    ├── auth headers + idempotency header      provider: auth_headers(), idempotency_header
+    ├── POST through one shared httpx.Client   here: timeouts, connection reuse, transport errors
+    ├── 2xx → message_id(response, request)           provider: where the provider puts its message id
+    └── else → classify(response)              here: error_code(response) looked up in ``error_codes``,
+                                                     else the HTTP status; Retry-After parsed
+
+Foreign errors are translated once, here (STYLE #5): httpx timeouts and connection failures become
+:class:`TemporaryError`, an unusable URL a :class:`PermanentError`, and an HTTP error response one of
+the three :class:`DeliveryError` classes chosen by the provider's code table. Nothing else leaves
+``send()``.
+
+Redaction: the ``response`` dict kept on the attempt row and every exception message are built only
+from the HTTP status, the provider's *error code* and the description in *our* table, plus the
+parsed Retry-After. The provider's own error text is never copied, because providers echo the
+recipient in it (Postmark 406 names the inactive address, Twilio 21211 the phone number); request
+headers (credentials) and bodies never reach a result, an error or a log line.
+
+httpx is an optional dependency (the ``http`` extra): without it, loading an HTTP adapter — which
+the registry does at configure time — raises :class:`ConfigurationError` naming the install command.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, ClassVar
+
+from chimeway.adapter import (
+    Adapter,
+    DeliveryError,
+    Option,
+    PermanentError,
+    SendRequest,
+    SendResult,
+    TemporaryError,
+)
+from chimeway.errors import ConfigurationError
+
+try:
+    import httpx
+except ModuleNotFoundError as err:  # pragma: no cover - only without the http extra
+    raise ConfigurationError(
+        "Chimeway's HTTP adapters (webhook, postmark, sendgrid, twilio) need httpx: "
+        "pip install 'chimeway[http]'"
+    ) from err
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TEMPORARY_STATUSES",
+    "HttpAdapter",
+    "HttpCall",
+    "Outcome",
+    "base_url_option",
+    "email_parts",
+    "parse_retry_after",
+    "positive_seconds",
+    "timeout_option",
+]
+
+#: seconds an HTTP adapter waits to connect, and then for each read, unless its ``timeout`` option says otherwise
+DEFAULT_TIMEOUT = 10.0
+
+#: HTTP statuses that mean "try again later" when the provider's body gives no code we know
+TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+#: One classification: which DeliveryError class to raise, and our own words for why.
+Outcome = tuple[type[DeliveryError], str]
+
+
+def positive_seconds(value: Any) -> float:
+    """Option parser for timeouts: a number of seconds greater than zero."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError("expected a number of seconds greater than 0")
+    return seconds
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+
+    Returns None when the header is absent or unreadable, and never a negative number.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=UTC)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """What a provider wants sent for one attempt. ``url`` is absolute or relative to ``base_url``."""
+
+    url: str
+    json: Any = None
+    form: Mapping[str, Any] | None = None
+    content: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+class HttpAdapter(Adapter):
+    """Base of the HTTP adapters: one thread-safe ``httpx.Client`` per adapter instance.
+
+    Subclasses set ``name``, ``channel``, ``options`` (including ``timeout`` and, for API providers,
+    ``base_url``), ``error_codes`` and ``idempotency_header``, and implement :meth:`build` and
+    :meth:`message_id`; they override :meth:`auth_headers` and :meth:`error_code` as their API needs.
+    """
+
+    #: the provider's error code -> (DeliveryError class, our description); the provider's text is never kept
+    error_codes: ClassVar[Mapping[Any, Outcome]] = {}
+    #: HTTP statuses whose meaning overrides the generic 4xx/5xx rule for this provider
+    status_outcomes: ClassVar[Mapping[int, Outcome]] = {}
+    #: header carrying ``request.idempotency_key`` — None when the provider documents no such header
+    idempotency_header: ClassVar[str | None] = None
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.timeout = float(options.get("timeout") or DEFAULT_TIMEOUT)
+        # httpx.Client is safe to share between threads; it pools and reuses connections per host.
+        self._client = httpx.Client(
+            base_url=options.get("base_url") or "",
+            timeout=httpx.Timeout(self.timeout),
+            follow_redirects=False,  # a redirect would resend a signed or authenticated request elsewhere
+            headers={"User-Agent": "chimeway"},
+        )
+        self._closed = threading.Event()
+
+    # -- steps a provider fills ------------------------------------------------------------------
+
+    def build(self, request: SendRequest) -> HttpCall:
+        """The HTTP call for this attempt. Raise PermanentError for a payload that can never be sent."""
+        raise NotImplementedError
+
+    def auth_headers(self, request: SendRequest) -> dict[str, str]:
+        """Credentials for this call (never logged, never kept)."""
+        return {}
+
+    def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
+        """The provider's id of the accepted message, from a 2xx response."""
+        return None
+
+    def accepted_error(self, response: httpx.Response) -> Outcome | None:
+        """A 2xx response that nevertheless reports a failure (e.g. a message created already failed)."""
+        return None
+
+    def error_code(self, response: httpx.Response) -> Any:
+        """The provider's error code in an error response, or None. Looked up in ``error_codes``."""
+        return None
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        """Seconds the provider asks us to wait before trying again (``Retry-After``), or None."""
+        return parse_retry_after(response.headers.get("Retry-After"))
+
+    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
+        """The outcome of a provider error code; override when one code means several things."""
+        return self.error_codes.get(code) if code is not None else None
+
+    # -- the sequence ----------------------------------------------------------------------------
+
+    def send(self, request: SendRequest) -> SendResult:
+        call = self.build(request)
+        headers = {**call.headers, **self.auth_headers(request)}
+        if self.idempotency_header:
+            headers[self.idempotency_header] = request.idempotency_key
+        response = self._post(call, headers)
+        if 200 <= response.status_code < 300:
+            failure = self.accepted_error(response)
+            if failure is not None:
+                self._raise(failure, response, code=self.error_code(response))
+            summary = {"status": response.status_code}
+            message_id = self.message_id(response, request)
+            if message_id is None:
+                summary["warning"] = "the provider accepted the send but returned no message id"
+            return SendResult(provider=self.name, provider_message_id=message_id, response=summary)
+        self.classify(response)
+        raise AssertionError("classify() always raises")  # pragma: no cover
+
+    def _post(self, call: HttpCall, headers: dict[str, str]) -> httpx.Response:
+        what = f"{self.name}: {call.method}"
+        try:
+            response = self._client.request(
+                call.method, call.url, json=call.json, data=call.form, content=call.content, headers=headers
+            )
+            response.read()
+            return response
+        except httpx.TimeoutException as err:
+            raise TemporaryError(
+                f"{what} timed out after {self.timeout:g}s ({type(err).__name__})",
+                response={"error": "timeout", "timeout_seconds": self.timeout},
+            ) from err
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as err:
+            raise PermanentError(
+                f"{what} cannot be sent: the URL or request is not usable ({type(err).__name__})",
+                response={"error": "invalid_request"},
+            ) from err
+        except httpx.TransportError as err:
+            raise TemporaryError(
+                f"{what} failed: {type(err).__name__} (connection refused, reset or unreadable)",
+                response={"error": "connection"},
+            ) from err
+
+    def classify(self, response: httpx.Response) -> None:
+        """Raise the DeliveryError an error response calls for: the code table, else the status."""
+        code = self.error_code(response)
+        outcome = self.lookup(code, response)
+        if outcome is None:
+            outcome = self.status_outcome(response.status_code)
+        self._raise(outcome, response, code=code)
+
+    def status_outcome(self, status: int) -> Outcome:
+        if status in self.status_outcomes:
+            return self.status_outcomes[status]
+        if status in TEMPORARY_STATUSES or status >= 500:
+            return TemporaryError, f"HTTP {status}: the provider is unavailable or rate limiting"
+        if 300 <= status < 400:
+            return PermanentError, f"HTTP {status}: redirects are not followed"
+        return PermanentError, f"HTTP {status}: the provider refused the request"
+
+    def _raise(self, outcome: Outcome, response: httpx.Response, *, code: Any) -> None:
+        error_class, reason = outcome
+        summary: dict[str, Any] = {"status": response.status_code}
+        if code is not None:
+            summary["error_code"] = code
+        summary["reason"] = reason
+        shown = f" (error code {code})" if code is not None else ""
+        message = f"{self.name}: HTTP {response.status_code}{shown}: {reason}"
+        if error_class is TemporaryError:
+            retry_after = self.retry_after(response)
+            if retry_after is not None:
+                summary["retry_after"] = retry_after
+                message += f"; retry after {retry_after:g}s"
+            raise TemporaryError(message, retry_after=retry_after, response=summary)
+        raise error_class(message, response=summary)
+
+    # -- helpers for providers -------------------------------------------------------------------
+
+    @staticmethod
+    def json_body(response: httpx.Response) -> Any:
+        """The response body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(response.content or b"null")
+        except ValueError:
+            return None
+
+    @classmethod
+    def json_field(cls, response: httpx.Response, key: str) -> Any:
+        """One top-level field of a JSON object body, or None (not JSON, not an object, absent)."""
+        body = cls.json_body(response)
+        return body.get(key) if isinstance(body, dict) else None
+
+    @classmethod
+    def text_field(cls, response: httpx.Response, key: str) -> str | None:
+        """A non-empty top-level field of a JSON object body, as text."""
+        value = cls.json_field(response, key)
+        return str(value) if value not in (None, "") else None
+
+    @classmethod
+    def code_field(cls, response: httpx.Response, key: str) -> int | None:
+        """A numeric error-code field of a JSON object body (a number or digits), or None."""
+        value = cls.json_field(response, key)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._client.close()
+
+
+def timeout_option(doc: str = "seconds to wait for the provider (connect and each read)") -> Option:
+    return Option(default=DEFAULT_TIMEOUT, parse=positive_seconds, doc=doc)
+
+
+def base_url_option(default: str) -> Option:
+    return Option(default=default, parse=_http_url, doc=f"the API's base URL (default {default})")
+
+
+def _http_url(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    if not text.startswith(("https://", "http://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return text
+
+
+def email_parts(request: SendRequest, default_from: str | None) -> dict[str, Any]:
+    """The common email payload, checked: subject, text and/or html, from, headers."""
+    payload = request.payload
+    sender = payload.get("from") or default_from
+    if not sender:
+        raise PermanentError(
+            f"{request.channel} payload has no 'from' and the adapter has no 'from' option",
+            response={"error": "invalid_payload", "field": "from"},
+        )
+    if not (payload.get("text") or payload.get("html")):
+        raise PermanentError(
+            "email payload needs 'text' or 'html'", response={"error": "invalid_payload", "field": "text"}
+        )
+    headers = payload.get("headers") or {}
+    if not isinstance(headers, Mapping):
+        raise PermanentError(
+            "email payload 'headers' must be a mapping of name to value",
+            response={"error": "invalid_payload", "field": "headers"},
+        )
+    return {
+        "from": str(sender),
+        "subject": str(payload.get("subject") or ""),
+        "text": payload.get("text") or None,
+        "html": payload.get("html") or None,
+        "headers": {str(k): str(v) for k, v in headers.items()},
+        "tag": payload.get("tag"),
+        "metadata": dict(payload.get("metadata") or {}),
+    }
