@@ -1,0 +1,295 @@
+"""Policy: rules that decide, before the claim, whether a delivery is sent now, later or never.
+
+A rule is a callable ``rule(delivery, now) -> Decision``. It returns a value and writes nothing; the
+deliver actor acts on the value (suppress → the suppression writer, defer → the deferral writer and
+a delayed message). :func:`evaluate` runs the rules in order and the first decision that is not
+:class:`Proceed` wins. Built-in rules, in order:
+
+=================  ==========================================================================
+suppression_list   the address is on the suppression list → Suppress(recipient_suppressed)
+preferences        the recipient turned the channel/category off → Suppress(channel_disabled)
+delivery_cap       CHIMEWAY_DELIVERY_CAP deliveries were created for the recipient in the window
+                   before this one → Suppress(delivery_cap_reached)
+quiet_hours        the recipient's local clock is inside the quiet window → Defer(until its end)
+delayed_fallback   a ``delay_fallback`` delivery whose notification was read → Suppress(already_read)
+=================  ==========================================================================
+
+Add a rule with :func:`register` (a function's ``__name__`` or a ``name`` attribute names it) and go
+back to the built-ins with :func:`reset`::
+
+    def vip_only(delivery, now):
+        return Proceed() if delivery.metadata.get("vip") else Suppress(Reason.CHANNEL_DISABLED)
+
+    chimeway.policy.register(vip_only, before="quiet_hours")
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from chimeway import preferences, suppressions
+from chimeway.config import Settings, parse_quiet_hours
+from chimeway.models import Delivery
+from chimeway.states import Reason, Status
+
+__all__ = [
+    "BUILTIN_RULES",
+    "Decision",
+    "Defer",
+    "Proceed",
+    "Rule",
+    "Suppress",
+    "evaluate",
+    "quiet_hours_end",
+    "register",
+    "reset",
+    "rules",
+    "unregister",
+]
+
+logger = logging.getLogger("chimeway.policy")
+
+
+@dataclass(frozen=True)
+class Proceed:
+    """Send now (as far as this rule is concerned)."""
+
+
+@dataclass(frozen=True)
+class Suppress:
+    """Never send: the delivery becomes suppressed with ``reason`` (terminal)."""
+
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Not before ``until`` (aware): the delivery waits, deferred, and its message is re-enqueued then."""
+
+    until: datetime
+
+    def __post_init__(self) -> None:
+        if self.until.tzinfo is None:
+            raise ValueError("Defer.until must be an aware datetime")
+
+
+Decision = Proceed | Suppress | Defer
+
+
+class Rule(Protocol):
+    """A policy rule: looks at the delivery (and the database), returns a decision, writes nothing."""
+
+    def __call__(self, delivery: Delivery, now: datetime) -> Decision: ...
+
+
+# --- the built-in rules -----------------------------------------------------------------------------
+
+
+def suppression_list(delivery: Delivery, now: datetime) -> Decision:
+    if suppressions.is_suppressed(delivery.recipient, delivery.channel, tenant_id=delivery.tenant_id, now=now):
+        return Suppress(Reason.RECIPIENT_SUPPRESSED)
+    return Proceed()
+
+
+def preference(delivery: Delivery, now: datetime) -> Decision:
+    enabled = preferences.is_enabled(
+        delivery.recipient, delivery.channel, category=delivery.category, tenant_id=delivery.tenant_id
+    )
+    return Proceed() if enabled else Suppress(Reason.CHANNEL_DISABLED)
+
+
+def delivery_cap(delivery: Delivery, now: datetime) -> Decision:
+    """At most N deliveries per recipient in any window of S seconds, counted by creation time.
+
+    Only deliveries created before this one count (and not those policy suppressed or that were
+    cancelled unsent), so the first N of a burst pass whatever order workers take them in, and a
+    delivery that passed once still passes on its retries.
+    """
+    cap = _settings().delivery_cap
+    if cap is None:
+        return Proceed()
+    limit, seconds = cap
+    created = delivery.created_at
+    earlier = (Delivery.created_at < created) | ((Delivery.created_at == created) & (Delivery.id < delivery.id))
+    unsent = (Delivery.status == Status.SUPPRESSED) | (
+        (Delivery.status == Status.CANCELLED) & (Delivery.attempt_count == 0)
+    )
+    count = (
+        Delivery.select(Delivery.id)
+        .where(
+            (Delivery.tenant_id == delivery.tenant_id)
+            & (Delivery.recipient == delivery.recipient)
+            & (Delivery.created_at >= created - timedelta(seconds=seconds))
+            & earlier
+            & ~unsent
+        )
+        .limit(limit)
+        .count()
+    )
+    return Suppress(Reason.DELIVERY_CAP_REACHED) if count >= limit else Proceed()
+
+
+def quiet_hours(delivery: Delivery, now: datetime) -> Decision:
+    """Defer to the end of the quiet window of the recipient's local clock.
+
+    The window is ``metadata["quiet_hours"]`` ("22:00-07:00"; present but empty: none for this
+    delivery), else CHIMEWAY_QUIET_HOURS; the zone is ``metadata["timezone"]``, else
+    CHIMEWAY_QUIET_HOURS_TIMEZONE.
+    """
+    settings = _settings()
+    metadata = delivery.metadata or {}
+    window = settings.quiet_hours
+    if "quiet_hours" in metadata:
+        try:
+            window = parse_quiet_hours(metadata["quiet_hours"] or "")
+        except (TypeError, ValueError):
+            logger.warning("delivery %s: invalid metadata quiet_hours, using the setting", delivery.id)
+    if window is None:
+        return Proceed()
+    zone = _zone(metadata.get("timezone"), settings.quiet_hours_timezone, delivery.id)
+    until = quiet_hours_end(window, zone, now)
+    return Proceed() if until is None else Defer(until)
+
+
+def delayed_fallback(delivery: Delivery, now: datetime) -> Decision:
+    if not delivery.delay_fallback:
+        return Proceed()
+    read = Delivery.select(Delivery.id).where(
+        (Delivery.tenant_id == delivery.tenant_id)
+        & (Delivery.notification_id == delivery.notification_id)
+        & Delivery.read_at.is_null(False)
+    )
+    return Suppress(Reason.ALREADY_READ) if read.exists() else Proceed()
+
+
+#: The built-in rules, in the order they run.
+BUILTIN_RULES: tuple[tuple[str, Rule], ...] = (
+    ("suppression_list", suppression_list),
+    ("preferences", preference),
+    ("delivery_cap", delivery_cap),
+    ("quiet_hours", quiet_hours),
+    ("delayed_fallback", delayed_fallback),
+)
+
+_rules: list[tuple[str, Rule]] = list(BUILTIN_RULES)
+_lock = threading.Lock()
+
+
+# --- the registry -----------------------------------------------------------------------------------
+
+
+def evaluate(delivery: Delivery, now: datetime) -> Decision:
+    """Run the rules in order; the first decision that is not Proceed wins."""
+    for name, rule in list(_rules):
+        decision = rule(delivery, now)
+        if not isinstance(decision, Proceed | Suppress | Defer):
+            raise TypeError(
+                f"policy rule {name!r} returned {decision!r}; a rule must return Proceed(), Suppress(reason) "
+                "or Defer(until)"
+            )
+        if not isinstance(decision, Proceed):
+            logger.info("delivery %s: policy rule %s decided %s", delivery.id, name, decision)
+            return decision
+    return Proceed()
+
+
+def register(rule: Rule, *, before: str | None = None, name: str | None = None) -> str:
+    """Add ``rule``, last or just before the rule named ``before``; returns the name it runs under."""
+    name = name or getattr(rule, "name", None) or getattr(rule, "__name__", None)
+    if not isinstance(name, str) or not callable(rule):
+        raise TypeError(f"a policy rule is a named callable rule(delivery, now) -> Decision, not {rule!r}")
+    with _lock:
+        names = [known for known, _ in _rules]
+        if name in names:
+            raise ValueError(f"a policy rule named {name!r} is already registered; rules: {', '.join(names)}")
+        if before is not None and before not in names:
+            raise ValueError(f"no policy rule named {before!r}; rules: {', '.join(names)}")
+        _rules.insert(names.index(before) if before else len(_rules), (name, rule))
+    return name
+
+
+def unregister(name: str) -> None:
+    """Remove the rule named ``name`` (built-ins too: e.g. to replace quiet hours with your own)."""
+    with _lock:
+        names = [known for known, _ in _rules]
+        if name not in names:
+            raise ValueError(f"no policy rule named {name!r}; rules: {', '.join(names)}")
+        del _rules[names.index(name)]
+
+
+def reset() -> None:
+    """Back to the built-in rules only."""
+    with _lock:
+        _rules[:] = BUILTIN_RULES
+
+
+def rules() -> list[str]:
+    """The names of the rules, in the order they run."""
+    return [name for name, _ in _rules]
+
+
+# --- quiet hours arithmetic -------------------------------------------------------------------------
+
+
+def quiet_hours_end(window: tuple[time, time], zone: tzinfo, now: datetime) -> datetime | None:
+    """When the quiet window that ``now`` falls in ends (UTC), or None when ``now`` is outside it.
+
+    Works on the local wall clock, so the answer is right across midnight and DST: the end is the
+    first instant after ``now`` at which the local clock reads the window's end (when a DST jump
+    skips that reading, the instant of the jump).
+    """
+    start, end = window
+    local = now.astimezone(zone)
+    wall = local.time().replace(tzinfo=None)
+    if start < end:
+        inside, end_day = start <= wall < end, local.date()
+    else:  # the window crosses midnight: it ends tomorrow if we are in its evening part
+        inside = wall >= start or wall < end
+        end_day = local.date() + timedelta(days=1) if wall >= start else local.date()
+    if not inside:
+        return None
+    return _first_reading_after(end_day, end, zone, now)
+
+
+def _first_reading_after(day: date, wall: time, zone: tzinfo, after: datetime) -> datetime:
+    earlier = datetime.combine(day, wall, tzinfo=zone).astimezone(UTC)
+    later = datetime.combine(day, wall, tzinfo=zone).replace(fold=1).astimezone(UTC)
+    if earlier <= later:
+        # Normal, or repeated when clocks go back: the first reading still ahead of us.
+        return earlier if earlier > after else later
+    # Skipped when clocks go forward (fold=1 maps before the jump, fold=0 after it): the jump itself.
+    return _transition(later, earlier, zone)
+
+
+def _transition(low: datetime, high: datetime, zone: tzinfo) -> datetime:
+    """The first second in (low, high] whose UTC offset is high's: bisect, zoneinfo lists no transitions."""
+    offset = high.astimezone(zone).utcoffset()
+    lo, hi = int(low.timestamp()), int(high.timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == offset:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _zone(name: object, default: str, delivery_id: str) -> tzinfo:
+    if name:
+        try:
+            return ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            logger.warning("delivery %s: unknown metadata timezone, using %s", delivery_id, default)
+    return ZoneInfo(default)
+
+
+def _settings() -> Settings:
+    from chimeway.runtime import current  # late: the runtime imports the dispatch layer
+
+    return current().settings
+
