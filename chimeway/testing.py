@@ -2,18 +2,65 @@
 
 Fixtures (available in any project that installs Chimeway):
 
-- ``chimeway_sqlite_url`` — a migrated SQLite database in a temporary directory;
-- ``chimeway_runtime`` — Chimeway configured on that database with the in-memory broker.
+- ``chimeway_sqlite_url`` — a SQLite database path in a temporary directory;
+- ``chimeway_runtime`` — Chimeway configured on it (migrated) with the in-memory StubBroker;
+- ``chimeway_broker`` — that runtime's StubBroker;
+- ``chimeway_worker`` — a started Dramatiq worker on it (stopped afterwards);
+- ``chimeway_fake_calls`` — the ``fake`` adapter's calls, cleared before the test.
 
-Nothing here runs at import: the plugin only declares fixtures.
+Helpers: :func:`drain` waits until every queued message (retries included) is processed;
+:func:`fake_calls` lists the ``fake`` adapter's calls; :func:`start_worker` runs a worker in a
+``with`` block. Nothing here runs at import: the plugin only declares fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+__all__ = ["drain", "fake_calls", "start_worker"]
+
+
+def _runtime(runtime: Any = None) -> Any:
+    if runtime is not None:
+        return runtime
+    from chimeway.runtime import current
+
+    return current()
+
+
+@contextlib.contextmanager
+def start_worker(runtime: Any = None, *, threads: int = 4) -> Iterator[Any]:
+    """A Dramatiq worker on the runtime's broker for the duration of the block."""
+    from dramatiq import Worker
+
+    worker = Worker(_runtime(runtime).broker, worker_threads=threads, worker_timeout=50)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def drain(runtime: Any = None, *, timeout_ms: int = 30_000) -> list[Any]:
+    """Wait until the stub broker's Chimeway queue (and its delay queue) is empty and every message
+    was processed; a worker must be running. Returns the dead-lettered messages (never raises for
+    them: a test asserts on them)."""
+    from chimeway.dispatch.actors import QUEUE
+
+    broker = _runtime(runtime).broker
+    if QUEUE in broker.queues:
+        broker.join(QUEUE, timeout=timeout_ms, fail_fast=False)
+    return list(broker.dead_letters)
+
+
+def fake_calls(delivery_id: str | None = None, runtime: Any = None) -> list[Any]:
+    """The ``fake`` adapter's calls in this process (each with delivery_id, attempt_number,
+    idempotency_key, outcome and the request), oldest first."""
+    return _runtime(runtime).registry.adapter_class("fake").calls_for(delivery_id)
 
 
 @pytest.fixture
@@ -33,3 +80,21 @@ def chimeway_runtime(chimeway_sqlite_url: str) -> Iterator[Any]:
         yield runtime
     finally:
         reset()
+
+
+@pytest.fixture
+def chimeway_broker(chimeway_runtime: Any) -> Any:
+    return chimeway_runtime.broker
+
+
+@pytest.fixture
+def chimeway_worker(chimeway_runtime: Any) -> Iterator[Any]:
+    with start_worker(chimeway_runtime) as worker:
+        yield worker
+
+
+@pytest.fixture
+def chimeway_fake_calls(chimeway_runtime: Any) -> Any:
+    """A function ``calls(delivery_id=None)`` over the ``fake`` adapter's calls, cleared first."""
+    chimeway_runtime.registry.adapter_class("fake").reset()
+    return lambda delivery_id=None: fake_calls(delivery_id, chimeway_runtime)

@@ -1,10 +1,15 @@
 """Entry point of ``dramatiq chimeway.worker``: importing it configures Chimeway from the environment.
 
 This is the one module that does work at import, because that is how the Dramatiq CLI finds a
-broker and its actors. Applications call ``chimeway.configure()`` instead of importing it.
+broker and its actors: settings → database → broker (Redis, with explicit heartbeat and maintenance)
+→ middleware (DatabaseConnections, ExhaustionGuard) → actors, then Dramatiq's global broker is set
+to it for the command line. Applications call ``chimeway.configure()`` instead of importing it.
 """
+
+import dramatiq
 
 from chimeway.runtime import configure
 
 runtime = configure()
 broker = runtime.broker
+dramatiq.set_broker(broker)

@@ -2,6 +2,11 @@
 
 Dramatiq's Redis defaults take a minute to notice a dead worker and rarely run maintenance, so a
 killed worker's messages wait long before they return: Chimeway sets both explicitly.
+
+:func:`wire` adds Chimeway's middleware and declares its actors on the runtime's broker, bound to
+that broker explicitly: nothing here sets or reads Dramatiq's global broker (only
+``chimeway.worker`` does, for the ``dramatiq`` command line), so importing Chimeway never binds an
+actor to whatever broker happened to be global at import time.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, Retries
 
 from chimeway.config import Settings
+from chimeway.dispatch.actors import declare
+from chimeway.dispatch.enqueue import MemoryDedupe, RedisDedupe
+from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 
 
 def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Broker:
@@ -30,8 +39,24 @@ def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Bro
 
 
 def wire(runtime: Any, broker: dramatiq.Broker | None = None) -> None:
-    """Attach the Redis client and broker to ``runtime``; the broker becomes Dramatiq's global one."""
+    """Attach the Redis client, dedupe, broker, middleware and actors to ``runtime``."""
     settings = runtime.settings
     runtime.redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     runtime.broker = broker or build_broker(settings, runtime.redis)
-    dramatiq.set_broker(runtime.broker)
+    runtime.dedupe = RedisDedupe(runtime.redis, settings.redis_namespace) if runtime.redis else MemoryDedupe()
+    add_middleware(runtime.broker, runtime.database)
+    runtime.actors = declare(runtime.broker, settings)
+
+
+def add_middleware(broker: dramatiq.Broker, database: Any) -> None:
+    """CurrentMessage, DatabaseConnections and ExhaustionGuard, once each, in the order
+    ``chimeway.dispatch.middleware`` explains (just before Retries, when the broker has it)."""
+    existing = {type(m): m for m in broker.middleware}
+    if DatabaseConnections in existing:
+        existing[DatabaseConnections].database = database  # reconfigured on the same broker
+    place = {"before": Retries} if Retries in existing else {}
+    for middleware in (DatabaseConnections(database), ExhaustionGuard()):
+        if type(middleware) not in existing:
+            broker.add_middleware(middleware, **place)
+    if CurrentMessage not in existing:
+        broker.add_middleware(CurrentMessage())

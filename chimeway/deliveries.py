@@ -1,0 +1,326 @@
+"""Deliveries: the named state writers, and the read API.
+
+Every change of a delivery's ``status`` goes through a writer below. Each writer is one conditional
+``UPDATE … WHERE status IN (…)`` whose row count decides: two workers can never both win a claim,
+and a terminal delivery never changes again (DESIGN.md §4). Writers return whether they won; they
+never raise for a lost race. The hot path (:func:`claim`, :func:`record`) is hand-written SQL.
+
+Timestamps come from Python (:func:`chimeway.db.now`), not the database server, on both dialects.
+
+Read API (also ``chimeway.get_delivery`` …): :func:`get_delivery`, :func:`attempts`,
+:func:`cancel`, :func:`mark_read`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from chimeway import db, telemetry
+from chimeway.errors import DeliveryNotFound
+from chimeway.models import Attempt, Delivery, new_id
+from chimeway.states import TERMINAL, Orchestration, Reason, Status
+
+__all__ = [
+    "DUE_TOLERANCE",
+    "attempts",
+    "cancel",
+    "claim",
+    "create",
+    "defer",
+    "exhaust",
+    "find",
+    "get_delivery",
+    "mark_read",
+    "record",
+    "suppress",
+]
+
+#: A retry or deferral that arrives this much early still counts as due: the delay was computed on
+#: one machine's clock and the message may be processed on another's.
+DUE_TOLERANCE = timedelta(seconds=1)
+
+#: Not terminal and not held by a live claim (a dispatched delivery whose lease expired was abandoned
+#: by a crashed worker). One placeholder: now.
+_FREE = "(status IN ('pending', 'failed') OR (status = 'dispatched' AND lease_until < %s))"
+
+_INSERT = """
+INSERT INTO chimeway_deliveries (
+    id, tenant_id, notification_id, channel, category, recipient, adapter, payload, metadata,
+    idempotency_key, status, orchestration_state, attempt_count, max_attempts, delay_fallback,
+    lock_version, created_at, updated_at
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', 'ready', 0, %s, %s, 0, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+_CLAIM = f"""
+UPDATE chimeway_deliveries
+   SET status = 'dispatched', attempt_count = attempt_count + 1, lease_until = %s,
+       orchestration_state = 'ready', next_eligible_at = NULL, updated_at = %s
+ WHERE id = %s
+   AND attempt_count < max_attempts
+   AND {_FREE}
+   AND (orchestration_state = 'ready' OR next_eligible_at <= %s)
+   AND (status <> 'failed' OR next_attempt_at IS NULL OR next_attempt_at <= %s)
+RETURNING attempt_count
+"""
+
+_RECORD_STATE = """
+UPDATE chimeway_deliveries
+   SET status = %s, suppression_reason = %s, next_attempt_at = %s, lease_until = NULL,
+       provider = COALESCE(%s, provider), provider_message_id = COALESCE(%s, provider_message_id),
+       updated_at = %s
+ WHERE id = %s AND status = 'dispatched' AND attempt_count = %s
+RETURNING tenant_id, channel, adapter
+"""
+
+_RECORD_ATTEMPT = """
+INSERT INTO chimeway_delivery_attempts (
+    id, delivery_id, attempt_number, outcome, error_class, error_message, adapter,
+    provider_message_id, provider_response, duration_ms, created_at
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+_RETURNING = " RETURNING tenant_id, channel, adapter"
+
+
+def _t(value: datetime | None) -> Any:
+    return db.to_db_time(value)
+
+
+def _valid_id(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+# --- creating --------------------------------------------------------------------------------------
+
+
+def create(
+    *,
+    channel: str,
+    recipient: str,
+    adapter: str,
+    payload: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    tenant_id: str,
+    notification_id: str,
+    idempotency_key: str | None,
+    max_attempts: int,
+    delay_fallback: bool,
+    category: str | None,
+) -> tuple[Delivery, bool]:
+    """Insert a pending delivery; ``(delivery, True)``, or ``(the existing one, False)`` when the
+    idempotency key or (notification_id, channel) was already used. Joins the caller's transaction;
+    ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL."""
+    now = db.now()
+    delivery_id = new_id()
+    cursor = db.execute(
+        _INSERT,
+        (
+            delivery_id, tenant_id, notification_id, channel, category, recipient, adapter,
+            db.to_db_json(dict(payload)), db.to_db_json(dict(metadata)), idempotency_key,
+            max_attempts, bool(delay_fallback), _t(now), _t(now),
+        ),
+    )
+    if cursor.rowcount == 1:
+        delivery = Delivery(
+            id=delivery_id, tenant_id=tenant_id, notification_id=notification_id, channel=channel,
+            category=category, recipient=recipient, adapter=adapter, payload=dict(payload),
+            metadata=dict(metadata), idempotency_key=idempotency_key, status=Status.PENDING.value,
+            orchestration_state=Orchestration.READY.value, attempt_count=0, max_attempts=max_attempts,
+            delay_fallback=bool(delay_fallback), lock_version=0, created_at=now, updated_at=now,
+        )
+        return delivery, True
+    query = Delivery.select()
+    if idempotency_key is not None:
+        query = query.where((Delivery.tenant_id == tenant_id) & (Delivery.idempotency_key == idempotency_key))
+    else:
+        query = query.where((Delivery.notification_id == notification_id) & (Delivery.channel == channel))
+    existing = query.first()
+    if existing is None:  # the conflict was on the other key: same notification and channel
+        existing = Delivery.get(
+            (Delivery.notification_id == notification_id) & (Delivery.channel == channel)
+        )
+    return existing, False
+
+
+# --- the hot path: claim and record ----------------------------------------------------------------
+
+
+def claim(delivery_id: str, *, lease_seconds: int, now: datetime | None = None) -> int | None:
+    """Take the delivery for one attempt: dispatched, attempt_count + 1, leased. Returns the attempt
+    number, or None when it is not claimable (terminal, held under a live lease, not due, or its
+    attempt budget is spent)."""
+    now = now or db.now()
+    due = now + DUE_TOLERANCE
+    rows = db.execute(
+        _CLAIM,
+        (_t(now + timedelta(seconds=lease_seconds)), _t(now), delivery_id, _t(now), _t(due), _t(due)),
+    ).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def record(
+    delivery_id: str,
+    attempt_number: int,
+    *,
+    outcome: str,
+    error_class: str | None,
+    adapter: str,
+    status: Status,
+    reason: Reason | None = None,
+    next_attempt_at: datetime | None = None,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+    provider_response: Mapping[str, Any] | None = None,
+    error_message: str | None = None,
+    duration_ms: int = 0,
+) -> bool:
+    """Write the attempt row and the delivery's new state in one transaction, guarded by the claim:
+    only if the delivery is still dispatched with this attempt number. False when the claim was
+    lost (the lease expired and another worker took the delivery): nothing is written then."""
+    now = db.now()
+    with telemetry.span(
+        "attempt_record", delivery_id=delivery_id, attempt=attempt_number, adapter=adapter,
+        outcome=outcome, error_class=error_class, status=status.value, reason=reason and reason.value,
+    ) as result, db.transaction():
+        rows = db.execute(
+            _RECORD_STATE,
+            (
+                status.value, reason and reason.value, _t(next_attempt_at), provider, provider_message_id,
+                _t(now), delivery_id, attempt_number,
+            ),
+        ).fetchall()
+        if not rows:
+            result["duplicate"] = True
+            return False
+        db.execute(
+            _RECORD_ATTEMPT,
+            (
+                new_id(), delivery_id, attempt_number, outcome, error_class,
+                error_message[:1000] if error_message else None, adapter, provider_message_id,
+                db.to_db_json(dict(provider_response or {})), int(duration_ms), _t(now),
+            ),
+        )
+    if status in TERMINAL:
+        _announce(delivery_id, rows[0], status, reason)
+    return True
+
+
+# --- the other writers -----------------------------------------------------------------------------
+
+
+def suppress(delivery_id: str, reason: Reason, *, now: datetime | None = None) -> bool:
+    """Policy said never: suppressed(reason), unless the delivery is terminal or claimed."""
+    return _finish(delivery_id, Status.SUPPRESSED, reason, f"{_FREE}", now)
+
+
+def exhaust(delivery_id: str, *, now: datetime | None = None) -> bool:
+    """cancelled(retries_exhausted): a failed delivery whose final attempt (or message) is spent, or
+    any unclaimed delivery whose attempt budget is spent (a worker crashed during its last attempt)."""
+    condition = f"(status = 'failed' OR (attempt_count >= max_attempts AND {_FREE}))"
+    return _finish(delivery_id, Status.CANCELLED, Reason.RETRIES_EXHAUSTED, condition, now)
+
+
+def defer(delivery_id: str, until: datetime, *, now: datetime | None = None) -> bool:
+    """Policy said later: deferred until ``until``; the status stays what it was."""
+    now = now or db.now()
+    cursor = db.execute(
+        f"UPDATE chimeway_deliveries SET orchestration_state = 'deferred', next_eligible_at = %s, "
+        f"updated_at = %s WHERE id = %s AND {_FREE}",
+        (_t(until), _t(now), delivery_id, _t(now)),
+    )
+    return cursor.rowcount == 1
+
+
+def cancel(delivery_id: str, tenant_id: str | None = None) -> bool:
+    """Cancel a delivery that has not been sent: True when this call cancelled it, False when it is
+    already terminal or being sent right now. Raises DeliveryNotFound for an unknown id."""
+    condition = _FREE if tenant_id is None else f"{_FREE} AND tenant_id = %s"
+    extra = () if tenant_id is None else (tenant_id,)
+    if _finish(delivery_id, Status.CANCELLED, Reason.CANCELLED_BY_USER, condition, None, extra):
+        return True
+    get_delivery(delivery_id, tenant_id)  # raises DeliveryNotFound when there is nothing to cancel
+    return False
+
+
+def mark_read(notification_id: str, tenant_id: str | None = None) -> int:
+    """Record that the notification was read (delayed fallbacks are then suppressed as already_read);
+    returns how many deliveries were marked now."""
+    if not _valid_id(notification_id):
+        return 0
+    now = db.now()
+    text = "UPDATE chimeway_deliveries SET read_at = %s, updated_at = %s WHERE notification_id = %s AND read_at IS NULL"
+    params: list[Any] = [_t(now), _t(now), str(notification_id)]
+    if tenant_id is not None:
+        text += " AND tenant_id = %s"
+        params.append(tenant_id)
+    return db.execute(text, params).rowcount
+
+
+def _finish(
+    delivery_id: str,
+    status: Status,
+    reason: Reason,
+    condition: str,
+    now: datetime | None,
+    extra: Sequence[Any] = (),
+) -> bool:
+    """Move an unclaimed delivery to a terminal state, if ``condition`` (placeholder: now) holds."""
+    if not _valid_id(delivery_id):
+        return False
+    now = now or db.now()
+    rows = db.execute(
+        f"UPDATE chimeway_deliveries SET status = %s, suppression_reason = %s, lease_until = NULL, "
+        f"next_attempt_at = NULL, updated_at = %s WHERE id = %s AND {condition}{_RETURNING}",
+        (status.value, reason.value, _t(now), str(delivery_id), _t(now), *extra),
+    ).fetchall()
+    if rows:
+        _announce(str(delivery_id), rows[0], status, reason)
+    return bool(rows)
+
+
+def _announce(delivery_id: str, row: Sequence[Any], status: Status, reason: Reason | None) -> None:
+    """Telemetry for a delivery reaching a terminal state (metrics count deliveries by these)."""
+    tenant_id, channel, adapter = row
+    telemetry.emit(
+        "delivery", "terminal", delivery_id=delivery_id, tenant_id=tenant_id, channel=channel,
+        adapter=adapter, status=status.value, reason=reason and reason.value,
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def find(delivery_id: str, tenant_id: str | None = None) -> Delivery | None:
+    """The delivery, or None (also for an id that is not a UUID)."""
+    if not _valid_id(delivery_id):
+        return None
+    query = Delivery.select().where(Delivery.id == str(delivery_id))
+    if tenant_id is not None:
+        query = query.where(Delivery.tenant_id == tenant_id)
+    return query.first()
+
+
+def get_delivery(delivery_id: str, tenant_id: str | None = None) -> Delivery:
+    """The delivery with that id (in that tenant, when given); raises DeliveryNotFound."""
+    delivery = find(delivery_id, tenant_id)
+    if delivery is None:
+        where = f" in tenant {tenant_id!r}" if tenant_id is not None else ""
+        raise DeliveryNotFound(f"no delivery {delivery_id}{where}")
+    return delivery
+
+
+def attempts(delivery_id: str) -> list[Attempt]:
+    """The delivery's attempts, in order (numbers may skip one where a worker died mid-attempt)."""
+    if not _valid_id(delivery_id):
+        return []
+    return list(
+        Attempt.select().where(Attempt.delivery_id == str(delivery_id)).order_by(Attempt.attempt_number)
+    )

@@ -1,0 +1,250 @@
+"""The actors: ``deliver`` (one attempt of one delivery), ``sweep_actor`` and ``reconcile_orphans``.
+
+``deliver(delivery_id)`` reads top to bottom as DESIGN.md §5 draws it::
+
+    load → short-circuit → policy → claim → adapter (outside any transaction) → classify → record
+
+The row is the source of truth; the message carries only the id. Actors are declared per runtime
+by :func:`declare` (called from ``chimeway.dispatch.broker.wire``), never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from chimeway import db, deliveries, logcontext, telemetry
+from chimeway.adapter import SendRequest, SendResult
+from chimeway.dispatch import backoff
+from chimeway.dispatch.middleware import DELIVER_ACTOR, AttemptsExhausted, ExhaustionGuard
+from chimeway.errors import BouncedError, PermanentError, TemporaryError, UnhandledOutcomeError
+from chimeway.models import Delivery
+from chimeway.states import TERMINAL, AttemptOutcome, ErrorClass, Orchestration, Reason, Status
+
+logger = logging.getLogger("chimeway.dispatch")
+
+#: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart).
+QUEUE = "chimeway"
+
+
+class RetriedUnhandledOutcome(UnhandledOutcomeError, dramatiq.Retry):
+    """An UnhandledOutcomeError that Dramatiq retries at the same time the row says (``delay``)."""
+
+    def __init__(self, *, delay: int, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt produced, classified (DESIGN.md §5)."""
+
+    outcome: AttemptOutcome
+    error_class: ErrorClass | None
+    #: succeeded / cancelled for settled outcomes; failed (retry or exhaust) for the rest
+    status: Status
+    reason: Reason | None = None
+
+    @property
+    def transient(self) -> bool:
+        return self.status is Status.FAILED
+
+    @property
+    def unhandled(self) -> bool:
+        return self.error_class is ErrorClass.UNKNOWN_CLASSIFICATION
+
+
+def classify(result: Any) -> Outcome:
+    """A SendResult, or the exception the adapter raised, as an Outcome."""
+    if isinstance(result, SendResult):
+        return Outcome(AttemptOutcome.SUCCEEDED, None, Status.SUCCEEDED)
+    if isinstance(result, TemporaryError):
+        return Outcome(AttemptOutcome.FAILED, ErrorClass.TEMPORARY, Status.FAILED)
+    if isinstance(result, PermanentError):
+        return Outcome(AttemptOutcome.REJECTED, ErrorClass.PERMANENT, Status.CANCELLED, Reason.PERMANENT_FAILURE)
+    if isinstance(result, BouncedError):
+        return Outcome(AttemptOutcome.BOUNCED, ErrorClass.BOUNCED, Status.CANCELLED, Reason.BOUNCED)
+    return Outcome(AttemptOutcome.REJECTED, ErrorClass.UNKNOWN_CLASSIFICATION, Status.FAILED)
+
+
+def deliver(delivery_id: str) -> None:
+    """Perform one attempt of one delivery (the body of the ``deliver`` actor)."""
+    from chimeway.runtime import current
+
+    with logcontext.bind(delivery_id=delivery_id), telemetry.span("perform", delivery_id=delivery_id) as report:
+        _deliver(current(), str(delivery_id), report)
+
+
+def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
+    now = db.now()
+    delivery = deliveries.find(delivery_id)
+    if delivery is None:
+        logger.warning("delivery %s: no such delivery; message acknowledged", delivery_id)
+        return
+    report.update(tenant_id=delivery.tenant_id, channel=delivery.channel, adapter=delivery.adapter)
+    logcontext.update(tenant=delivery.tenant_id, adapter=delivery.adapter)
+    skip = _short_circuit(delivery, now)
+    if skip:
+        logger.debug("delivery %s: %s; message acknowledged", delivery_id, skip)
+        report["status"] = delivery.status
+        return
+    if delivery.attempt_count >= delivery.max_attempts:
+        if deliveries.exhaust(delivery_id, now=now):
+            logger.warning("delivery %s: attempt budget spent; cancelled(retries_exhausted)", delivery_id)
+        return
+    if not _apply_policy(runtime, delivery, now):
+        return
+    attempt = deliveries.claim(delivery_id, lease_seconds=runtime.settings.lease_seconds, now=now)
+    if attempt is None:
+        logger.debug("delivery %s: not claimable (another message won it); acknowledged", delivery_id)
+        return
+    logcontext.update(attempt=attempt)
+    report["attempt"] = attempt
+    _attempt(runtime, delivery, attempt, report)
+
+
+def _short_circuit(delivery: Delivery, now: datetime) -> str | None:
+    """Why this message must do nothing, or None. The claim re-checks all of it atomically."""
+    due = now + deliveries.DUE_TOLERANCE
+    if delivery.status in TERMINAL:
+        return f"already {delivery.status}"
+    if delivery.status == Status.DISPATCHED and delivery.lease_until and delivery.lease_until > now:
+        return "being sent by another worker (live lease)"
+    if delivery.orchestration_state == Orchestration.DEFERRED and delivery.next_eligible_at and (
+        delivery.next_eligible_at > due
+    ):
+        return "deferred and not due yet"
+    if delivery.status == Status.FAILED and delivery.next_attempt_at and delivery.next_attempt_at > due:
+        return "its retry is not due yet"
+    return None
+
+
+def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
+    """Evaluate the policy and act on its decision; True when the delivery may be sent now."""
+    from chimeway import policy
+    from chimeway.dispatch.enqueue import enqueue
+
+    decision = policy.evaluate(delivery, now)
+    if isinstance(decision, policy.Suppress):
+        deliveries.suppress(delivery.id, decision.reason, now=now)
+        return False
+    if isinstance(decision, policy.Defer):
+        if deliveries.defer(delivery.id, decision.until, now=now):
+            delay_ms = max(0, int((decision.until - now).total_seconds() * 1000))
+            # The fresh-send dedupe mark may still be set: this re-enqueue is deliberate.
+            enqueue(delivery.id, delay_ms=delay_ms, dedupe=False, runtime=runtime)
+        return False
+    return True
+
+
+def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, Any]) -> None:
+    """Call the adapter outside any transaction, classify, record; raise to retry or exhaust."""
+    request = SendRequest(
+        delivery_id=delivery.id, tenant_id=delivery.tenant_id, channel=delivery.channel,
+        recipient=delivery.recipient, payload=delivery.payload, metadata=delivery.metadata,
+        attempt_number=attempt, max_attempts=delivery.max_attempts,
+    )
+    started = time.perf_counter()
+    try:
+        result: Any = runtime.registry.get(delivery.adapter).send(request)
+    except Exception as err:  # classified below; BaseException (shutdown, time limit) propagates
+        result = err
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    outcome = classify(result)
+    now = db.now()
+    message = CurrentMessage.get_current_message()
+    decision = backoff.decide(
+        attempt, delivery.max_attempts, now=now, min_ms=runtime.settings.backoff_min_ms,
+        max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
+    )
+    final = isinstance(decision, backoff.GiveUp) or (
+        message is not None and ExhaustionGuard.last_message(runtime.broker, message)
+    )
+    recorded = deliveries.record(
+        delivery.id, attempt,
+        outcome=outcome.outcome.value,
+        error_class=outcome.error_class and outcome.error_class.value,
+        adapter=delivery.adapter,
+        status=outcome.status,
+        reason=outcome.reason,
+        next_attempt_at=None if final or not outcome.transient else decision.when,
+        provider=result.provider if isinstance(result, SendResult) else None,
+        provider_message_id=result.provider_message_id if isinstance(result, SendResult) else None,
+        provider_response=_response_of(result),
+        error_message=None if isinstance(result, SendResult) else _describe(result),
+        duration_ms=duration_ms,
+    )
+    report.update(outcome=outcome.outcome.value, error_class=outcome.error_class, status=outcome.status.value)
+    if not recorded:
+        logger.warning("delivery %s: attempt %d finished after its claim was lost; not recorded", delivery.id, attempt)
+        return
+    if not outcome.transient:
+        return
+    unhandled = None
+    if outcome.unhandled:
+        fields = dict(
+            delivery_id=delivery.id, outcome=outcome.outcome.value, error_class=outcome.error_class.value,
+            status=Status.FAILED.value, attempt=attempt, max_attempts=delivery.max_attempts,
+        )
+        unhandled = UnhandledOutcomeError(**fields)
+        logger.error("%s (adapter %s returned %s)", unhandled, delivery.adapter, type(result).__name__,
+                     extra={"unhandled_outcome": fields})
+        telemetry.emit("unhandled_outcome", "stop", adapter=delivery.adapter, **fields)
+        if not final:
+            raise RetriedUnhandledOutcome(delay=decision.delay_ms, **fields)
+    if final:
+        raise AttemptsExhausted(delivery.id, attempt, delivery.max_attempts) from unhandled
+    raise dramatiq.Retry(f"delivery {delivery.id}: attempt {attempt} failed temporarily", delay=decision.delay_ms)
+
+
+def _response_of(result: Any) -> dict[str, Any]:
+    response = getattr(result, "response", None)
+    return dict(response) if isinstance(response, dict) else {}
+
+
+def _describe(result: Any) -> str:
+    """The error class and message, kept on the attempt row (never logged: it may quote an address)."""
+    if isinstance(result, BaseException):
+        return f"{type(result).__name__}: {result}"
+    return f"adapter returned {type(result).__name__}, not a SendResult"
+
+
+def sweep_actor() -> None:
+    """Re-enqueue deliveries whose message was lost (the body lives in chimeway.dispatch.sweep)."""
+    from chimeway.dispatch.sweep import sweep
+
+    sweep()
+
+
+def reconcile_orphans(tenant_id: str | None = None) -> None:
+    """Link orphaned webhook events to their deliveries (the body lives in chimeway.webhooks.reconciler)."""
+    from chimeway.webhooks.reconciler import run_actor
+
+    run_actor(tenant_id)
+
+
+def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]:
+    """The actors, bound to ``broker`` (reused when that broker already declared them)."""
+    specs = {
+        "deliver": (deliver, DELIVER_ACTOR, {
+            "max_retries": settings.max_attempts,
+            "min_backoff": max(1, settings.backoff_min_ms),
+            "max_backoff": max(1, settings.backoff_max_ms),
+            "throws": (AttemptsExhausted,),
+        }),
+        "sweep_actor": (sweep_actor, "chimeway_sweep", {"max_retries": 0}),
+        "reconcile_orphans": (reconcile_orphans, "chimeway_reconcile_orphans", {"max_retries": 0}),
+    }
+    actors = {}
+    for key, (fn, name, options) in specs.items():
+        existing = broker.actors.get(name)
+        actors[key] = existing or dramatiq.Actor(
+            fn, broker=broker, actor_name=name, queue_name=QUEUE, priority=0, options=options
+        )
+    return actors
