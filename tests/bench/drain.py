@@ -1,0 +1,205 @@
+"""Drain measurements: the baseline and Chimeway workers emptying a queue of N deliveries.
+
+Both sides are measured the same way: the messages are all enqueued while no worker runs, the
+workers start, and the harness polls the count of terminal rows. Throughput is counted from the
+first poll that saw progress to the poll that saw all N, so worker boot time is left out on both
+sides alike. Peak memory is each worker process's VmHWM just before it is stopped.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from typing import Any
+
+from tests.bench import BASELINE_ACTOR, BASELINE_NAMESPACE, BASELINE_QUEUE
+from tests.bench.env import BenchEnv
+from tests.harness.processes import group_pids, peak_rss_kib
+from tests.harness.progress import say
+from tests.harness.stack import base_env, chimeway_env, dramatiq_argv, wait_until
+
+TERMINAL = ("succeeded", "suppressed", "cancelled")
+COUNT_TERMINAL = "SELECT count(*) FROM chimeway_deliveries WHERE status IN ('succeeded', 'suppressed', 'cancelled')"
+
+
+def measure_drain(env: BenchEnv, conn: Any, process: str, n: int, timeout: float) -> dict[str, Any]:
+    cur = conn.cursor()
+    started = time.monotonic()
+    first: tuple[float, int] | None = None
+    last_report = started
+    done = 0
+    while True:
+        cur.execute(COUNT_TERMINAL)
+        done = cur.fetchone()[0]
+        now = time.monotonic()
+        if first is None and done > 0:
+            first = (now, done)
+        if done >= n or now - started > timeout:
+            break
+        if now - last_report > 5:
+            say(f"  {process}: {done}/{n} terminal")
+            last_report = now
+        time.sleep(0.05)
+    pids = group_pids(env.sup.processes[process].pid or 0)
+    master = env.sup.processes[process].pid
+    rss = {pid: peak_rss_kib(pid) for pid in pids if pid != master}
+    if first is None or done < n:
+        raise TimeoutError(f"{process}: only {done}/{n} deliveries terminal after {timeout:.0f}s")
+    seconds = max(now - first[0], 1e-6)
+    return {
+        "n": n,
+        "seconds": round(seconds, 2),
+        "per_second": round((n - first[1]) / seconds, 1),
+        "peak_worker_rss_mib": round(max(rss.values(), default=0) / 1024, 1),
+        "worker_processes": len(rss),
+    }
+
+
+# --- baseline ---------------------------------------------------------------------------------------
+
+
+def create_baseline_rows(conn: Any, n: int) -> list[str]:
+    cur = conn.cursor()
+    cur.execute(
+        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, payload) "
+        "SELECT gen_random_uuid(), gen_random_uuid(), 'email', 'bench-' || g || '@example.test', 'fake', "
+        "'{\"fake_outcomes\": [\"ok\"]}'::jsonb FROM generate_series(1, %s) AS g RETURNING id",
+        (n,),
+    )
+    return [str(row[0]) for row in cur.fetchall()]
+
+
+def enqueue_baseline(redis_url: str, ids: list[str]) -> float:
+    from dramatiq import Message
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=redis_url, namespace=BASELINE_NAMESPACE)
+    started = time.monotonic()
+    for delivery_id in ids:
+        broker.enqueue(Message(queue_name=BASELINE_QUEUE, actor_name=BASELINE_ACTOR, args=(delivery_id,), kwargs={},
+                               options={}))
+    seconds = time.monotonic() - started
+    broker.close()
+    return seconds
+
+
+def baseline_drain(env: BenchEnv, n: int, processes: int, threads: int, label: str = "baseline") -> dict[str, Any]:
+    url = env.fresh_database(label)
+    conn = env.pg.connect(label)
+    ids = create_baseline_rows(conn, n)
+    env.rd.client().flushall()
+    seconds = enqueue_baseline(env.rd.url(), ids)
+    say(f"{label}: {n} rows created, messages enqueued in {seconds:.1f}s; starting {processes}x{threads} workers")
+    env.sup.add(label, dramatiq_argv("tests.bench.baseline_worker", processes, threads),
+                base_env(BENCH_DATABASE_URL=url, BENCH_REDIS_URL=env.rd.url()), keep_alive=False)
+    env.sup.start(label)
+    try:
+        result = measure_drain(env, conn, label, n, env.cfg.drain_timeout)
+    finally:
+        env.sup.stop(label)
+        conn.close()
+        env.drop_database(label)
+    say(f"{label}: {result['per_second']}/s")
+    return result
+
+
+# --- chimeway ---------------------------------------------------------------------------------------
+
+
+def configure_chimeway(env: BenchEnv, database_url: str) -> Any:
+    import chimeway
+
+    return chimeway.configure(database_url=database_url, redis_url=env.rd.url(), environ={})
+
+
+def send_many(n: int, outcomes: list[str] | None = None) -> tuple[list[str], float]:
+    import chimeway
+
+    payload = {"fake_outcomes": outcomes or ["ok"]}
+    ids = []
+    started = time.monotonic()
+    for i in range(n):
+        delivery = chimeway.send("email", f"bench-{i}@example.test", payload, adapter="fake")
+        ids.append(str(delivery.id))
+    return ids, time.monotonic() - started
+
+
+def worker_env(env: BenchEnv, database_url: str, threads: int) -> dict[str, str]:
+    return chimeway_env(database_url, env.rd.url(), db_pool_size=threads + 2, **env.cfg.worker_settings)
+
+
+def chimeway_drain(env: BenchEnv, n: int, processes: int, threads: int, label: str = "chimeway",
+                   latency: bool = False) -> dict[str, Any]:
+    url = env.fresh_database(label)
+    env.rd.client().flushall()
+    configure_chimeway(env, url)
+    _, send_seconds = send_many(n)
+    say(f"{label}: {n} sends in {send_seconds:.1f}s ({n / send_seconds:.0f}/s); "
+        f"starting {processes}x{threads} workers")
+    env.sup.add(label, dramatiq_argv("chimeway.worker", processes, threads), worker_env(env, url, threads),
+                keep_alive=False)
+    conn = env.pg.connect(label)
+    env.sup.start(label)
+    try:
+        result = measure_drain(env, conn, label, n, env.cfg.drain_timeout)
+        result["enqueue_per_second"] = round(n / send_seconds, 1)
+        if latency:
+            result["latency"] = measure_latency(env, conn, env.cfg.latency_rate, env.cfg.latency_seconds)
+    finally:
+        env.sup.stop(label)
+        conn.close()
+        _unconfigure()
+        env.drop_database(label)
+    say(f"{label}: {result['per_second']}/s")
+    return result
+
+
+def _unconfigure() -> None:
+    from chimeway.runtime import reset
+
+    reset()
+
+
+def measure_latency(env: BenchEnv, conn: Any, rate: float, seconds: float) -> dict[str, Any]:
+    """Commit → terminal at a steady rate while the workers run (terminal time from the row itself)."""
+    import chimeway
+
+    count = int(rate * seconds)
+    say(f"  latency: {count} sends at {rate:.0f}/s")
+    committed: dict[str, float] = {}
+    started = time.monotonic()
+    late = 0
+    for i in range(count):
+        due = started + i / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        elif pause < -0.05:
+            late += 1
+        delivery = chimeway.send("email", f"latency-{uuid.uuid4().hex}@example.test", {"fake_outcomes": ["ok"]},
+                                 adapter="fake")
+        committed[str(delivery.id)] = time.time()
+    cur = conn.cursor()
+
+    def all_terminal() -> bool:
+        cur.execute("SELECT count(*) FROM chimeway_deliveries WHERE id = ANY(%s::uuid[]) AND status IN %s",
+                    (list(committed), TERMINAL))
+        return cur.fetchone()[0] >= count
+
+    wait_until(all_terminal, env.cfg.drain_timeout, 0.2, "latency deliveries terminal")
+    cur.execute(
+        "SELECT d.id::text, extract(epoch FROM greatest(d.updated_at, max(a.created_at))) "
+        "FROM chimeway_deliveries d LEFT JOIN chimeway_delivery_attempts a ON a.delivery_id = d.id "
+        "WHERE d.id = ANY(%s::uuid[]) GROUP BY d.id",
+        (list(committed),),
+    )
+    latencies = sorted(max(0.0, float(done) - committed[key]) * 1000 for key, done in cur.fetchall())
+    return {
+        "rate_per_second": rate,
+        "n": count,
+        "sends_behind_schedule": late,
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        "max_ms": round(latencies[-1], 1),
+    }

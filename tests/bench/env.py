@@ -1,0 +1,62 @@
+"""The bench's world: its configuration, the private servers, the supervisor and fresh databases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.harness.processes import Supervisor
+from tests.harness.servers import PrivatePostgres, PrivateRedis, Reaper
+
+TEMPLATE = "chimeway_template"
+
+
+@dataclass
+class BenchConfig:
+    n: int = 20_000  #: deliveries drained by the baseline and by Chimeway
+    processes: int = 2
+    threads: int = 8
+    latency_rate: float = 100.0  #: sends per second for the commit → terminal latency
+    latency_seconds: float = 15.0
+    scale_n: int = 10_000  #: deliveries per run of the 1 / 2 / 4 process scaling
+    scale_processes: tuple[int, ...] = (1, 2, 4)
+    ingest_events: int = 3_000  #: webhook events through handle(), single process
+    wsgi_seconds: float = 10.0  #: load on the WSGI app
+    wsgi_clients: int = 16  #: concurrent keep-alive connections of the load generator
+    reconcile_events: int = 100_000
+    reconcile_orphans: int = 20_000
+    reconcile_scale: tuple[int, ...] = (10_000, 20_000, 40_000)
+    profile_n: int = 8_000  #: deliveries drained under py-spy (0: no profile)
+    drain_timeout: float = 600.0
+    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile")
+    #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
+    worker_settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchEnv:
+    cfg: BenchConfig
+    root: Path
+    reaper: Reaper
+    pg: PrivatePostgres
+    rd: PrivateRedis
+    sup: Supervisor
+
+    def prepare_template(self) -> None:
+        """One migrated database that every run copies (CREATE DATABASE … TEMPLATE is fast)."""
+        from chimeway.config import load_settings
+        from chimeway.db import connect
+        from chimeway.migrator import migrate
+
+        url = self.pg.create_database(TEMPLATE)
+        database = connect(load_settings(environ={}, database_url=url))
+        migrate(database)
+        database.close_all()
+
+    def fresh_database(self, name: str) -> str:
+        self.pg.drop_database(name)
+        return self.pg.create_database(name, template=TEMPLATE)
+
+    def drop_database(self, name: str) -> None:
+        self.pg.drop_database(name)

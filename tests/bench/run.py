@@ -1,0 +1,198 @@
+"""``python -m tests.bench``: every figure of issue 6 in one run, a readable table, then one JSON line.
+
+Sizes come from flags or ``BENCH_*`` variables (``--quick`` for a smoke run of a minute or two).
+A section that fails is reported with its error and the others still run; the exit code says
+whether every section produced its figures. No figure is asserted: targets are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from tests.bench.env import BenchConfig, BenchEnv
+from tests.harness.processes import Supervisor
+from tests.harness.progress import say
+from tests.harness.servers import private_servers
+from tests.harness.stack import REPO
+
+QUICK = {"n": 2_000, "latency_rate": 50.0, "latency_seconds": 5.0, "scale_n": 1_000, "ingest_events": 500,
+         "wsgi_seconds": 3.0, "reconcile_events": 10_000, "reconcile_orphans": 2_000,
+         "reconcile_scale": (1_000, 2_000, 4_000), "profile_n": 1_000}
+
+TARGETS = {
+    "ratio_to_baseline": {"goal": ">= 0.6", "stretch": ">= 0.8"},
+    "reconcile_backlog_seconds": {"goal": "< 1.0 (20,000 orphans among 100,000 events)"},
+    "reconcile_idle_tick_ms": {"goal": "O(orphans), not O(events): flat as the ledger grows"},
+}
+
+
+def parse_config(argv: list[str] | None) -> BenchConfig:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    defaults = BenchConfig()
+    for f in fields(BenchConfig):
+        if f.name == "worker_settings":
+            continue
+        default = getattr(defaults, f.name)
+        kind = type(default[0]) if isinstance(default, tuple) else type(default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                            type=str if isinstance(default, tuple) else kind,
+                            help=f"(env BENCH_{f.name.upper()}, default {default})")
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = dict(QUICK) if args.quick or os.environ.get("BENCH_QUICK") else {}
+    for f in fields(BenchConfig):
+        raw = getattr(args, f.name, None)
+        if raw is None:
+            raw = os.environ.get(f"BENCH_{f.name.upper()}")
+        if raw is None or f.name == "worker_settings":
+            continue
+        default = getattr(defaults, f.name)
+        if isinstance(default, tuple):
+            kind = type(default[0])
+            values[f.name] = tuple(kind(part) for part in str(raw).split(",") if part.strip())
+        else:
+            values[f.name] = type(default)(raw)
+    return BenchConfig(**values)
+
+
+def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
+    from tests.bench import drain
+
+    cfg = env.cfg
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+
+    def section(name: str, fn: Callable[[], Any]) -> None:
+        if name not in cfg.sections:
+            return
+        say(f"== {name}")
+        try:
+            results[name] = fn()
+        except Exception as err:  # a failed section is reported, the others still run
+            errors[name] = f"{type(err).__name__}: {err}"
+            say(f"{name} failed: {errors[name]}\n{traceback.format_exc(limit=6)}")
+
+    section("drain", lambda: {
+        "baseline": drain.baseline_drain(env, cfg.n, cfg.processes, cfg.threads),
+        "chimeway": drain.chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, latency="latency" in cfg.sections),
+    })
+    section("scaling", lambda: {
+        str(p): {
+            "baseline": drain.baseline_drain(env, cfg.scale_n, p, cfg.threads, label=f"baseline_p{p}"),
+            "chimeway": drain.chimeway_drain(env, cfg.scale_n, p, cfg.threads, label=f"chimeway_p{p}"),
+        }
+        for p in cfg.scale_processes
+    })
+    if cfg.profile_n:
+        from tests.bench import profile
+
+        section("profile", lambda: profile.profile_drains(env, cfg.profile_n, cfg.processes, cfg.threads))
+    from tests.bench import ingest, reconcile
+
+    section("ingest", lambda: ingest.ingest_handle(env, cfg.ingest_events))
+    section("wsgi", lambda: ingest.ingest_wsgi(env, cfg.wsgi_seconds, cfg.wsgi_clients))
+    section("reconcile", lambda: reconcile.reconcile_bench(env, cfg.reconcile_events, cfg.reconcile_orphans,
+                                                           cfg.reconcile_scale))
+    return results, errors
+
+
+def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str], seconds: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {"bench": "chimeway", "config": {"n": cfg.n, "processes": cfg.processes,
+                                                                "threads": cfg.threads}}
+    d = results.get("drain", {})
+    if "baseline" in d and "chimeway" in d:
+        base, chim = d["baseline"], d["chimeway"]
+        ratio = chim["per_second"] / base["per_second"] if base["per_second"] else None
+        summary.update({
+            "baseline_per_second": base["per_second"],
+            "chimeway_per_second": chim["per_second"],
+            "ratio_to_baseline": round(ratio, 3) if ratio is not None else None,
+            "enqueue_per_second": chim.get("enqueue_per_second"),
+            "latency": chim.get("latency"),
+            "peak_worker_rss_mib": {"baseline": base["peak_worker_rss_mib"], "chimeway": chim["peak_worker_rss_mib"]},
+        })
+    if "scaling" in results:
+        summary["scaling"] = {
+            p: {"baseline_per_second": r["baseline"]["per_second"], "chimeway_per_second": r["chimeway"]["per_second"],
+                "ratio": round(r["chimeway"]["per_second"] / r["baseline"]["per_second"], 3)}
+            for p, r in results["scaling"].items()
+        }
+    for name in ("ingest", "wsgi", "reconcile", "profile"):
+        if name in results:
+            summary[name] = results[name]
+    summary["targets"] = TARGETS
+    summary["errors"] = errors
+    summary["duration_seconds"] = round(seconds, 1)
+    return summary
+
+
+def render_table(summary: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+
+    def row(name: str, value: Any, target: str = "") -> None:
+        rows.append((name, "—" if value is None else str(value), target))
+
+    if "ratio_to_baseline" in summary:
+        row("baseline drain (deliveries/s)", summary["baseline_per_second"])
+        row("chimeway drain (deliveries/s)", summary["chimeway_per_second"])
+        row("ratio_to_baseline", summary["ratio_to_baseline"], "goal >= 0.6, stretch >= 0.8")
+        row("chimeway enqueue via send() (/s)", summary["enqueue_per_second"])
+        lat = summary.get("latency") or {}
+        if lat:
+            row(f"commit→terminal p50 / p99 @ {lat['rate_per_second']:.0f}/s (ms)", f"{lat['p50_ms']} / {lat['p99_ms']}")
+        rss = summary["peak_worker_rss_mib"]
+        row("peak worker RSS baseline / chimeway (MiB)", f"{rss['baseline']} / {rss['chimeway']}")
+    for p, r in (summary.get("scaling") or {}).items():
+        row(f"scaling {p} proc: baseline / chimeway (/s)",
+            f"{r['baseline_per_second']} / {r['chimeway_per_second']}", f"ratio {r['ratio']}")
+    ingest = summary.get("ingest") or {}
+    if ingest:
+        row("ingest via handle(), 1 process (events/s)", ingest.get("per_second"))
+    wsgi = summary.get("wsgi") or {}
+    if wsgi:
+        row(f"ingest via WSGI ({wsgi.get('server')}) (events/s)", wsgi.get("per_second"),
+            f"p50 {wsgi.get('p50_ms')} ms, p99 {wsgi.get('p99_ms')} ms")
+    rec = summary.get("reconcile") or {}
+    if rec:
+        main = rec.get("main", {})
+        row(f"reconcile {main.get('orphans')} orphans / {main.get('events')} events (s)", main.get("seconds"),
+            "goal < 1.0")
+        row("reconcile orphans/s", main.get("orphans_per_second"))
+        row("reconcile idle tick (ms)", main.get("idle_tick_ms"), "O(orphans)")
+        for size, r in (rec.get("scaling") or {}).items():
+            row(f"reconcile {size} orphans (s) / idle tick (ms)", f"{r['seconds']} / {r['idle_tick_ms']}")
+    for name, err in (summary.get("errors") or {}).items():
+        row(f"{name}: FAILED", err[:80])
+    width = max((len(r[0]) for r in rows), default=10)
+    vwidth = max((len(r[1]) for r in rows), default=5)
+    lines = [f"{'measure'.ljust(width)}  {'value'.rjust(vwidth)}  target", "-" * (width + vwidth + 30)]
+    lines += [f"{name.ljust(width)}  {value.rjust(vwidth)}  {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    say(f"bench: {cfg}")
+    with private_servers("chimeway-bench-") as (root, reaper, pg, rd):
+        sup = Supervisor(root, reaper, REPO)
+        env = BenchEnv(cfg, root, reaper, pg, rd, sup)
+        try:
+            env.prepare_template()
+            results, errors = run_sections(env)
+        finally:
+            sup.stop_all()
+    summary = summarize(cfg, results, errors, time.monotonic() - started)
+    print(render_table(summary))
+    print(json.dumps(summary, sort_keys=True))
+    return 1 if errors else 0
