@@ -20,7 +20,7 @@ from tests.bench.env import BenchEnv
 from tests.harness import webhooks
 from tests.harness.progress import say
 from tests.harness.servers import free_port, wait_for_port
-from tests.harness.stack import BIN, chimeway_env
+from tests.harness.stack import chimeway_env, wsgi_server_argv
 
 EVENT_CYCLE = ("delivered", "opened", "clicked")
 
@@ -68,25 +68,12 @@ def ingest_handle(env: BenchEnv, events: int) -> dict[str, Any]:
     return result
 
 
-def _server_argv(port: int) -> tuple[str, list[str]]:
-    gunicorn = BIN / "gunicorn"
-    if gunicorn.exists():
-        return "gunicorn 2 gthread workers x 8 threads", [
-            str(gunicorn), "--workers", "2", "--worker-class", "gthread", "--threads", "8",
-            "--bind", f"127.0.0.1:{port}", "--keep-alive", "30", "--log-level", "warning",
-            "chimeway.webhooks:application",
-        ]
-    return "wsgiref threaded (gunicorn not installed)", [
-        str(BIN / "python"), "-m", "tests.bench.wsgi_server", str(port),
-    ]
-
-
 def ingest_wsgi(env: BenchEnv, seconds: float, clients: int) -> dict[str, Any]:
     url = env.fresh_database("wsgi")
     conn = env.pg.connect("wsgi")
     tags = create_sent_deliveries(conn, 5_000, "wsgi")
     port = free_port()
-    server, argv = _server_argv(port)
+    server, argv = wsgi_server_argv(port)
     env.sup.add("wsgi", argv, chimeway_env(url, env.rd.url(), mailgun_webhook_signing_key=webhooks.SIGNING_KEY),
                 keep_alive=False)
     env.sup.start("wsgi")

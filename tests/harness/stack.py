@@ -53,3 +53,17 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
         time.sleep(interval)
+
+
+def wsgi_server_argv(port: int, workers: int = 2, threads: int = 8) -> tuple[str, list[str]]:
+    """Serve ``chimeway.webhooks.application``: gunicorn (gthread) when installed, else threaded wsgiref."""
+    gunicorn = BIN / "gunicorn"
+    if gunicorn.exists():
+        return f"gunicorn {workers} gthread workers x {threads} threads", [
+            str(gunicorn), "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+            "--bind", f"127.0.0.1:{port}", "--keep-alive", "30", "--log-level", "warning",
+            "chimeway.webhooks:application",
+        ]
+    return "wsgiref threaded (gunicorn not installed)", [
+        sys.executable, "-m", "tests.harness.wsgi_server", str(port),
+    ]

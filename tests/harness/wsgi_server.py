@@ -1,4 +1,4 @@
-"""Fallback WSGI server for the ingest bench when gunicorn is missing: wsgiref, one thread per request."""
+"""Fallback WSGI server for the harnesses when gunicorn is missing: wsgiref, one thread per request."""
 
 from __future__ import annotations
 
