@@ -1,0 +1,178 @@
+"""The deliver actor end to end on the stub broker, on SQLite and PostgreSQL (DESIGN.md §4–§5)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+import chimeway
+from chimeway import db, deliveries
+from chimeway.dispatch.enqueue import enqueue
+from chimeway.errors import UnhandledOutcomeError
+from chimeway.states import Status
+from chimeway.testing import drain, start_worker
+
+
+def outcomes_of(delivery_id):
+    return [(a.attempt_number, a.outcome, a.error_class) for a in chimeway.attempts(delivery_id)]
+
+
+def test_given_an_ok_script_when_delivered_then_one_attempt_succeeds_and_the_provider_message_id_is_stored(
+    runtime, worker, calls
+):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["ok"], "fake_provider": "postmark",
+                                                      "fake_provider_message_id": "pm-1"})
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.attempt_count) == ("succeeded", 1)
+    assert (delivery.provider, delivery.provider_message_id) == ("postmark", "pm-1")
+    assert outcomes_of(sent.id) == [(1, "succeeded", None)]
+    assert chimeway.attempts(sent.id)[0].provider_message_id == "pm-1"
+    assert delivery.enqueued_at is not None and delivery.lease_until is None
+    assert [c.attempt_number for c in calls(sent.id)] == [1]
+
+
+def test_given_temporary_temporary_ok_when_delivered_then_attempts_1_2_3_end_succeeded(runtime, worker, calls):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary", "temporary", "ok"]})
+    assert drain(runtime) == []
+    assert chimeway.get_delivery(sent.id).status == "succeeded"
+    assert outcomes_of(sent.id) == [(1, "failed", "temporary"), (2, "failed", "temporary"), (3, "succeeded", None)]
+    assert [c.attempt_number for c in calls(sent.id)] == [1, 2, 3]
+
+
+def test_given_only_temporary_failures_when_max_attempts_run_out_then_cancelled_retries_exhausted_without_dead_letter(
+    runtime, worker, calls
+):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary"]}, max_attempts=3)
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert outcomes_of(sent.id) == [(n, "failed", "temporary") for n in (1, 2, 3)]
+    assert len(calls(sent.id)) == 3
+
+
+def test_given_earlier_attempts_recorded_by_other_messages_when_a_fresh_message_runs_the_final_attempt_then_it_exhausts(
+    runtime, create, calls
+):
+    delivery = create(["temporary"], max_attempts=3)
+    for number in (1, 2):  # recorded through the writers, as two earlier messages would have
+        assert deliveries.claim(delivery.id, lease_seconds=60) == number
+        assert deliveries.record(delivery.id, number, outcome="failed", error_class="temporary", adapter="fake",
+                                 status=Status.FAILED)
+    enqueue(delivery.id)
+    with start_worker(runtime):
+        assert drain(runtime) == []
+    delivery = chimeway.get_delivery(delivery.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert outcomes_of(delivery.id) == [(n, "failed", "temporary") for n in (1, 2, 3)]
+    assert [c.attempt_number for c in calls(delivery.id)] == [3]
+
+
+def test_given_a_permanent_error_when_delivered_then_cancelled_permanent_failure_after_one_attempt(runtime, worker):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["permanent", "ok"]})
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "permanent_failure")
+    assert outcomes_of(sent.id) == [(1, "rejected", "permanent")]
+
+
+def test_given_a_bounce_when_delivered_then_cancelled_bounced_after_one_attempt(runtime, worker):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["bounced", "ok"]})
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "bounced")
+    assert outcomes_of(sent.id) == [(1, "bounced", "bounced")]
+
+
+@pytest.mark.parametrize("script", ["garbage", "crash"])
+def test_given_an_unclassifiable_outcome_before_the_final_attempt_then_unhandled_outcome_error_is_raised_with_the_attempt_stored(
+    runtime, create, script, caplog
+):
+    sent = create([script], max_attempts=3)  # no message: the actor runs by hand, to see what it raises
+    with caplog.at_level(logging.ERROR, logger="chimeway"), pytest.raises(UnhandledOutcomeError) as raised:
+        runtime.actors["deliver"](sent.id)
+    error = raised.value
+    assert error.fields() == {"delivery_id": sent.id, "outcome": "rejected", "error_class": "unknown_classification",
+                              "status": "failed", "attempt": 1, "max_attempts": 3}
+    for value in ("rejected", "unknown_classification", "failed", "1/3", sent.id):
+        assert value in str(error)
+    assert outcomes_of(sent.id) == [(1, "rejected", "unknown_classification")]
+    delivery = chimeway.get_delivery(sent.id)
+    assert delivery.status == "failed" and delivery.next_attempt_at is not None
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR and sent.id in r.getMessage()]
+    assert logged and all(v in logged[0].getMessage() for v in ("unknown_classification", "attempt=1/3"))
+
+
+@pytest.mark.parametrize("script", ["garbage", "crash"])
+def test_given_an_unclassifiable_outcome_on_every_attempt_when_the_final_attempt_runs_then_it_converges(
+    runtime, worker, script
+):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": [script]}, max_attempts=2)
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert outcomes_of(sent.id) == [(1, "rejected", "unknown_classification"), (2, "rejected", "unknown_classification")]
+
+
+def test_given_a_terminal_delivery_when_another_message_arrives_then_no_call_and_no_attempt(runtime, worker, calls):
+    sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["ok"]})
+    drain(runtime)
+    assert enqueue(sent.id, dedupe=False) is True
+    assert drain(runtime) == []
+    assert len(calls(sent.id)) == 1
+    assert outcomes_of(sent.id) == [(1, "succeeded", None)]
+
+
+def test_given_a_delivery_dispatched_under_a_live_lease_when_a_message_arrives_then_no_call(runtime, create, worker, calls):
+    sent = create()
+    assert deliveries.claim(sent.id, lease_seconds=300) == 1
+    enqueue(sent.id, dedupe=False)
+    assert drain(runtime) == []
+    assert calls(sent.id) == [] and chimeway.attempts(sent.id) == []
+    assert chimeway.get_delivery(sent.id).status == "dispatched"
+
+
+def test_given_a_worker_died_mid_attempt_when_the_lease_expired_then_the_next_message_claims_attempt_2(
+    runtime, create, worker, calls
+):
+    sent = create()
+    assert deliveries.claim(sent.id, lease_seconds=5, now=db.now() - timedelta(seconds=10)) == 1
+    enqueue(sent.id, dedupe=False)
+    assert drain(runtime) == []
+    assert chimeway.get_delivery(sent.id).status == "succeeded"
+    assert outcomes_of(sent.id) == [(2, "succeeded", None)]
+
+
+def test_given_a_crash_on_the_final_attempt_when_its_lease_expired_then_the_budget_is_spent_and_it_exhausts(
+    runtime, create, worker, calls
+):
+    sent = create(max_attempts=1)
+    assert deliveries.claim(sent.id, lease_seconds=5, now=db.now() - timedelta(seconds=10)) == 1
+    enqueue(sent.id, dedupe=False)
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert calls(sent.id) == []
+
+
+def test_given_dramatiqs_retries_are_spent_when_a_temporary_failure_happens_then_it_exhausts_without_dead_letter(
+    runtime, create, worker
+):
+    sent = create(["temporary"], max_attempts=5)
+    runtime.actors["deliver"].send_with_options(args=(sent.id,), max_retries=0)
+    assert drain(runtime) == []
+    delivery = chimeway.get_delivery(sent.id)
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert outcomes_of(sent.id) == [(1, "failed", "temporary")]
+
+
+def test_given_a_message_for_a_missing_delivery_when_processed_then_it_is_acknowledged_with_a_warning(
+    runtime, worker, caplog
+):
+    missing = "00000000-0000-4000-8000-000000000000"
+    with caplog.at_level(logging.WARNING, logger="chimeway"):
+        runtime.actors["deliver"].send(missing)
+        assert drain(runtime) == []
+    assert any(missing in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
