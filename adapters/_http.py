@@ -28,8 +28,10 @@ the registry does at configure time — raises :class:`ConfigurationError` namin
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -77,6 +79,25 @@ TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 #: One classification: which DeliveryError class to raise, and our own words for why.
 Outcome = tuple[type[DeliveryError], str]
+
+logger = logging.getLogger("chimeway.adapters.http")
+
+#: True while this thread (context) is inside an adapter's HTTP call
+_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("chimeway_adapter_sending", default=False)
+
+
+class _QuietWhileSending(logging.Filter):
+    """Drops httpx's own INFO line ("HTTP Request: POST <url> …") for our calls only.
+
+    A webhook URL is the recipient and often embeds a token (Slack, Teams…); the application's other
+    httpx calls keep logging as before.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _SENDING.get()
+
+
+_QUIET = _QuietWhileSending()
 
 
 def positive_seconds(value: Any) -> float:
@@ -147,6 +168,7 @@ class HttpAdapter(Adapter):
             headers={"User-Agent": "chimeway"},
         )
         self._closed = threading.Event()
+        logging.getLogger("httpx").addFilter(_QUIET)  # idempotent: a filter is added once
 
     # -- steps a provider fills ------------------------------------------------------------------
 
@@ -200,11 +222,16 @@ class HttpAdapter(Adapter):
 
     def _post(self, call: HttpCall, headers: dict[str, str]) -> httpx.Response:
         what = f"{self.name}: {call.method}"
+        started = time.monotonic()
+        token = _SENDING.set(True)
         try:
             response = self._client.request(
                 call.method, call.url, json=call.json, data=call.form, content=call.content, headers=headers
             )
             response.read()
+            logger.debug(
+                "%s: HTTP %d in %.0f ms", self.name, response.status_code, (time.monotonic() - started) * 1000
+            )
             return response
         except httpx.TimeoutException as err:
             raise TemporaryError(
@@ -221,6 +248,8 @@ class HttpAdapter(Adapter):
                 f"{what} failed: {type(err).__name__} (connection refused, reset or unreadable)",
                 response={"error": "connection"},
             ) from err
+        finally:
+            _SENDING.reset(token)
 
     def classify(self, response: httpx.Response) -> None:
         """Raise the DeliveryError an error response calls for: the code table, else the status."""
