@@ -157,6 +157,10 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
         result = err
     duration_ms = int((time.perf_counter() - started) * 1000)
     outcome = classify(result)
+    telemetry.emit(
+        "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=delivery.adapter,
+        attempt=attempt, outcome=outcome.outcome.value, error_class=outcome.error_class, duration_ms=duration_ms,
+    )
     now = db.now()
     message = CurrentMessage.get_current_message()
     decision = backoff.decide(
