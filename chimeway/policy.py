@@ -91,7 +91,9 @@ class Rule(Protocol):
 
 
 def suppression_list(delivery: Delivery, now: datetime) -> Decision:
-    if suppressions.is_suppressed(delivery.recipient, delivery.channel, tenant_id=delivery.tenant_id, now=now):
+    if suppressions.is_suppressed(
+        delivery.recipient, delivery.channel, tenant_id=delivery.tenant_id, now=now
+    ):
         return Suppress(Reason.RECIPIENT_SUPPRESSED)
     return Proceed()
 
@@ -115,7 +117,9 @@ def delivery_cap(delivery: Delivery, now: datetime) -> Decision:
         return Proceed()
     limit, seconds = cap
     created = delivery.created_at
-    earlier = (Delivery.created_at < created) | ((Delivery.created_at == created) & (Delivery.id < delivery.id))
+    earlier = (Delivery.created_at < created) | (
+        (Delivery.created_at == created) & (Delivery.id < delivery.id)
+    )
     unsent = (Delivery.status == Status.SUPPRESSED) | (
         (Delivery.status == Status.CANCELLED) & (Delivery.attempt_count == 0)
     )
@@ -292,4 +296,3 @@ def _settings() -> Settings:
     from chimeway.runtime import current  # late: the runtime imports the dispatch layer
 
     return current().settings
-

@@ -46,7 +46,12 @@ def set(  # shadows the builtin on purpose: callers write chimeway.preferences.s
             updated_at=db.now(),
         )
         .on_conflict(
-            conflict_target=[Preference.tenant_id, Preference.recipient, Preference.channel, Preference.category],
+            conflict_target=[
+                Preference.tenant_id,
+                Preference.recipient,
+                Preference.channel,
+                Preference.category,
+            ],
             preserve=[Preference.enabled, Preference.updated_at],
         )
         .execute()
@@ -93,7 +98,9 @@ def clear(
         query = Preference.delete().where(_recipient_channel(recipient, channel, tenant_id))
     else:
         # Each channel stores the address in its own normalized form (email: lower-case).
-        email = (Preference.channel == "email") & (Preference.recipient == normalize_address("email", recipient))
+        email = (Preference.channel == "email") & (
+            Preference.recipient == normalize_address("email", recipient)
+        )
         other = (Preference.channel != "email") & (Preference.recipient == recipient.strip())
         query = Preference.delete().where((Preference.tenant_id == tenant_id) & (email | other))
     if category is not None:

@@ -128,7 +128,9 @@ def _live(now: datetime) -> peewee.Expression:
 
 def _entry(address: str, channel: str, tenant_id: str) -> Suppression:
     return Suppression.get(
-        (Suppression.tenant_id == tenant_id) & (Suppression.channel == channel) & (Suppression.address == address)
+        (Suppression.tenant_id == tenant_id)
+        & (Suppression.channel == channel)
+        & (Suppression.address == address)
     )
 
 

@@ -47,4 +47,3 @@ def make_delivery(configured: runtime_mod.Runtime) -> Callable[..., Delivery]:
         return Delivery.create(**values)
 
     return create
-

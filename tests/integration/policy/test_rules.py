@@ -22,7 +22,9 @@ def test_a_delivery_to_a_suppressed_address_is_suppressed_as_recipient_suppresse
 
 def test_an_email_suppression_matches_whatever_the_address_case(make_delivery) -> None:
     suppressions.add("Bob@Example.COM", "email", "complaint")
-    assert policy.evaluate(make_delivery(recipient=" bob@example.com"), NOW) == Suppress(Reason.RECIPIENT_SUPPRESSED)
+    assert policy.evaluate(make_delivery(recipient=" bob@example.com"), NOW) == Suppress(
+        Reason.RECIPIENT_SUPPRESSED
+    )
 
 
 def test_an_expired_suppression_is_ignored(make_delivery) -> None:
@@ -84,7 +86,12 @@ def test_a_cap_lets_the_first_deliveries_of_a_window_through_and_suppresses_the_
     deliveries = [make_delivery(created_at=NOW - timedelta(minutes=30 - i)) for i in range(4)]
     # Evaluated newest first, as a busy worker might: the decision follows creation order, not this one
     decisions = [policy.evaluate(d, NOW) for d in reversed(deliveries)][::-1]
-    assert decisions == [Proceed(), Proceed(), Suppress(Reason.DELIVERY_CAP_REACHED), Suppress(Reason.DELIVERY_CAP_REACHED)]
+    assert decisions == [
+        Proceed(),
+        Proceed(),
+        Suppress(Reason.DELIVERY_CAP_REACHED),
+        Suppress(Reason.DELIVERY_CAP_REACHED),
+    ]
 
 
 def test_deliveries_older_than_the_cap_window_do_not_count(make_delivery, reconfigure) -> None:
@@ -93,9 +100,13 @@ def test_deliveries_older_than_the_cap_window_do_not_count(make_delivery, reconf
     assert policy.evaluate(make_delivery(created_at=NOW), NOW) == Proceed()
 
 
-def test_suppressed_deliveries_and_other_recipients_do_not_count_toward_the_cap(make_delivery, reconfigure) -> None:
+def test_suppressed_deliveries_and_other_recipients_do_not_count_toward_the_cap(
+    make_delivery, reconfigure
+) -> None:
     reconfigure(delivery_cap="1/3600")
-    make_delivery(created_at=NOW - timedelta(minutes=2), status=Status.SUPPRESSED, suppression_reason="channel_disabled")
+    make_delivery(
+        created_at=NOW - timedelta(minutes=2), status=Status.SUPPRESSED, suppression_reason="channel_disabled"
+    )
     make_delivery(created_at=NOW - timedelta(minutes=1), recipient="alice@example.com")
     assert policy.evaluate(make_delivery(created_at=NOW), NOW) == Proceed()
 
@@ -144,7 +155,9 @@ def test_a_recipient_without_a_time_zone_uses_the_configured_default(make_delive
     assert policy.evaluate(make_delivery(), now) == Defer(datetime(2026, 6, 1, 22, 0, tzinfo=UTC))
 
 
-def test_an_unknown_time_zone_falls_back_to_the_configured_default(make_delivery, reconfigure, caplog) -> None:
+def test_an_unknown_time_zone_falls_back_to_the_configured_default(
+    make_delivery, reconfigure, caplog
+) -> None:
     reconfigure(quiet_hours="22:00-07:00")
     delivery = make_delivery(metadata={"timezone": "Mars/Olympus_Mons"})
     assert policy.evaluate(delivery, datetime(2026, 6, 1, 23, 0, tzinfo=UTC)) == Defer(

@@ -21,7 +21,9 @@ def test_outside_the_window_there_is_nothing_to_wait_for() -> None:
 
 def test_the_window_end_is_exclusive_and_its_start_inclusive() -> None:
     assert quiet_hours_end(NIGHT, UTC, datetime(2026, 6, 1, 7, 0, tzinfo=UTC)) is None
-    assert quiet_hours_end(NIGHT, UTC, datetime(2026, 6, 1, 22, 0, tzinfo=UTC)) == datetime(2026, 6, 2, 7, tzinfo=UTC)
+    assert quiet_hours_end(NIGHT, UTC, datetime(2026, 6, 1, 22, 0, tzinfo=UTC)) == datetime(
+        2026, 6, 2, 7, tzinfo=UTC
+    )
 
 
 def test_an_evening_inside_a_window_that_crosses_midnight_ends_tomorrow_morning() -> None:
@@ -45,7 +47,9 @@ def test_the_night_clocks_spring_forward_in_new_york_the_window_ends_at_seven_da
     now = datetime(2026, 3, 7, 23, 0, tzinfo=NEW_YORK)
     end = quiet_hours_end(NIGHT, NEW_YORK, now)
     assert end == datetime(2026, 3, 8, 11, 0, tzinfo=UTC)  # 07:00 EDT (UTC-4)
-    assert end - now.astimezone(UTC) == (datetime(2026, 3, 8, 11, tzinfo=UTC) - datetime(2026, 3, 8, 4, tzinfo=UTC))
+    assert end - now.astimezone(UTC) == (
+        datetime(2026, 3, 8, 11, tzinfo=UTC) - datetime(2026, 3, 8, 4, tzinfo=UTC)
+    )
 
 
 def test_the_night_clocks_fall_back_in_new_york_the_window_ends_at_seven_standard_time() -> None:

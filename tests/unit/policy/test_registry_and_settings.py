@@ -26,7 +26,13 @@ def test_a_deferral_to_a_naive_time_is_refused() -> None:
 
 
 def test_the_built_in_rules_run_in_the_documented_order() -> None:
-    assert policy.rules() == ["suppression_list", "preferences", "delivery_cap", "quiet_hours", "delayed_fallback"]
+    assert policy.rules() == [
+        "suppression_list",
+        "preferences",
+        "delivery_cap",
+        "quiet_hours",
+        "delayed_fallback",
+    ]
 
 
 def test_a_rule_registers_last_or_before_a_named_rule_and_reset_forgets_it() -> None:
@@ -35,7 +41,13 @@ def test_a_rule_registers_last_or_before_a_named_rule_and_reset_forgets_it() -> 
 
     assert policy.register(business_hours, before="quiet_hours") == "business_hours"
     policy.register(lambda delivery, now: policy.Proceed(), name="audit")
-    assert policy.rules()[2:] == ["delivery_cap", "business_hours", "quiet_hours", "delayed_fallback", "audit"]
+    assert policy.rules()[2:] == [
+        "delivery_cap",
+        "business_hours",
+        "quiet_hours",
+        "delayed_fallback",
+        "audit",
+    ]
     policy.reset()
     assert "business_hours" not in policy.rules() and "audit" not in policy.rules()
 
@@ -85,7 +97,9 @@ def test_policy_settings_parse_from_the_environment_and_from_arguments() -> None
         ("CHIMEWAY_QUIET_HOURS_TIMEZONE", "Mars/Olympus_Mons"),
     ],
 )
-def test_an_invalid_policy_setting_fails_at_configure_time_naming_its_variable(variable: str, value: str) -> None:
+def test_an_invalid_policy_setting_fails_at_configure_time_naming_its_variable(
+    variable: str, value: str
+) -> None:
     with pytest.raises(ConfigurationError, match=variable) as caught:
         load_settings(environ={variable: value})
     assert caught.value.variable == variable
