@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import pytest
@@ -170,6 +171,14 @@ class AdapterContract:
         adapter = self.adapter(**overrides)
         with pytest.raises(TemporaryError):
             adapter.send(make_request(recipient, self.payload(), channel=self.channel))
+
+    def test_given_one_instance_shared_by_many_threads_then_every_send_succeeds(self) -> None:
+        adapter = self.adapter()
+        requests = [self.request("ok") for _ in range(16)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(adapter.send, requests))
+        ids = [result.provider_message_id for result in results]
+        assert all(ids) and len(set(ids)) == len(ids)
 
     def test_no_secret_and_no_recipient_reach_results_errors_or_logs(
         self, caplog: pytest.LogCaptureFixture
