@@ -22,7 +22,9 @@ timeout   seconds for the connection and each reply          10
 from      default sender when the payload has no ``from``    none
 ========  =================================================  ===================================
 
-Each send opens its own connection (smtplib connections are not thread-safe) and closes it.
+Each send opens its own connection (smtplib connections are not thread-safe) and closes it. TLS
+(``ssl`` or ``starttls``) verifies the server's certificate and host name against the system's
+trusted CAs; to trust a private CA, point OpenSSL's ``SSL_CERT_FILE`` at it.
 
 Provider message id: Chimeway writes the ``Message-ID`` header itself as
 ``<chimeway.{delivery_id}@{sender's domain}>`` — the same on every attempt of a delivery, so a

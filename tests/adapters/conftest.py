@@ -1,5 +1,5 @@
 """Fixtures of the adapter tests: the local servers live in :mod:`tests.adapters.servers`."""
 
-from tests.adapters.servers import http_server, smtp_server
+from tests.adapters.servers import certificates, http_server, smtp_server
 
-__all__ = ["http_server", "smtp_server"]
+__all__ = ["certificates", "http_server", "smtp_server"]

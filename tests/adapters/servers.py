@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -417,6 +421,7 @@ class ScriptedSmtpHandler:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.encrypted: list[bool] = []  # per accepted message: did it arrive over TLS?
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -435,6 +440,10 @@ class ScriptedSmtpHandler:
         if any(rcpt.startswith("later@") for rcpt in envelope.rcpt_tos):
             return "451 4.7.1 greylisted, try again later"
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        # STARTTLS sets session.ssl; implicit TLS shows on the transport.
+        self.encrypted.append(
+            session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+        )
         self.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))
         return "250 2.0.0 message accepted"
 
@@ -447,12 +456,81 @@ class LocalSmtpServer:
     logins: list[tuple[str, str]]
 
 
+@dataclass
+class Certificates:
+    """A private CA and a server certificate for 127.0.0.1 signed by it (PEM files)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.now(UTC)
+
+    def build(subject: str, key: Any, issuer: str, issuer_key: Any, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            )
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("Chimeway Test CA", ca_key, "Chimeway Test CA", ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = build("127.0.0.1", server_key, "Chimeway Test CA", ca_key, ca=False)
+    paths = Certificates(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    paths.key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
 @pytest.fixture
-def smtp_server() -> Iterator[Callable[..., LocalSmtpServer]]:
-    """A factory of aiosmtpd servers on 127.0.0.1 (optionally requiring a login), stopped after the test."""
+def smtp_server(certificates: Certificates) -> Iterator[Callable[..., LocalSmtpServer]]:
+    """A factory of aiosmtpd servers on 127.0.0.1, stopped after the test.
+
+    ``login`` requires that user and password; ``tls="starttls"`` offers and requires STARTTLS,
+    ``tls="ssl"`` speaks implicit TLS; both with a certificate from :func:`certificates`.
+    """
     controllers: list[Controller] = []
 
-    def start(*, login: tuple[str, str] | None = None) -> LocalSmtpServer:
+    def start(*, login: tuple[str, str] | None = None, tls: str | None = None) -> LocalSmtpServer:
         handler = ScriptedSmtpHandler()
         logins: list[tuple[str, str]] = []
 
@@ -464,7 +542,12 @@ def smtp_server() -> Iterator[Callable[..., LocalSmtpServer]]:
 
         extra: dict[str, Any] = {}
         if login is not None:
-            extra = {"authenticator": authenticator, "auth_require_tls": False}
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; an implicit-TLS server is TLS from the start.
+            extra.update(authenticator=authenticator, auth_require_tls=tls == "starttls")
+        if tls == "starttls":
+            extra.update(tls_context=certificates.server_context(), require_starttls=True)
+        elif tls == "ssl":
+            extra.update(ssl_context=certificates.server_context())
         port = free_port()
         controller = Controller(handler, hostname="127.0.0.1", port=port, **extra)
         controller.start()

@@ -111,15 +111,16 @@ class AdapterContract:
         for registry in self.registries:
             registry.close()
 
-    def registry(self, **overrides: Any) -> Registry:
-        options = {**self.options, **overrides}
+    def registry(self, drop: tuple[str, ...] = (), **overrides: Any) -> Registry:
+        """A registry configuring this adapter with the server's options, ``overrides`` and without ``drop``."""
+        options = {k: v for k, v in {**self.options, **overrides}.items() if k not in drop}
         settings = load_settings(environ={}, adapters={self.adapter_name: options})
         registry = Registry(settings, environ={})
         self.registries.append(registry)
         return registry
 
-    def adapter(self, **overrides: Any) -> Adapter:
-        return self.registry(**overrides).get(self.adapter_name)
+    def adapter(self, drop: tuple[str, ...] = (), **overrides: Any) -> Adapter:
+        return self.registry(drop, **overrides).get(self.adapter_name)
 
     def adapter_class(self) -> type[Adapter]:
         return discover()[self.adapter_name].load()
@@ -306,6 +307,7 @@ class TestSmtpAdapter(AdapterContract):
     }
 
     def start(self, request: pytest.FixtureRequest) -> dict[str, Any]:
+        self.request_fixture = request
         self.smtp: LocalSmtpServer = request.getfixturevalue("smtp_server")(
             login=("mailer", "s3cret-smtp-password")
         )
@@ -384,6 +386,46 @@ class TestSmtpAdapter(AdapterContract):
             adapter.send(make_request("ok@example.com", self.payload(), channel="email"))
         assert caught.value.response["stage"] == "auth"
         assert "wrong-password-value" not in str(caught.value) + repr(caught.value.response)
+
+    def tls_server(self, tls: str, monkeypatch: pytest.MonkeyPatch, *, trusted: bool = True) -> Adapter:
+        """A TLS server requiring a login over TLS, and an adapter for it; SSL_CERT_FILE trusts the test CA."""
+        server = self.request_fixture.getfixturevalue("smtp_server")(
+            login=("mailer", "s3cret-smtp-password"), tls=tls
+        )
+        if trusted:
+            monkeypatch.setenv(
+                "SSL_CERT_FILE", str(self.request_fixture.getfixturevalue("certificates").ca_file)
+            )
+        self.smtp = server
+        return self.adapter(port=server.port, **{tls: True})
+
+    @pytest.mark.parametrize("tls", ["starttls", "ssl"])
+    def test_given_tls_with_a_trusted_certificate_then_login_and_message_go_encrypted(
+        self, tls: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        adapter = self.tls_server(tls, monkeypatch)
+        result = adapter.send(make_request("ok@example.com", self.payload(), channel="email"))
+        assert result.provider_message_id == self.observed_message_id()
+        assert self.smtp.logins == [("mailer", "s3cret-smtp-password")]
+        assert self.smtp.handler.encrypted == [True]
+
+    @pytest.mark.parametrize("tls", ["starttls", "ssl"])
+    def test_given_tls_with_an_untrusted_certificate_then_permanent(
+        self, tls: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        adapter = self.tls_server(tls, monkeypatch, trusted=False)
+        with pytest.raises(PermanentError) as caught:
+            adapter.send(make_request("ok@example.com", self.payload(), channel="email"))
+        assert caught.value.response["error"] == "tls"
+        assert self.smtp.handler.messages == []
+
+    def test_given_a_server_requiring_starttls_and_a_client_not_using_it_then_permanent(self) -> None:
+        server = self.request_fixture.getfixturevalue("smtp_server")(tls="starttls")
+        with pytest.raises(PermanentError) as caught:
+            self.adapter(drop=("username", "password"), port=server.port).send(
+                make_request("ok@example.com", self.payload(), channel="email")
+            )
+        assert caught.value.response["smtp_code"] == 530
 
     def test_given_starttls_on_a_server_without_it_then_permanent(self) -> None:
         adapter = self.adapter(starttls=True, port=self.smtp.port)
@@ -527,9 +569,8 @@ class TestPostmarkAdapter(ApiContract):
         assert caught.value.response["status"] == 401
 
     def test_given_no_server_token_then_configure_fails_naming_the_variable(self) -> None:
-        options = {k: v for k, v in self.options.items() if k != "server_token"}
         with pytest.raises(ConfigurationError) as caught:
-            Registry(load_settings(environ={}, adapters={"postmark": options}), environ={})
+            self.registry(drop=("server_token",))
         assert caught.value.variable == "CHIMEWAY_POSTMARK_SERVER_TOKEN"
 
 
@@ -612,15 +653,7 @@ class TestTwilioAdapter(ApiContract):
         }
 
     def test_given_a_messaging_service_and_no_sender_then_it_is_used(self) -> None:
-        options = {k: v for k, v in self.options.items() if k != "from"}
-        registry = Registry(
-            load_settings(
-                environ={}, adapters={"twilio": {**options, "messaging_service_sid": "MG" + "1" * 32}}
-            ),
-            environ={},
-        )
-        self.registries.append(registry)
-        self.send("ok", registry.get("twilio"))
+        self.send("ok", self.adapter(drop=("from",), messaging_service_sid="MG" + "1" * 32))
         assert self.server.last.form()["MessagingServiceSid"] == ["MG" + "1" * 32]
         assert "From" not in self.server.last.form()
 
