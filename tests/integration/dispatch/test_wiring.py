@@ -1,0 +1,92 @@
+"""Broker wiring: middleware order, actors per runtime, no global broker, Redis dedupe, and the
+database-connection middleware."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, Retries
+
+import chimeway
+import chimeway.dispatch
+from chimeway import runtime as runtime_mod
+from chimeway.dispatch.actors import QUEUE
+from chimeway.dispatch.enqueue import DEDUPE_WINDOW_MS, enqueue
+from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
+from chimeway.models import Delivery
+
+
+def test_given_a_configured_runtime_then_its_actors_are_reachable_from_chimeway_dispatch(runtime):
+    assert chimeway.dispatch.deliver is runtime.actors["deliver"]
+    assert chimeway.dispatch.reconcile_orphans is runtime.actors["reconcile_orphans"]
+    assert chimeway.dispatch.sweep_actor is runtime.actors["sweep_actor"]
+    assert all(actor.broker is runtime.broker for actor in runtime.actors.values())
+    with pytest.raises(AttributeError):
+        chimeway.dispatch.nothing_here  # noqa: B018
+
+
+def test_given_a_broker_then_the_guard_and_connections_run_inside_retries_once_each(database_url):
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    for _ in range(2):  # configuring twice on one broker adds nothing twice
+        configured = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, broker=broker)
+    try:
+        kinds = [type(m) for m in broker.middleware]
+        assert kinds.count(DatabaseConnections) == kinds.count(ExhaustionGuard) == kinds.count(CurrentMessage) == 1
+        assert kinds.index(DatabaseConnections) < kinds.index(ExhaustionGuard) < kinds.index(Retries)
+        assert configured.actors["deliver"].options["throws"]
+    finally:
+        runtime_mod.reset()
+
+
+def test_given_an_application_global_broker_when_chimeway_is_configured_then_it_is_left_alone(database_url):
+    previous = dramatiq.broker.global_broker
+    application_broker = StubBroker()
+    dramatiq.set_broker(application_broker)
+    try:
+        configured = runtime_mod.configure(database_url=database_url, redis_url="", environ={})
+        assert dramatiq.get_broker() is application_broker
+        assert configured.broker is not application_broker
+    finally:
+        runtime_mod.reset()
+        dramatiq.set_broker(previous)
+
+
+@pytest.mark.redis
+def test_given_redis_when_a_delivery_is_enqueued_twice_within_60_s_then_one_message_is_sent(
+    sqlite_url, redis_url, redis_namespace
+):
+    from chimeway.migrator import migrate
+
+    configured = runtime_mod.configure(database_url=sqlite_url, redis_url=redis_url, redis_namespace=redis_namespace,
+                                       default_adapter="fake", environ={})
+    try:
+        migrate(configured.database)
+        with configured.database.atomic():
+            sent = chimeway.send("email", "ann@example.com")
+            assert configured.redis.hlen(f"{redis_namespace}:{QUEUE}.msgs") == 0
+        assert enqueue(sent.id) is False
+        assert configured.redis.hlen(f"{redis_namespace}:{QUEUE}.msgs") == 1
+        ttl = configured.redis.pttl(f"{redis_namespace}:dedupe:deliver:{sent.id}")
+        assert 0 < ttl <= DEDUPE_WINDOW_MS
+        assert enqueue(sent.id, dedupe=False) is True
+        assert configured.redis.hlen(f"{redis_namespace}:{QUEUE}.msgs") == 2
+    finally:
+        runtime_mod.reset()
+
+
+def test_given_a_message_left_a_transaction_open_then_the_connection_middleware_rolls_it_back(runtime, create, caplog):
+    middleware = next(m for m in runtime.broker.middleware if isinstance(m, DatabaseConnections))
+    delivery = create()
+    middleware.before_process_message(runtime.broker, None)
+    leaked = runtime.database.atomic()
+    leaked.__enter__()
+    Delivery.update(recipient="changed@example.com").where(Delivery.id == delivery.id).execute()
+    with caplog.at_level(logging.ERROR, logger="chimeway"):
+        middleware.after_process_message(runtime.broker, None)
+    assert not runtime.database.in_transaction() and runtime.database.is_closed()
+    assert chimeway.get_delivery(delivery.id).recipient == "ann@example.com"
+    assert any("left open" in r.getMessage() for r in caplog.records)
