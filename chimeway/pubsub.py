@@ -1,0 +1,75 @@
+"""Broadcast delivery feedback on Redis pub/sub, after the transaction that stored it commits.
+
+Channels: ``<namespace>:<tenant>:deliveries`` (every delivery of a tenant) and
+``<namespace>:delivery:<id>`` (one delivery); the namespace is CHIMEWAY_REDIS_NAMESPACE, ``chimeway``
+by default. The message is small JSON: ``{"delivery_id", "event_type", "occurred_at"}`` — never a
+recipient or a payload. Broadcasting is best effort: without Redis it does nothing, and a failed
+publish is logged, never raised, so it can never fail the webhook request that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import peewee
+
+logger = logging.getLogger("chimeway.pubsub")
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    tenant_id: str
+    delivery_id: str
+    event_type: str
+    occurred_at: datetime
+
+    def message(self) -> str:
+        return json.dumps(
+            {"delivery_id": self.delivery_id, "event_type": self.event_type, "occurred_at": self.occurred_at.isoformat()},
+            separators=(",", ":"),
+        )
+
+
+def tenant_channel(tenant_id: str, namespace: str = "chimeway") -> str:
+    return f"{namespace}:{tenant_id}:deliveries"
+
+
+def delivery_channel(delivery_id: str, namespace: str = "chimeway") -> str:
+    return f"{namespace}:delivery:{delivery_id}"
+
+
+def publish(broadcasts: Sequence[Broadcast], runtime: Any = None) -> int:
+    """Publish now; how many broadcasts went out (0 without Redis or when Redis failed)."""
+    if not broadcasts:
+        return 0
+    if runtime is None:
+        from chimeway.runtime import current
+
+        runtime = current()
+    client = runtime.redis
+    if client is None:
+        return 0
+    namespace = runtime.settings.redis_namespace
+    try:
+        pipe = client.pipeline(transaction=False)
+        for item in broadcasts:
+            message = item.message()
+            pipe.publish(tenant_channel(item.tenant_id, namespace), message)
+            pipe.publish(delivery_channel(item.delivery_id, namespace), message)
+        pipe.execute()
+    except Exception as err:  # noqa: BLE001 - a broadcast must never fail the caller
+        logger.warning("broadcast of %d delivery events failed: %s", len(broadcasts), type(err).__name__)
+        return 0
+    return len(broadcasts)
+
+
+def publish_after_commit(database: peewee.Database, broadcasts: Sequence[Broadcast]) -> None:
+    """Publish once the outermost transaction commits (now, outside one); a rollback publishes nothing."""
+    if broadcasts:
+        items = list(broadcasts)
+        database.after_commit(lambda: publish(items))

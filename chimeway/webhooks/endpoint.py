@@ -1,0 +1,90 @@
+"""``handle(provider, headers, body, tenant_id=None) -> (status, body)``: the framework-free core.
+
+Order (DESIGN.md §8): unknown provider (404) → size limit (413) → verify (401; a provider whose
+secret is unset answers 500 naming the setting) → parse (400) → one transaction (raw row, ledger,
+projection, suppressions) → commit → broadcast → 200. A database failure answers 503 so the provider
+retries. Bodies are short fixed texts: a response never echoes the payload, and nothing of the
+request (headers, addresses, body) reaches the logs or telemetry.
+
+Django, Flask or FastAPI views call :func:`handle` with the raw body bytes and the request headers;
+:mod:`chimeway.webhooks.wsgi` serves it to any WSGI server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import peewee
+from playhouse.pool import MaxConnectionsExceeded
+
+from chimeway import db as dbmod
+from chimeway import telemetry
+from chimeway.errors import ChimewayError
+from chimeway.webhooks.ingest import ingest
+from chimeway.webhooks.providers import provider_class
+from chimeway.webhooks.providers.base import NotConfigured, Unauthorized, WebhookRejected, WebhookRequest
+
+logger = logging.getLogger("chimeway.webhooks")
+
+#: Failures of the database (or of reaching it): the provider should retry later.
+DATABASE_ERRORS = (peewee.PeeweeException, MaxConnectionsExceeded, ChimewayError)
+
+
+class Response(NamedTuple):
+    status: int
+    body: str
+
+
+def handle(
+    provider: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes | str,
+    tenant_id: str | None = None,
+    *,
+    runtime: Any = None,
+) -> Response:
+    """Verify, store and project one provider webhook request; the HTTP status and a short body."""
+    if runtime is None:
+        from chimeway.runtime import current
+
+        runtime = current()
+    tenant = tenant_id or "default"
+    known = provider_class(provider)
+    if known is None:
+        return Response(404, "unknown provider")
+    with telemetry.span("ingest", provider=provider, tenant_id=tenant) as report:
+        response = _handle(known, runtime, tenant, headers, body.encode() if isinstance(body, str) else bytes(body), report)
+        report["http_status"] = response.status
+    return response
+
+
+def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: bytes, report: dict) -> Response:
+    name = provider_cls.name
+    if len(body) > runtime.settings.webhook_max_bytes:
+        return Response(413, "payload too large")
+    request = WebhookRequest(headers=_lower(headers), body=body, received_at=dbmod.now())
+    try:
+        parsed = provider_cls(runtime.settings).process(request)
+    except NotConfigured as err:
+        logger.error("%s webhook refused: %s", name, err.reason)
+        return Response(err.status, err.reason)
+    except Unauthorized as err:
+        logger.warning("%s webhook failed verification: %s", name, err.reason)
+        return Response(err.status, "unauthorized")
+    except WebhookRejected as err:
+        logger.warning("%s webhook malformed: %s", name, err.reason)
+        return Response(err.status, err.reason)
+    try:
+        result = ingest(name, tenant, request, parsed, runtime.database)
+    except DATABASE_ERRORS as err:
+        logger.error("%s webhook not stored, the provider will retry: %s", name, type(err).__name__)
+        return Response(503, "temporarily unavailable")
+    report.update(event_count=result.stored, linked=result.linked, duplicate=result.duplicate)
+    return Response(200, "duplicate" if result.duplicate else "ok")
+
+
+def _lower(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return {str(key).lower(): str(value) for key, value in pairs}

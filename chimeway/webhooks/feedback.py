@@ -1,0 +1,45 @@
+"""Feedback now linked to a delivery — at ingest, or later by reconcile — applied the same way:
+projection, suppression entries for hard bounces and complaints, and a broadcast after commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import peewee
+
+from chimeway.pubsub import Broadcast, publish_after_commit
+from chimeway.webhooks import projection, suppressions
+
+
+@dataclass(frozen=True)
+class Feedback:
+    tenant_id: str
+    delivery_id: str
+    recipient: str
+    channel: str
+    type: str
+    reject_reason: str | None
+    occurred_at: datetime
+    provider: str
+    lock_version: int  #: the delivery's version when its row was read, for the optimistic lock
+
+
+def apply(database: peewee.Database, items: Sequence[Feedback]) -> int:
+    """Apply inside the caller's transaction; how many suppression entries were added."""
+    if not items:
+        return 0
+    facts, entries, broadcasts = [], [], []
+    for item in items:
+        facts.append(projection.Fact(item.delivery_id, item.type, item.occurred_at, item.lock_version))
+        reason = suppressions.reason_for(item.type, item.reject_reason)
+        if reason is not None:
+            entries.append(
+                suppressions.Entry(item.tenant_id, item.channel, item.recipient, reason, f"webhook:{item.provider}")
+            )
+        broadcasts.append(Broadcast(item.tenant_id, item.delivery_id, item.type, item.occurred_at))
+    projection.apply(database, facts)
+    added = suppressions.add(database, entries)
+    publish_after_commit(database, broadcasts)
+    return added

@@ -1,0 +1,108 @@
+"""The append-only event ledger and the raw webhook rows, written with hand-made SQL.
+
+Idempotency lives in unique keys, never in a read-then-write:
+
+- a raw request is stored once per (provider, request id) — the provider's id for the request, else
+  a hash of the body — and a second copy finds the row already there (a replay: nothing changes);
+- a ledger event is stored once per idempotency key ``<provider>:<event id>:<index>``: the event's
+  own provider id when it has one (index 0), else the request id and the event's position in it;
+- a reconciliation is stored once per ``reconciled:<orphan id>``, however many reconcilers race.
+
+Every insert is set-based and ``ON CONFLICT DO NOTHING … RETURNING id``, so the caller learns exactly which rows
+are new and projects, suppresses and broadcasts only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import peewee
+
+from chimeway import db as dbmod
+from chimeway.models import new_id
+from chimeway.webhooks import recordset
+
+#: Rows per multi-row INSERT with placeholders: well under SQLite's 32766 variables.
+CHUNK = 500
+
+
+def idempotency_key(provider: str, event_id: str, index: int = 0) -> str:
+    return f"{provider}:{event_id}:{index}"
+
+
+def reconciled_key(orphan_id: str) -> str:
+    return f"reconciled:{orphan_id}"
+
+
+@dataclass
+class LedgerEvent:
+    tenant_id: str
+    type: str
+    provider: str
+    occurred_at: datetime
+    received_at: datetime
+    idempotency_key: str
+    delivery_id: str | None = None
+    reject_reason: str | None = None
+    provider_message_id: str | None = None
+    provider_event_id: str | None = None
+    needs_reconciliation: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    webhook_event_id: str | None = None
+    id: str = field(default_factory=new_id)
+
+
+#: Ledger columns and their PostgreSQL types, in insert order.
+_EVENT_COLUMNS = {
+    "id": "uuid", "tenant_id": "text", "delivery_id": "uuid", "type": "text", "reject_reason": "text",
+    "provider": "text", "provider_message_id": "text", "provider_event_id": "text",
+    "occurred_at": "timestamptz", "received_at": "timestamptz", "needs_reconciliation": "boolean",
+    "idempotency_key": "text", "metadata": "jsonb", "webhook_event_id": "uuid",
+}  # fmt: skip
+
+
+def insert_raw(
+    database: peewee.Database,
+    *,
+    tenant_id: str,
+    provider: str,
+    request_id: str,
+    body: bytes,
+    received_at: datetime,
+) -> str | None:
+    """Store the verified request; its id, or None when this request was stored before (a replay)."""
+    raw_id = new_id()
+    at = dbmod.to_db_time(received_at, database)
+    row = dbmod.execute(
+        "INSERT INTO chimeway_webhook_events "
+        "(id, tenant_id, provider, provider_event_id, body, status, received_at, processed_at) "
+        "VALUES (%s, %s, %s, %s, %s, 'processed', %s, %s) "
+        "ON CONFLICT (provider, provider_event_id) DO NOTHING RETURNING id",
+        (raw_id, tenant_id, provider, request_id, body, at, at),
+        db=database,
+    ).fetchone()
+    return None if row is None else raw_id
+
+
+def append(database: peewee.Database, events: Sequence[LedgerEvent]) -> set[str]:
+    """Append events; the ids of those actually stored (a known idempotency key stores nothing)."""
+    if not events:
+        return set()
+    names = ", ".join(_EVENT_COLUMNS)
+    cursor = dbmod.execute(
+        f"INSERT INTO chimeway_events ({names}) SELECT {names} "
+        f"FROM {recordset.relation(database, _EVENT_COLUMNS)} WHERE true ON CONFLICT DO NOTHING RETURNING id",
+        (recordset.encode(_row(event, database) for event in events),),
+        db=database,
+    )
+    return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _row(event: LedgerEvent, database: peewee.Database) -> dict[str, Any]:
+    row = {name: getattr(event, name) for name in _EVENT_COLUMNS}
+    row["occurred_at"] = recordset.timestamp(event.occurred_at, database)
+    row["received_at"] = recordset.timestamp(event.received_at, database)
+    return row

@@ -1,0 +1,37 @@
+"""Prune: delete raw webhook rows past the retention; the ledger is never touched."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from chimeway import db as dbmod
+
+#: Rows per DELETE, so a large backlog never holds one long lock.
+CHUNK = 5000
+
+
+def prune(retention_days: int | None = None, *, runtime: Any = None, now: datetime | None = None) -> int:
+    """Delete raw webhook rows received more than ``retention_days`` ago (default
+    CHIMEWAY_WEBHOOK_RETENTION_DAYS); how many were deleted."""
+    if runtime is None:
+        from chimeway.runtime import current
+
+        runtime = current()
+    days = runtime.settings.webhook_retention_days if retention_days is None else retention_days
+    if days < 0:
+        raise ValueError("retention_days must not be negative")
+    database = runtime.database
+    cutoff = dbmod.to_db_time((now or dbmod.now()) - timedelta(days=days), database)
+    deleted = 0
+    while True:
+        with dbmod.transaction(database):
+            count = dbmod.execute(
+                "DELETE FROM chimeway_webhook_events WHERE id IN (SELECT id FROM chimeway_webhook_events "
+                "WHERE received_at < %s LIMIT %s)",
+                (cutoff, CHUNK),
+                db=database,
+            ).rowcount
+        deleted += count
+        if count < CHUNK:
+            return deleted

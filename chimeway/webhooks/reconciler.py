@@ -1,0 +1,191 @@
+"""Reconcile: link orphans — events that arrived before their delivery committed — to deliveries.
+
+An orphan is a ledger row with ``delivery_id`` NULL and ``needs_reconciliation`` true. The ledger is
+append-only, so an orphan is never updated: linking it appends a ``reconciled`` event with the
+idempotency key ``reconciled:<orphan id>`` and applies the orphan's own type to the delivery's
+projection, in one transaction per batch, then broadcasts after commit. That key is also what
+"already linked" means: the scan anti-joins on it, so linked orphans are never scanned again and
+can never fill a batch, and two reconcilers racing on one orphan store one event (the second insert
+hits the unique key and stores nothing, so it projects nothing either).
+
+The scan is set-based: one keyset-paginated query per batch over the partial orphan index, joined
+to the deliveries by the same (tenant, provider, provider_message_id) key ingest uses; one multi-row
+insert; one projection update. Its cost follows the orphans in the window, not the ledger. One call
+walks the whole window once, oldest first, so orphans whose delivery never appears cannot starve
+newer ones either.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee
+
+from chimeway import db as dbmod
+from chimeway import telemetry
+from chimeway.states import EventType
+from chimeway.webhooks import feedback, ledger
+
+logger = logging.getLogger("chimeway.webhooks")
+
+#: Overlapping actor runs (duplicate messages, a slow run meeting the next tick) are skipped this long.
+RUN_DEDUPE_SECONDS = 60
+#: PostgreSQL advisory lock key of the reconcile actor ("chimeway-reconcile", 63 bits).
+ADVISORY_LOCK_KEY = int.from_bytes(b"cw-recon", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    scanned: int  #: orphans examined that were not linked yet
+    linked: int  #: of which this run linked to their delivery
+
+
+def available() -> bool:
+    """Whether the Dramatiq actor can be used; :func:`reconcile` itself works without Dramatiq."""
+    return importlib.util.find_spec("dramatiq") is not None
+
+
+def reconcile(
+    tenant_id: str | None = None,
+    batch_size: int = 1000,
+    *,
+    runtime: Any = None,
+    now: datetime | None = None,
+) -> ReconcileResult:
+    """Link every reconcilable orphan in the window, ``batch_size`` per transaction."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if runtime is None:
+        from chimeway.runtime import current
+
+        runtime = current()
+    settings, database = runtime.settings, runtime.database
+    now = now or dbmod.now()
+    newest = now - timedelta(seconds=settings.reconcile_grace_seconds)
+    oldest = now - timedelta(minutes=settings.reconcile_max_age_minutes)
+    scanned = linked = 0
+    after: tuple[Any, str] | None = None
+    with telemetry.span("reconcile", tenant_id=tenant_id) as report:
+        while True:
+            batch_scanned, batch_linked, after = _batch(database, tenant_id, batch_size, newest, oldest, after, now)
+            scanned += batch_scanned
+            linked += batch_linked
+            if batch_scanned < batch_size:
+                break
+        report.update(scanned=scanned, linked=linked)
+    return ReconcileResult(scanned=scanned, linked=linked)
+
+
+def _batch(
+    database: peewee.Database,
+    tenant_id: str | None,
+    limit: int,
+    newest: datetime,
+    oldest: datetime,
+    after: tuple[Any, str] | None,
+    now: datetime,
+) -> tuple[int, int, tuple[Any, str] | None]:
+    where = ["o.needs_reconciliation", "o.received_at <= %s", "o.received_at >= %s"]
+    params: list[Any] = [dbmod.to_db_time(newest, database), dbmod.to_db_time(oldest, database)]
+    if tenant_id is not None:
+        where.append("o.tenant_id = %s")
+        params.append(tenant_id)
+    if after is not None:
+        where.append("(o.received_at > %s OR (o.received_at = %s AND o.id > %s))")
+        params += [after[0], after[0], after[1]]
+    with dbmod.transaction(database):
+        rows = dbmod.execute(
+            "SELECT o.id, o.received_at, o.tenant_id, o.type, o.reject_reason, o.provider, "
+            "o.provider_message_id, o.occurred_at, o.webhook_event_id, d.id, d.recipient, d.channel, d.lock_version "
+            "FROM chimeway_events o LEFT JOIN chimeway_deliveries d ON d.tenant_id = o.tenant_id "
+            "AND d.provider = o.provider AND d.provider_message_id = o.provider_message_id "
+            f"WHERE {' AND '.join(where)} AND NOT EXISTS (SELECT 1 FROM chimeway_events r "
+            "WHERE r.idempotency_key = 'reconciled:' || CAST(o.id AS text)) "
+            "ORDER BY o.received_at, o.id LIMIT %s",
+            [*params, limit],
+            db=database,
+        ).fetchall()
+        if not rows:
+            return 0, 0, after
+        matched = [row for row in rows if row[9] is not None]
+        events = [
+            ledger.LedgerEvent(
+                tenant_id=row[2],
+                type=EventType.RECONCILED.value,
+                provider=row[5],
+                occurred_at=now,
+                received_at=now,
+                idempotency_key=ledger.reconciled_key(str(row[0])),
+                delivery_id=str(row[9]),
+                provider_message_id=row[6],
+                metadata={"orphan_id": str(row[0]), "orphan_type": row[3]},
+                webhook_event_id=str(row[8]) if row[8] else None,
+            )
+            for row in matched
+        ]
+        stored = ledger.append(database, events)
+        won = [row for row, event in zip(matched, events) if event.id in stored]
+        feedback.apply(
+            database,
+            [
+                feedback.Feedback(
+                    row[2], str(row[9]), row[10], row[11], row[3], row[4], dbmod.from_db_time(row[7]), row[5], row[12]
+                )  # type: ignore[arg-type]
+                for row in won
+            ],
+        )
+    last = rows[-1]
+    return len(rows), len(won), (last[1], str(last[0]))
+
+
+# -- the actor's body -------------------------------------------------------------------------------
+
+
+def run_actor(tenant_id: str | None = None, *, runtime: Any = None) -> ReconcileResult | None:
+    """The body of ``chimeway.dispatch.reconcile_orphans``: None when another run holds the lock.
+
+    Overlapping runs are skipped twice over: a ``SET NX`` key for 60 s (in-memory without Redis),
+    and on PostgreSQL a session advisory lock held for the whole run.
+    """
+    if runtime is None:
+        from chimeway.runtime import current
+
+        runtime = current()
+    scope = tenant_id if tenant_id is not None else "*"
+    if not _claim_run(runtime, scope):
+        logger.info("reconcile for %s skipped: another run started less than %d s ago", scope, RUN_DEDUPE_SECONDS)
+        return None
+    database = runtime.database
+    if not dbmod.is_postgres(database):
+        return reconcile(tenant_id, runtime=runtime)
+    key = ADVISORY_LOCK_KEY ^ (uuid.uuid5(uuid.NAMESPACE_URL, scope).int & 0xFFFF_FFFF)
+    if not dbmod.execute("SELECT pg_try_advisory_lock(%s)", (key,), db=database).fetchone()[0]:
+        logger.info("reconcile for %s skipped: another reconciler holds the advisory lock", scope)
+        return None
+    try:
+        return reconcile(tenant_id, runtime=runtime)
+    finally:
+        dbmod.execute("SELECT pg_advisory_unlock(%s)", (key,), db=database)
+
+
+_local_claims: dict[str, float] = {}
+_local_lock = threading.Lock()
+
+
+def _claim_run(runtime: Any, scope: str) -> bool:
+    key = f"{runtime.settings.redis_namespace}:reconcile:run:{scope}"
+    if runtime.redis is not None:
+        return bool(runtime.redis.set(key, str(time.time()), nx=True, ex=RUN_DEDUPE_SECONDS))
+    with _local_lock:
+        now = time.monotonic()
+        if _local_claims.get(key, 0.0) > now:
+            return False
+        _local_claims[key] = now + RUN_DEDUPE_SECONDS
+        return True

@@ -1,0 +1,61 @@
+"""Suppression entries from provider feedback: hard bounces and complaints, nothing softer.
+
+A hard bounce is a ``bounced`` event whose reject reason says the address itself is bad
+(``bounced`` or ``invalid``); soft bounces and deferrals map to ``deferred`` and never suppress.
+The dispatch policy reads ``chimeway_suppressions`` and suppresses later sends to the address as
+``recipient_suppressed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import peewee
+
+from chimeway import db as dbmod
+from chimeway.models import new_id
+from chimeway.states import EventType, RejectReason, SuppressionReason
+from chimeway.webhooks.ledger import CHUNK
+
+_HARD = frozenset({RejectReason.BOUNCED, RejectReason.INVALID})
+
+
+def reason_for(event_type: str, reject_reason: str | None) -> SuppressionReason | None:
+    if event_type == EventType.COMPLAINED:
+        return SuppressionReason.COMPLAINT
+    if event_type == EventType.BOUNCED and reject_reason in _HARD:
+        return SuppressionReason.HARD_BOUNCE
+    return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    tenant_id: str
+    channel: str
+    address: str
+    reason: SuppressionReason
+    source: str  #: e.g. "webhook:postmark"
+
+
+def add(database: peewee.Database, entries: Sequence[Entry]) -> int:
+    """Insert entries, keeping an address's first entry; how many were new."""
+    unique = list({(e.tenant_id, e.channel, e.address): e for e in entries}.values())
+    if not unique:
+        return 0
+    now = dbmod.to_db_time(dbmod.now(), database)
+    added = 0
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        params = []
+        for entry in chunk:
+            params += [new_id(), entry.tenant_id, entry.channel, entry.address, entry.reason.value, entry.source, now]
+        cursor = dbmod.execute(
+            "INSERT INTO chimeway_suppressions (id, tenant_id, channel, address, reason, source, created_at) VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            + " ON CONFLICT (tenant_id, channel, address) DO NOTHING RETURNING id",
+            params,
+            db=database,
+        )
+        added += len(cursor.fetchall())
+    return added
