@@ -3,7 +3,9 @@
 A hard bounce is a ``bounced`` event whose reject reason says the address itself is bad
 (``bounced`` or ``invalid``); soft bounces and deferrals map to ``deferred`` and never suppress.
 The dispatch policy reads ``chimeway_suppressions`` and suppresses later sends to the address as
-``recipient_suppressed``.
+``recipient_suppressed``. Entries are inserted in bulk inside the ingest or reconcile transaction,
+keeping an existing entry as it is (``chimeway.suppressions.add`` is the one-address API, which
+updates it); addresses are stored in :func:`chimeway.suppressions.normalize_address` form.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import peewee
 from chimeway import db as dbmod
 from chimeway.models import new_id
 from chimeway.states import EventType, RejectReason, SuppressionReason
+from chimeway.suppressions import normalize_address
 from chimeway.webhooks.ledger import CHUNK
 
 _HARD = frozenset({RejectReason.BOUNCED, RejectReason.INVALID})
@@ -40,7 +43,7 @@ class Entry:
 
 def add(database: peewee.Database, entries: Sequence[Entry]) -> int:
     """Insert entries, keeping an address's first entry; how many were new."""
-    unique = list({(e.tenant_id, e.channel, e.address): e for e in entries}.values())
+    unique = list({(e.tenant_id, e.channel, normalize_address(e.channel, e.address)): e for e in entries}.items())
     if not unique:
         return 0
     now = dbmod.to_db_time(dbmod.now(), database)
@@ -48,8 +51,8 @@ def add(database: peewee.Database, entries: Sequence[Entry]) -> int:
     for start in range(0, len(unique), CHUNK):
         chunk = unique[start : start + CHUNK]
         params = []
-        for entry in chunk:
-            params += [new_id(), entry.tenant_id, entry.channel, entry.address, entry.reason.value, entry.source, now]
+        for (tenant_id, channel, address), entry in chunk:
+            params += [new_id(), tenant_id, channel, address, entry.reason.value, entry.source, now]
         cursor = dbmod.execute(
             "INSERT INTO chimeway_suppressions (id, tenant_id, channel, address, reason, source, created_at) VALUES "
             + ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))

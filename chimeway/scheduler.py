@@ -1,0 +1,157 @@
+"""``chimeway scheduler``: fire the periodic jobs on their cron schedules, each tick exactly once.
+
+Jobs (schedules from CHIMEWAY_RECONCILE_CRON, CHIMEWAY_SWEEP_CRON, CHIMEWAY_PRUNE_CRON): enqueue the
+reconcile actor, enqueue the sweep actor, prune raw webhook rows (run here: it is one short DELETE
+loop). Any number of scheduler processes may run: each tick is claimed in Redis with ``SET NX`` on
+a key naming the job and the tick's own scheduled time, so exactly one process fires it, and a
+restarted process starts from the next tick after "now", never re-firing one already past. Without
+Redis the claims live in this process (one scheduler only).
+
+A scheduler that falls behind (a slow job, a suspended host) fires only the latest tick it missed.
+SIGTERM and SIGINT stop it after the job in progress; a job that raises is logged and the schedule
+goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+
+from chimeway import db as dbmod
+
+logger = logging.getLogger("chimeway.scheduler")
+
+#: How long a tick's claim is kept: longer than any schedule's interval of interest (daily prune).
+CLAIM_TTL_SECONDS = 2 * 86_400
+#: Longest single sleep: a stop request or a clock jump is noticed at least this often.
+MAX_SLEEP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    cron: str
+    action: Callable[[], Any]
+
+
+@dataclass
+class SchedulerResult:
+    fired: dict[str, int] = field(default_factory=dict)  #: ticks this process fired, per job
+    skipped: dict[str, int] = field(default_factory=dict)  #: ticks another process had claimed
+
+
+def default_jobs(runtime: Any) -> list[Job]:
+    """Reconcile and sweep go to the workers through their actors; prune runs in the scheduler."""
+    from chimeway.webhooks.pruner import prune
+
+    settings = runtime.settings
+    return [
+        Job("reconcile", settings.reconcile_cron, lambda: runtime.actors["reconcile_orphans"].send()),
+        Job("sweep", settings.sweep_cron, lambda: runtime.actors["sweep_actor"].send()),
+        Job("prune", settings.prune_cron, lambda: prune(runtime=runtime)),
+    ]
+
+
+class Scheduler:
+    def __init__(self, runtime: Any, jobs: list[Job] | None = None) -> None:
+        self.runtime = runtime
+        self.jobs = default_jobs(runtime) if jobs is None else list(jobs)
+        self.result = SchedulerResult()
+        self._next: dict[str, datetime] = {}
+        self._local_claims: dict[str, datetime] = {}
+
+    def start(self, now: datetime) -> None:
+        """Schedule every job's first tick strictly after ``now``."""
+        self._next = {job.name: _after(job.cron, now) for job in self.jobs}
+
+    def run_due(self, now: datetime) -> list[tuple[str, datetime]]:
+        """Fire the jobs due at ``now`` (claimed ticks only); the (job, tick) pairs this call fired."""
+        if not self._next:
+            self.start(now)
+        fired = []
+        for job in self.jobs:
+            due = self._next[job.name]
+            if due > now:
+                continue
+            # Behind schedule: the latest tick that is due stands for every one missed before it.
+            tick = due
+            while (following := _after(job.cron, tick)) <= now:
+                tick = following
+            self._next[job.name] = _after(job.cron, tick)
+            if not self.claim(job.name, tick):
+                self.result.skipped[job.name] = self.result.skipped.get(job.name, 0) + 1
+                continue
+            self.result.fired[job.name] = self.result.fired.get(job.name, 0) + 1
+            fired.append((job.name, tick))
+            logger.info("scheduler: %s tick %s", job.name, tick.isoformat())
+            try:
+                job.action()
+            except Exception:
+                logger.exception("scheduler: %s tick %s failed", job.name, tick.isoformat())
+        return fired
+
+    def seconds_until_next(self, now: datetime) -> float:
+        return max(0.0, min((due - now).total_seconds() for due in self._next.values())) if self._next else 0.0
+
+    def claim(self, job: str, tick: datetime) -> bool:
+        """Whether this process owns ``tick`` of ``job`` (SET NX on the tick's own timestamp)."""
+        key = f"{self.runtime.settings.redis_namespace}:scheduler:{job}:{int(tick.timestamp())}"
+        client = self.runtime.redis
+        if client is not None:
+            return bool(client.set(key, "1", nx=True, ex=CLAIM_TTL_SECONDS))
+        for stale in [k for k, at in self._local_claims.items() if at < tick - timedelta(seconds=CLAIM_TTL_SECONDS)]:
+            del self._local_claims[stale]
+        if key in self._local_claims:
+            return False
+        self._local_claims[key] = tick
+        return True
+
+
+def run(
+    stop_event: threading.Event | None = None,
+    *,
+    now: Callable[[], datetime] = dbmod.now,
+    jobs: list[Job] | None = None,
+    runtime: Any = None,
+) -> SchedulerResult:
+    """Run the schedules until ``stop_event`` is set (or SIGTERM/SIGINT in the main thread)."""
+    if runtime is None:
+        from chimeway.runtime import current
+
+        runtime = current()
+    stop = stop_event or threading.Event()
+    scheduler = Scheduler(runtime, jobs)
+    scheduler.start(now())
+    logger.info("scheduler started: %s", ", ".join(f"{job.name} '{job.cron}'" for job in scheduler.jobs))
+    with _stop_on_signals(stop):
+        while not stop.is_set():
+            scheduler.run_due(now())
+            stop.wait(min(scheduler.seconds_until_next(now()), MAX_SLEEP_SECONDS))
+    logger.info("scheduler stopped")
+    return scheduler.result
+
+
+def _after(cron: str, moment: datetime) -> datetime:
+    return croniter(cron, moment).get_next(datetime)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop`` (graceful: the job in progress finishes). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
