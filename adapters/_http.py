@@ -4,12 +4,14 @@
 lookup tables, as django-anymail's backends do::
 
     send(request)
-    ├── build(request) -> HttpCall             provider: method, path or URL, JSON/form body, headers
-    ├── auth headers + idempotency header      provider: auth_headers(), idempotency_header
-    ├── POST through one shared httpx.Client   here: timeouts, connection reuse, transport errors
-    ├── 2xx → message_id(response, request)           provider: where the provider puts its message id
-    └── else → classify(response)              here: error_code(response) looked up in ``error_codes``,
-                                                     else the HTTP status; Retry-After parsed
+    ├── build(request) -> HttpCall           provider: method, path or URL, JSON/form body, headers
+    ├── auth_headers(), idempotency_header   provider: credentials; the key where one is documented
+    ├── POST through one shared httpx.Client here: timeouts, connection reuse, transport errors
+    ├── 2xx → message_id(response, request)  provider: where the provider puts its message id
+    │         accepted_error(response)       provider: a 2xx that still reports a failure
+    └── else → classify(response)            here: error_code() looked up (lookup()) in ``error_codes``,
+                                             else ``status_outcomes``, else the HTTP status class;
+                                             retry_after() for temporary ones
 
 Foreign errors are translated once, here (STYLE #5): httpx timeouts and connection failures become
 :class:`TemporaryError`, an unusable URL a :class:`PermanentError`, and an HTTP error response one of
@@ -222,12 +224,25 @@ class HttpAdapter(Adapter):
 
     def _post(self, call: HttpCall, headers: dict[str, str]) -> httpx.Response:
         what = f"{self.name}: {call.method}"
+        if self._closed.is_set():
+            raise TemporaryError(
+                f"{what}: the adapter was closed (reconfigured)", response={"error": "closed"}
+            )
+        try:
+            outgoing = self._client.build_request(
+                call.method, call.url, json=call.json, data=call.form, content=call.content, headers=headers
+            )
+        except (TypeError, ValueError) as err:  # a payload value JSON cannot encode
+            raise PermanentError(
+                f"{what}: the payload cannot be encoded as JSON or form data",
+                response={"error": "invalid_payload"},
+            ) from err
+        except httpx.InvalidURL as err:
+            raise PermanentError(f"{what}: the URL is not usable", response={"error": "invalid_url"}) from err
         started = time.monotonic()
         token = _SENDING.set(True)
         try:
-            response = self._client.request(
-                call.method, call.url, json=call.json, data=call.form, content=call.content, headers=headers
-            )
+            response = self._client.send(outgoing)
             response.read()
             logger.debug(
                 "%s: HTTP %d in %.0f ms", self.name, response.status_code, (time.monotonic() - started) * 1000
@@ -238,7 +253,7 @@ class HttpAdapter(Adapter):
                 f"{what} timed out after {self.timeout:g}s ({type(err).__name__})",
                 response={"error": "timeout", "timeout_seconds": self.timeout},
             ) from err
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as err:
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as err:
             raise PermanentError(
                 f"{what} cannot be sent: the URL or request is not usable ({type(err).__name__})",
                 response={"error": "invalid_request"},
@@ -348,18 +363,22 @@ def email_parts(request: SendRequest, default_from: str | None) -> dict[str, Any
         raise PermanentError(
             "email payload needs 'text' or 'html'", response={"error": "invalid_payload", "field": "text"}
         )
-    headers = payload.get("headers") or {}
-    if not isinstance(headers, Mapping):
-        raise PermanentError(
-            "email payload 'headers' must be a mapping of name to value",
-            response={"error": "invalid_payload", "field": "headers"},
-        )
     return {
         "from": str(sender),
         "subject": str(payload.get("subject") or ""),
         "text": payload.get("text") or None,
         "html": payload.get("html") or None,
-        "headers": {str(k): str(v) for k, v in headers.items()},
+        "headers": _text_mapping(payload, "headers"),
         "tag": payload.get("tag"),
-        "metadata": dict(payload.get("metadata") or {}),
+        "metadata": _text_mapping(payload, "metadata"),
     }
+
+
+def _text_mapping(payload: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = payload.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise PermanentError(
+            f"email payload {key!r} must be a mapping of name to value",
+            response={"error": "invalid_payload", "field": key},
+        )
+    return {str(k): str(v) for k, v in value.items()}

@@ -85,7 +85,7 @@ class PostmarkAdapter(HttpAdapter):
             "Subject": parts["subject"],
             "MessageStream": self.config.get("message_stream") or "outbound",
             "Metadata": {
-                **{k: str(v) for k, v in parts["metadata"].items()},
+                **parts["metadata"],
                 "chimeway_delivery_id": request.delivery_id,
             },
         }

@@ -83,7 +83,7 @@ class SendgridAdapter(HttpAdapter):
             "subject": parts["subject"],
             "content": content,
             "custom_args": {
-                **{k: str(v) for k, v in parts["metadata"].items()},
+                **parts["metadata"],
                 "chimeway_delivery_id": request.delivery_id,
             },
         }

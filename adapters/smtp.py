@@ -67,6 +67,8 @@ from chimeway.errors import ConfigurationError
 
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_CODES_WITHOUT_ENHANCED = frozenset({550, 551, 553})
+#: the extension a stage needs, for the error when the server lacks it
+_EXTENSION_NEEDED = {"tls": "STARTTLS", "auth": "AUTH", "mail": "SMTPUTF8 (needed for a non-ASCII address)"}
 
 
 def _flag(value: Any) -> bool:
@@ -146,15 +148,22 @@ class SmtpAdapter(Adapter):
         domain = sender_address.rpartition("@")[2] or "chimeway.invalid"
         message_id = f"chimeway.{request.delivery_id}@{domain}"
         message = EmailMessage()
-        message["From"] = str(sender)
-        message["To"] = request.recipient
-        message["Subject"] = str(payload.get("subject") or "")
-        message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
-        message["Message-ID"] = f"<{message_id}>"
-        for name, value in dict(payload.get("headers") or {}).items():
-            if name.lower() in ("message-id", "from", "to", "date"):
-                continue  # ours: they carry the matching key and the envelope
-            message[str(name)] = str(value)
+        try:
+            message["From"] = str(sender)
+            message["To"] = request.recipient
+            message["Subject"] = str(payload.get("subject") or "")
+            message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+            message["Message-ID"] = f"<{message_id}>"
+            self._add_headers(message, payload.get("headers") or {})
+        except (
+            TypeError,
+            ValueError,
+            AttributeError,
+        ) as err:  # a line break in a header, headers not a mapping
+            raise PermanentError(
+                "email payload has a header that cannot be written (a line break, or not text)",
+                response={"error": "invalid_payload", "field": "headers"},
+            ) from err
         if text:
             message.set_content(str(text))
             if html:
@@ -163,23 +172,31 @@ class SmtpAdapter(Adapter):
             message.set_content(str(html), subtype="html")
         return message, message_id
 
+    @staticmethod
+    def _add_headers(message: EmailMessage, headers: Any) -> None:
+        for name, value in headers.items():
+            if str(name).lower() in ("message-id", "from", "to", "date"):
+                continue  # ours: they carry the matching key and the envelope
+            message[str(name)] = str(value)
+
     # -- sending ---------------------------------------------------------------------------------
 
     def send(self, request: SendRequest) -> SendResult:
         message, message_id = self.build_message(request)
         _, envelope_from = email.utils.parseaddr(message["From"])
         stage = "connect"
+        connection: smtplib.SMTP | None = None
         try:
-            with self._connect() as connection:
-                stage = "tls"
-                if self.config.get("starttls"):
-                    connection.starttls(context=ssl.create_default_context())
-                    connection.ehlo()
-                stage = "auth"
-                if self.config.get("username"):
-                    connection.login(self.config["username"], self.config.get("password") or "")
-                stage = "mail"
-                connection.send_message(message, from_addr=envelope_from, to_addrs=[request.recipient])
+            connection = self._connect()
+            stage = "tls"
+            if self.config.get("starttls"):
+                connection.starttls(context=ssl.create_default_context())
+                connection.ehlo()
+            stage = "auth"
+            if self.config.get("username"):
+                connection.login(self.config["username"], self.config.get("password") or "")
+            stage = "mail"
+            connection.send_message(message, from_addr=envelope_from, to_addrs=[request.recipient])
         except smtplib.SMTPRecipientsRefused as err:
             code, text = next(iter(err.recipients.values()), (None, b""))
             raise self._classify(code, text, "rcpt") from err
@@ -189,10 +206,10 @@ class SmtpAdapter(Adapter):
             raise self._classify(err.smtp_code, err.smtp_error, "data") from err
         except smtplib.SMTPNotSupportedError as err:
             raise PermanentError(
-                f"smtp: the server does not support {'STARTTLS' if stage == 'tls' else 'AUTH'}",
+                f"smtp: the server does not support {_EXTENSION_NEEDED.get(stage, stage)}",
                 response={"error": "not_supported", "stage": stage},
             ) from err
-        except smtplib.SMTPResponseException as err:  # AUTH, HELO, connect greeting…
+        except smtplib.SMTPResponseException as err:  # AUTH, HELO, the connect greeting…
             raise self._classify(err.smtp_code, err.smtp_error, stage) from err
         except ssl.SSLCertVerificationError as err:
             raise PermanentError(
@@ -204,7 +221,24 @@ class SmtpAdapter(Adapter):
                 f"smtp: {type(err).__name__} during {stage} (connection refused, dropped or timed out)",
                 response={"error": "connection", "stage": stage},
             ) from err
+        finally:
+            if connection is not None:
+                self._hang_up(connection, polite=stage == "mail")
         return SendResult(provider=self.name, provider_message_id=message_id, response={"smtp_code": 250})
+
+    @staticmethod
+    def _hang_up(connection: smtplib.SMTP, *, polite: bool) -> None:
+        """QUIT after a conversation that went to the end; just close after a failure or a timeout.
+
+        The message is already accepted when QUIT is sent, so a failing QUIT changes nothing.
+        """
+        try:
+            if polite:
+                connection.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            connection.close()
 
     def _connect(self) -> smtplib.SMTP:
         if self.config.get("ssl"):

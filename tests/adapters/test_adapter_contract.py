@@ -245,11 +245,14 @@ class HttpContract(AdapterContract):
         self.send("ok", adapter)
         assert self.server.requests[-1].peer == self.server.requests[-2].peer
 
-    def test_after_close_the_adapter_can_be_closed_again(self) -> None:
+    def test_given_a_closed_adapter_when_sending_then_temporary_error_and_close_is_idempotent(self) -> None:
         adapter = self.adapter()
         self.send("ok", adapter)
         adapter.close()
         adapter.close()
+        with pytest.raises(TemporaryError) as caught:
+            self.send("ok", adapter)
+        assert caught.value.response == {"error": "closed"}
 
 
 class ApiContract(HttpContract):
@@ -438,6 +441,13 @@ class TestSmtpAdapter(AdapterContract):
             self.adapter().send(make_request("ok@example.com", {"subject": "empty"}, channel="email"))
         assert self.smtp.handler.messages == []
 
+    def test_given_a_header_with_a_line_break_then_permanent_before_connecting(self) -> None:
+        payload = {**EMAIL_PAYLOAD, "headers": {"X-Note": "one\r\nBcc: everyone@example.com"}}
+        with pytest.raises(PermanentError) as caught:
+            self.adapter().send(make_request("ok@example.com", payload, channel="email"))
+        assert caught.value.response == {"error": "invalid_payload", "field": "headers"}
+        assert self.smtp.handler.messages == []
+
     def test_given_ssl_and_starttls_together_then_configuration_error(self) -> None:
         with pytest.raises(ConfigurationError) as caught:
             self.adapter(ssl=True, starttls=True)
@@ -548,6 +558,22 @@ class TestPostmarkAdapter(ApiContract):
             "Metadata": {"order": "42", "chimeway_delivery_id": request.delivery_id},
         }
         assert self.server.last.headers["accept"] == "application/json"
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"subject": "no body"},
+            {"text": "hi", "headers": ["X-Not: a mapping"]},
+            {"text": b"bytes are not JSON"},
+        ],
+    )
+    def test_given_a_payload_that_can_never_be_sent_then_permanent_before_calling(
+        self, payload: dict[str, Any]
+    ) -> None:
+        with pytest.raises(PermanentError) as caught:
+            self.adapter().send(make_request(self.recipient, payload, channel="email"))
+        assert caught.value.response["error"] == "invalid_payload"
+        assert self.server.requests == []
 
     def test_given_an_invalid_to_address_then_bounced(self) -> None:
         error = self.failure("invalid_to")
