@@ -197,7 +197,8 @@ def evaluate(delivery: Delivery, now: datetime) -> Decision:
                 "or Defer(until)"
             )
         if not isinstance(decision, Proceed):
-            logger.info("delivery %s: policy rule %s decided %s", delivery.id, name, decision)
+            detail = decision.reason.value if isinstance(decision, Suppress) else decision.until.isoformat()
+            logger.info("delivery %s: policy rule %s: %s %s", delivery.id, name, type(decision).__name__, detail)
             return decision
     return Proceed()
 

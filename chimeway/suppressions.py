@@ -8,7 +8,8 @@
 
 The policy's first rule reads this list, so a suppressed address gets its deliveries suppressed
 (``recipient_suppressed``) instead of sent. An entry with ``expires_at`` in the past no longer counts.
-Addresses are compared after :func:`normalize_address`; every writer should go through :func:`add`.
+Addresses are stored after :func:`normalize_address`; lookups also match the address exactly as
+given, so an entry another writer stored verbatim (a webhook copying the delivery's recipient) counts.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def remove(address: str, channel: str, *, tenant_id: str = "default") -> bool:
     query = Suppression.delete().where(
         (Suppression.tenant_id == tenant_id)
         & (Suppression.channel == channel)
-        & (Suppression.address == normalize_address(channel, address))
+        & Suppression.address.in_(_forms(channel, address))
     )
     return query.execute() > 0
 
@@ -100,7 +101,7 @@ def is_suppressed(
     query = Suppression.select(Suppression.id).where(
         (Suppression.tenant_id == tenant_id)
         & (Suppression.channel == channel)
-        & (Suppression.address == normalize_address(channel, address))
+        & Suppression.address.in_(_forms(channel, address))
         & _live(now or db.now())
     )
     return query.exists()
@@ -120,6 +121,11 @@ def list(  # shadows the builtin on purpose: callers write chimeway.suppressions
     if not include_expired:
         query = query.where(_live(now or db.now()))
     return builtins.list(query.order_by(Suppression.created_at, Suppression.id))
+
+
+def _forms(channel: str, address: str) -> builtins.list[str]:
+    """The normalized address and the address as given: what an entry may have been stored as."""
+    return sorted({normalize_address(channel, address), address.strip()})
 
 
 def _live(now: datetime) -> peewee.Expression:

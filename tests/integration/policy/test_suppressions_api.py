@@ -73,3 +73,12 @@ def test_an_unknown_reason_or_a_naive_expiry_is_refused(configured) -> None:
     with pytest.raises(ValueError, match="aware"):
         suppressions.add("bob@example.com", "email", expires_at=datetime(2026, 1, 1))
     assert Suppression.select().count() == 0
+
+
+def test_an_entry_another_writer_stored_verbatim_still_suppresses_that_address(configured) -> None:
+    # Given an entry written as the delivery spelled it (as webhook ingestion copies a recipient)
+    Suppression.create(tenant_id="default", channel="email", address="Ann@Example.com", reason="hard_bounce")
+    # Then the same spelling is suppressed, and remove() takes it off the list
+    assert suppressions.is_suppressed("Ann@Example.com", "email")
+    assert suppressions.remove("Ann@Example.com", "email") is True
+    assert Suppression.select().count() == 0

@@ -65,6 +65,34 @@ def test_a_deferred_delivery_is_re_enqueued_once_it_is_overdue(lost, queued) -> 
     assert queued() == [overdue.id]
 
 
+def test_a_failed_delivery_deferred_by_policy_counts_as_deferred(lost, queued) -> None:
+    delivery = lost(
+        status=Status.FAILED,
+        orchestration_state=Orchestration.DEFERRED,
+        next_eligible=STALE,
+        next_attempt=3600,
+        enqueued=3600,
+    )
+    assert sweep() == SweepResult(deferred=1, delivery_ids=(delivery.id,))
+    assert queued() == [delivery.id]
+
+
+def test_a_failed_delivery_whose_exhaustion_was_never_written_is_re_enqueued_and_converges(
+    lost, configured
+) -> None:
+    # Given the final attempt failed and the ExhaustionGuard could not write retries_exhausted
+    from chimeway.testing import drain, start_worker
+
+    delivery = lost(status=Status.FAILED, attempt_count=5, max_attempts=5, next_attempt=None, updated=STALE)
+    # When the sweep re-enqueues it and a worker takes the message
+    assert sweep().failed == 1
+    with start_worker(configured):
+        assert drain(configured) == []
+    # Then it converges to cancelled(retries_exhausted) without another adapter call
+    row = Delivery.get_by_id(delivery.id)
+    assert (row.status, row.suppression_reason, row.attempt_count) == ("cancelled", "retries_exhausted", 5)
+
+
 @pytest.mark.parametrize(
     ("status", "reason"),
     [
