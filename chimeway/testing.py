@@ -3,7 +3,8 @@
 Fixtures (available in any project that installs Chimeway):
 
 - ``chimeway_sqlite_url`` — a SQLite database path in a temporary directory;
-- ``chimeway_runtime`` — Chimeway configured on it (migrated) with the in-memory StubBroker;
+- ``chimeway_runtime`` — Chimeway configured on it (migrated) with the in-memory StubBroker and
+  millisecond retry backoff, so a test of retries takes no time;
 - ``chimeway_broker`` — that runtime's StubBroker;
 - ``chimeway_worker`` — a started Dramatiq worker on it (stopped afterwards);
 - ``chimeway_fake_calls`` — the ``fake`` adapter's calls, cleared before the test.
@@ -70,11 +71,13 @@ def chimeway_sqlite_url(tmp_path: Any) -> str:
 
 @pytest.fixture
 def chimeway_runtime(chimeway_sqlite_url: str) -> Iterator[Any]:
-    """Chimeway on a fresh, migrated SQLite database and the in-memory broker; reset afterwards."""
+    """Chimeway on a fresh, migrated SQLite database, the in-memory broker and fast backoff; reset after."""
     from chimeway.migrator import migrate
     from chimeway.runtime import configure, reset
 
-    runtime = configure(database_url=chimeway_sqlite_url, redis_url="", environ={})
+    runtime = configure(
+        database_url=chimeway_sqlite_url, redis_url="", environ={}, backoff_min_ms=1, backoff_max_ms=50
+    )
     migrate(runtime.database)
     try:
         yield runtime

@@ -241,6 +241,8 @@ def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]
             "min_backoff": max(1, settings.backoff_min_ms),
             "max_backoff": max(1, settings.backoff_max_ms),
             "throws": (AttemptsExhausted,),
+            # An attempt must not outlive its lease: past it, another worker may claim the delivery.
+            **({"time_limit": settings.lease_seconds * 1000} if "time_limit" in broker.actor_options else {}),
         }),
         "sweep_actor": (sweep_actor, "chimeway_sweep", {"max_retries": 0}),
         "reconcile_orphans": (reconcile_orphans, "chimeway_reconcile_orphans", {"max_retries": 0}),

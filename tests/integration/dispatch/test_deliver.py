@@ -176,3 +176,21 @@ def test_given_a_message_for_a_missing_delivery_when_processed_then_it_is_acknow
         runtime.actors["deliver"].send(missing)
         assert drain(runtime) == []
     assert any(missing in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_given_an_attempt_outliving_its_lease_then_dramatiq_interrupts_it_and_the_next_message_claims_again(
+    database_url,
+):
+    from chimeway import runtime as runtime_mod
+
+    configured = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, lease_seconds=1,
+                                       backoff_min_ms=1, backoff_max_ms=20, default_adapter="fake")
+    try:
+        assert configured.actors["deliver"].options["time_limit"] == 1000
+        sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["sleep:2500", "ok"]})
+        with start_worker(configured):
+            assert drain(configured) == []
+        assert chimeway.get_delivery(sent.id).status == "succeeded"
+        assert outcomes_of(sent.id) == [(2, "succeeded", None)]
+    finally:
+        runtime_mod.reset()

@@ -136,3 +136,21 @@ def test_given_a_delivery_when_it_is_performed_then_logs_carry_its_context_but_n
     assert ours and not any("zelda.secret" in r.getMessage() or "private" in r.getMessage() for r in ours)
     ours = [r for r in ours if r.name.startswith("chimeway") and getattr(r, "delivery_id", None) == sent.id]
     assert ours and any(r.attempt == 2 and r.adapter == "fake" and r.tenant == "default" for r in ours)
+
+
+def test_given_a_failed_exhaustion_write_when_the_delivery_is_re_enqueued_later_then_it_converges_without_a_call(
+    runtime, worker, dialect, calls
+):
+    for statement in _REFUSE[dialect]:
+        db.execute(statement)
+    try:
+        sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary"]}, max_attempts=2)
+        assert len(drain(runtime)) == 1
+    finally:
+        for statement in _ALLOW[dialect]:
+            db.execute(statement)
+    enqueue(sent.id, dedupe=False)  # what the sweep does with a failed delivery past its retry time
+    drain(runtime)
+    row = chimeway.get_delivery(sent.id)
+    assert (row.status, row.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert len(calls(sent.id)) == 2

@@ -148,7 +148,7 @@ def all_messages_done(runtime: runtime_mod.Runtime) -> bool:
 def test_given_a_worker_killed_with_sigkill_mid_send_then_the_delivery_still_succeeds_with_at_most_one_extra_call(
     runtime, workers, call_log
 ):
-    workers.start(threads=1)
+    workers.start(threads=1, env={"CHIMEWAY_LEASE_SECONDS": "5"})
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["sleep:20000", "ok"]})
     first = wait_for(lambda: logged_calls(call_log, sent.id), 20, "the first adapter call")[0]
     os.kill(first["pid"], signal.SIGKILL)  # the worker process that is inside the adapter call
