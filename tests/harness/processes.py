@@ -60,6 +60,8 @@ class Process:
     starts: int = 0
     kills: int = 0
     died_at: float | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0  #: exits on its own soon after starting, in a row: restarts back off
     pids_seen: set[int] = field(default_factory=set)
 
     @property
@@ -98,6 +100,7 @@ class Supervisor:
             log.close()
             process.starts += 1
             process.died_at = None
+            process.started_at = time.monotonic()
             self.reaper.tell("group", process.proc.pid)
             return process
 
@@ -141,9 +144,13 @@ class Supervisor:
                     if process.died_at is None:  # died on its own, not by our hand
                         self.unexpected_exits += 1
                         process.died_at = time.monotonic()
-                        say(f"{process.name} exited on its own (code {process.proc.returncode}); "
-                            f"log tail:\n{self.tail(process.name, 15)}")
-                    if time.monotonic() - process.died_at >= self.restart_delay and not self._stopping.is_set():
+                        quick = process.died_at - process.started_at < 5
+                        process.quick_deaths = process.quick_deaths + 1 if quick else 0
+                        if process.quick_deaths <= 2:
+                            say(f"{process.name} exited on its own (code {process.proc.returncode}); "
+                                f"log tail:\n{self.tail(process.name, 8)}")
+                    delay = self.restart_delay * 2 ** min(process.quick_deaths, 5)
+                    if time.monotonic() - process.died_at >= delay and not self._stopping.is_set():
                         self.start(process.name)
 
     def stop(self, name: str, timeout: float = 15.0) -> None:
