@@ -165,7 +165,7 @@ def run_actor(tenant_id: str | None = None, *, runtime: Any = None) -> Reconcile
     database = runtime.database
     if not dbmod.is_postgres(database):
         return reconcile(tenant_id, runtime=runtime)
-    key = ADVISORY_LOCK_KEY ^ (uuid.uuid5(uuid.NAMESPACE_URL, scope).int & 0xFFFF_FFFF)
+    key = advisory_lock_key(scope)
     if not dbmod.execute("SELECT pg_try_advisory_lock(%s)", (key,), db=database).fetchone()[0]:
         logger.info("reconcile for %s skipped: another reconciler holds the advisory lock", scope)
         return None
@@ -173,6 +173,11 @@ def run_actor(tenant_id: str | None = None, *, runtime: Any = None) -> Reconcile
         return reconcile(tenant_id, runtime=runtime)
     finally:
         dbmod.execute("SELECT pg_advisory_unlock(%s)", (key,), db=database)
+
+
+def advisory_lock_key(scope: str) -> int:
+    """The advisory lock a reconcile run of ``scope`` (a tenant, or "*" for all) holds."""
+    return ADVISORY_LOCK_KEY ^ (uuid.uuid5(uuid.NAMESPACE_URL, scope).int & 0xFFFF_FFFF)
 
 
 _local_claims: dict[str, float] = {}
