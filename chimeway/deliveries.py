@@ -137,16 +137,14 @@ def create(
             delay_fallback=bool(delay_fallback), lock_version=0, created_at=now, updated_at=now,
         )
         return delivery, True
-    query = Delivery.select()
+    same_tenant = Delivery.select().where(Delivery.tenant_id == tenant_id)
+    existing = None
     if idempotency_key is not None:
-        query = query.where((Delivery.tenant_id == tenant_id) & (Delivery.idempotency_key == idempotency_key))
-    else:
-        query = query.where((Delivery.notification_id == notification_id) & (Delivery.channel == channel))
-    existing = query.first()
+        existing = same_tenant.where(Delivery.idempotency_key == idempotency_key).first()
     if existing is None:  # the conflict was on the other key: same notification and channel
-        existing = Delivery.get(
-            (Delivery.notification_id == notification_id) & (Delivery.channel == channel)
-        )
+        existing = same_tenant.where((Delivery.notification_id == notification_id) & (Delivery.channel == channel)).first()
+    if existing is None:  # never hand out another tenant's delivery
+        raise ValueError(f"notification_id {notification_id} already has a {channel!r} delivery in another tenant")
     return existing, False
 
 

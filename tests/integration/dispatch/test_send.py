@@ -72,6 +72,13 @@ def test_given_a_notification_when_the_same_channel_is_sent_twice_then_the_first
     assert queued() == 2
 
 
+def test_given_a_notification_id_of_another_tenant_when_sending_then_it_is_refused_not_shared(runtime):
+    notification = new_id()
+    chimeway.send("email", "ann@example.com", notification_id=notification, tenant_id="acme")
+    with pytest.raises(ValueError, match="another tenant"):
+        chimeway.send("email", "bob@example.com", notification_id=notification, tenant_id="globex")
+
+
 def test_given_an_unknown_adapter_when_sending_then_the_error_names_the_known_adapters(runtime):
     with pytest.raises(ConfigurationError, match="known adapters: .*fake"):
         chimeway.send("email", "ann@example.com", adapter="nope")
