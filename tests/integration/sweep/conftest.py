@@ -56,3 +56,27 @@ def queued(configured: runtime_mod.Runtime) -> Callable[[], list[str]]:
         return ids
 
     return read
+
+
+@pytest.fixture
+def many_lost(configured: runtime_mod.Runtime) -> Callable[[int], list[str]]:
+    """``many_lost(n)``: n pending deliveries stalled for ten minutes, inserted at once; their ids."""
+
+    def insert(count: int) -> list[str]:
+        old = db.now() - timedelta(minutes=10)
+        rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "notification_id": str(uuid.uuid4()),
+                "channel": "email",
+                "recipient": f"user{i}@example.com",
+                "adapter": "fake",
+                "created_at": old,
+                "updated_at": old,
+            }
+            for i in range(count)
+        ]
+        Delivery.insert_many(rows).execute()
+        return [row["id"] for row in rows]
+
+    return insert
