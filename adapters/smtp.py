@@ -20,6 +20,7 @@ starttls  upgrade the connection with STARTTLS               false
 ssl       connect with implicit TLS (SMTPS)                  false
 timeout   seconds for the connection and each reply          10
 from      default sender when the payload has no ``from``    none
+provider  provider name recorded with the message id         ``smtp``
 ========  =================================================  ===================================
 
 Each send opens its own connection (smtplib connections are not thread-safe) and closes it. TLS
@@ -28,7 +29,10 @@ trusted CAs; to trust a private CA, point OpenSSL's ``SSL_CERT_FILE`` at it.
 
 Provider message id: Chimeway writes the ``Message-ID`` header itself as
 ``<chimeway.{delivery_id}@{sender's domain}>`` — the same on every attempt of a delivery, so a
-retry after a lost reply is recognizable downstream — and stores it without the angle brackets.
+retry after a lost reply is recognizable downstream — and stores it as written, angle brackets
+included (the form Chimeway's Mailgun webhook normalizer produces). The attempt's provider is
+``smtp``, or the ``provider`` option: relaying through Mailgun's SMTP with ``provider=mailgun``
+lets Mailgun's webhooks find the delivery by (provider, message id).
 
 Outcomes, from the SMTP reply code (RFC 5321) and enhanced status code (RFC 3463):
 
@@ -114,6 +118,7 @@ class SmtpAdapter(Adapter):
         "ssl": Option(default=False, parse=_flag, doc="expected true or false"),
         "timeout": Option(default=10.0, parse=_seconds, doc="expected a number of seconds greater than 0"),
         "from": Option(doc="expected a sender address"),
+        "provider": Option(default="smtp", doc="expected the provider name webhooks report (e.g. mailgun)"),
     }
 
     def __init__(self, **options: Any) -> None:
@@ -146,14 +151,14 @@ class SmtpAdapter(Adapter):
             )
         _, sender_address = email.utils.parseaddr(str(sender))
         domain = sender_address.rpartition("@")[2] or "chimeway.invalid"
-        message_id = f"chimeway.{request.delivery_id}@{domain}"
+        message_id = f"<chimeway.{request.delivery_id}@{domain}>"
         message = EmailMessage()
         try:
             message["From"] = str(sender)
             message["To"] = request.recipient
             message["Subject"] = str(payload.get("subject") or "")
             message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
-            message["Message-ID"] = f"<{message_id}>"
+            message["Message-ID"] = message_id
             self._add_headers(message, payload.get("headers") or {})
         except (
             TypeError,
@@ -224,7 +229,8 @@ class SmtpAdapter(Adapter):
         finally:
             if connection is not None:
                 self._hang_up(connection, polite=stage == "mail")
-        return SendResult(provider=self.name, provider_message_id=message_id, response={"smtp_code": 250})
+        provider = self.config.get("provider") or self.name
+        return SendResult(provider=provider, provider_message_id=message_id, response={"smtp_code": 250})
 
     @staticmethod
     def _hang_up(connection: smtplib.SMTP, *, polite: bool) -> None:

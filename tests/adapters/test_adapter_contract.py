@@ -333,7 +333,7 @@ class TestSmtpAdapter(AdapterContract):
         return dict(EMAIL_PAYLOAD)
 
     def observed_message_id(self) -> str:
-        return self.smtp.handler.messages[-1]["Message-ID"].strip("<>")
+        return self.smtp.handler.messages[-1]["Message-ID"]
 
     def test_the_message_arrives_with_sender_subject_both_bodies_and_extra_headers(self) -> None:
         payload = {**EMAIL_PAYLOAD, "headers": {"Reply-To": "help@shop.example"}}
@@ -359,9 +359,17 @@ class TestSmtpAdapter(AdapterContract):
             )
         )
         assert (
-            first.provider_message_id == second.provider_message_id == f"chimeway.{delivery_id}@shop.example"
+            first.provider_message_id
+            == second.provider_message_id
+            == f"<chimeway.{delivery_id}@shop.example>"
         )
-        assert [m["Message-ID"] for m in self.smtp.handler.messages] == [f"<{first.provider_message_id}>"] * 2
+        assert [m["Message-ID"] for m in self.smtp.handler.messages] == [first.provider_message_id] * 2
+
+    def test_given_a_provider_option_then_the_result_names_that_provider_for_webhook_matching(self) -> None:
+        result = self.adapter(provider="mailgun").send(
+            make_request("ok@example.com", self.payload(), channel="email")
+        )
+        assert result.provider == "mailgun"
 
     def test_given_550_without_an_enhanced_code_at_rcpt_then_bounced(self) -> None:
         error = self.failure("nomx")
