@@ -23,7 +23,7 @@ from chimeway import db, deliveries, logcontext, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
 from chimeway.dispatch.middleware import DELIVER_ACTOR, AttemptsExhausted, ExhaustionGuard
-from chimeway.errors import BouncedError, PermanentError, TemporaryError, UnhandledOutcomeError
+from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
 from chimeway.states import TERMINAL, AttemptOutcome, ErrorClass, Orchestration, Reason, Status
 
@@ -145,6 +145,43 @@ def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
 
 def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, Any]) -> None:
     """Call the adapter outside any transaction, classify, record; raise to retry or exhaust."""
+    result, duration_ms = _call_adapter(runtime, delivery, attempt)
+    outcome = classify(result)
+    telemetry.emit(
+        "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=delivery.adapter,
+        attempt=attempt, outcome=outcome.outcome.value, error_class=outcome.error_class, duration_ms=duration_ms,
+    )
+    decision = backoff.decide(
+        attempt, delivery.max_attempts, now=db.now(), min_ms=runtime.settings.backoff_min_ms,
+        max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
+    )
+    message = CurrentMessage.get_current_message()
+    final = isinstance(decision, backoff.GiveUp) or ExhaustionGuard.last_message(runtime.broker, message)
+    accepted = result if isinstance(result, SendResult) else None
+    recorded = deliveries.record(
+        delivery.id, attempt,
+        outcome=outcome.outcome.value,
+        error_class=outcome.error_class and outcome.error_class.value,
+        adapter=delivery.adapter,
+        status=outcome.status,
+        reason=outcome.reason,
+        next_attempt_at=decision.when if outcome.transient and not final else None,
+        provider=accepted and accepted.provider,
+        provider_message_id=accepted and accepted.provider_message_id,
+        provider_response=_response_of(result),
+        error_message=None if accepted else _describe(result),
+        duration_ms=duration_ms,
+    )
+    report.update(outcome=outcome.outcome.value, error_class=outcome.error_class, status=outcome.status.value)
+    if not recorded:
+        logger.warning("delivery %s: attempt %d finished after its claim was lost; not recorded", delivery.id, attempt)
+    elif outcome.transient:
+        _retry_or_exhaust(delivery, attempt, outcome, result, decision, final)
+
+
+def _call_adapter(runtime: Any, delivery: Delivery, attempt: int) -> tuple[Any, int]:
+    """The adapter's SendResult or the exception it raised (BaseException — shutdown, the time limit —
+    propagates: the attempt stays unrecorded and the lease lets another message claim it later)."""
     request = SendRequest(
         delivery_id=delivery.id, tenant_id=delivery.tenant_id, channel=delivery.channel,
         recipient=delivery.recipient, payload=delivery.payload, metadata=delivery.metadata,
@@ -153,43 +190,15 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
     started = time.perf_counter()
     try:
         result: Any = runtime.registry.get(delivery.adapter).send(request)
-    except Exception as err:  # classified below; BaseException (shutdown, time limit) propagates
+    except Exception as err:
         result = err
-    duration_ms = int((time.perf_counter() - started) * 1000)
-    outcome = classify(result)
-    telemetry.emit(
-        "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=delivery.adapter,
-        attempt=attempt, outcome=outcome.outcome.value, error_class=outcome.error_class, duration_ms=duration_ms,
-    )
-    now = db.now()
-    message = CurrentMessage.get_current_message()
-    decision = backoff.decide(
-        attempt, delivery.max_attempts, now=now, min_ms=runtime.settings.backoff_min_ms,
-        max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
-    )
-    final = isinstance(decision, backoff.GiveUp) or (
-        message is not None and ExhaustionGuard.last_message(runtime.broker, message)
-    )
-    recorded = deliveries.record(
-        delivery.id, attempt,
-        outcome=outcome.outcome.value,
-        error_class=outcome.error_class and outcome.error_class.value,
-        adapter=delivery.adapter,
-        status=outcome.status,
-        reason=outcome.reason,
-        next_attempt_at=None if final or not outcome.transient else decision.when,
-        provider=result.provider if isinstance(result, SendResult) else None,
-        provider_message_id=result.provider_message_id if isinstance(result, SendResult) else None,
-        provider_response=_response_of(result),
-        error_message=None if isinstance(result, SendResult) else _describe(result),
-        duration_ms=duration_ms,
-    )
-    report.update(outcome=outcome.outcome.value, error_class=outcome.error_class, status=outcome.status.value)
-    if not recorded:
-        logger.warning("delivery %s: attempt %d finished after its claim was lost; not recorded", delivery.id, attempt)
-        return
-    if not outcome.transient:
-        return
+    return result, int((time.perf_counter() - started) * 1000)
+
+
+def _retry_or_exhaust(
+    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, decision: Any, final: bool
+) -> None:
+    """Raise what tells Dramatiq (and the ExhaustionGuard) what happens next to a failed attempt."""
     unhandled = None
     if outcome.unhandled:
         fields = dict(
@@ -208,8 +217,10 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
 
 
 def _response_of(result: Any) -> dict[str, Any]:
-    response = getattr(result, "response", None)
-    return dict(response) if isinstance(response, dict) else {}
+    """The provider's redacted summary, from a SendResult or a DeliveryError only (the contract)."""
+    if isinstance(result, SendResult | DeliveryError):
+        return dict(result.response)
+    return {}
 
 
 def _describe(result: Any) -> str:
