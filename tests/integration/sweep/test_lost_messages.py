@@ -1,18 +1,15 @@
 """Redis loses the messages (a restart without persistence): the sweep sends them again and a real
-worker process (``dramatiq chimeway.worker``) delivers them, on PostgreSQL and Redis."""
+worker process (``dramatiq chimeway.worker``, run by the shared harness) delivers them, on
+PostgreSQL and Redis."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,87 +17,76 @@ import chimeway
 from chimeway import db
 from chimeway import runtime as runtime_mod
 from chimeway.dispatch.actors import QUEUE
+from tests.harness.processes import Supervisor
+from tests.harness.servers import Reaper
+from tests.harness.stack import chimeway_env, dramatiq_argv, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return value
+#: Retries wait this long, so a test can lose one while it waits.
+BACKOFF_MS = 3000
 
 
 @pytest.fixture
 def runtime(pg_url: str, redis_url: str, redis_namespace: str) -> Iterator[runtime_mod.Runtime]:
-    """This process sends and sweeps; retries wait 3 s so a test can lose one from the delay queue."""
+    """This process sends and sweeps, on the workers' database and Redis namespace."""
     yield runtime_mod.configure(
         database_url=pg_url,
         redis_url=redis_url,
         redis_namespace=redis_namespace,
         default_adapter="fake",
         sweep_stall_seconds=1,
-        backoff_min_ms=3000,
-        backoff_max_ms=3000,
+        backoff_min_ms=BACKOFF_MS,
+        backoff_max_ms=BACKOFF_MS,
         environ={},
     )
     runtime_mod.reset()
 
 
 class Worker:
-    """One ``dramatiq chimeway.worker`` process group on the test's database and Redis namespace."""
+    """``dramatiq chimeway.worker`` (one process, two threads) under the harness's supervisor."""
 
-    def __init__(self, env: dict[str, str], directory: Path) -> None:
-        self.env, self.directory = env, directory
+    def __init__(self, runtime: runtime_mod.Runtime, directory: Path) -> None:
+        settings = runtime.settings
         self.call_log = directory / "fake-calls.jsonl"
-        self.procs: list[subprocess.Popen] = []
+        self.reaper = Reaper()
+        self.supervisor = Supervisor(directory, self.reaper, cwd=str(directory))
+        env = chimeway_env(
+            settings.database_url,
+            settings.redis_url,
+            redis_namespace=settings.redis_namespace,
+            default_adapter="fake",
+            backoff_min_ms=BACKOFF_MS,
+            backoff_max_ms=BACKOFF_MS,
+            fake_call_log=self.call_log,
+        )
+        self.supervisor.add(
+            "worker", dramatiq_argv("chimeway.worker", processes=1, threads=2), env, keep_alive=False
+        )
 
     def start(self) -> None:
-        log = self.directory / f"worker-{len(self.procs)}.log"
-        command = [sys.executable, "-m", "dramatiq", "chimeway.worker", "--processes", "1", "--threads", "2"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                command,
-                env=self.env,
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        wait_for(lambda: "ready for action" in log.read_text() or proc.poll() is not None, 30, "the worker")
-        assert proc.poll() is None, log.read_text()
+        process = self.supervisor.start("worker")
+        wait_until(
+            lambda: "ready for action" in process.log.read_text() or not process.alive(),
+            30,
+            what="the worker to boot",
+        )
+        assert process.alive(), self.supervisor.tail("worker")
 
-    def end(self, sig: int = signal.SIGTERM) -> None:
-        """Signal every process group this test started (SIGKILL: the machine lost power) and reap it."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    def crash(self) -> None:
+        """SIGKILL the worker's whole process group, as a machine losing power."""
+        self.supervisor.kill("worker", signal.SIGKILL)
+
+    def close(self) -> None:
+        self.supervisor.stop_all()
+        self.reaper.close()
 
 
 @pytest.fixture
 def worker(runtime: runtime_mod.Runtime, tmp_path: Path) -> Iterator[Worker]:
-    settings = runtime.settings
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHIMEWAY_")}
-    env.update(
-        CHIMEWAY_DATABASE_URL=settings.database_url,
-        CHIMEWAY_REDIS_URL=settings.redis_url,
-        CHIMEWAY_REDIS_NAMESPACE=settings.redis_namespace,
-        CHIMEWAY_DEFAULT_ADAPTER="fake",
-        CHIMEWAY_BACKOFF_MIN_MS="3000",
-        CHIMEWAY_BACKOFF_MAX_MS="3000",
-        CHIMEWAY_FAKE_CALL_LOG=str(tmp_path / "fake-calls.jsonl"),
-    )
-    started = Worker(env, tmp_path)
+    started = Worker(runtime, tmp_path)
     yield started
-    started.end()
+    started.close()
 
 
 def lose_every_message(runtime: runtime_mod.Runtime) -> int:
@@ -128,7 +114,9 @@ def test_given_redis_lost_a_fresh_send_when_the_sweep_runs_then_a_worker_deliver
     result = chimeway.sweep()
     # Then it re-enqueues exactly that delivery and the worker delivers it, once
     assert (result.pending, result.delivery_ids) == (1, (sent.id,))
-    wait_for(lambda: chimeway.get_delivery(sent.id).status == "succeeded", 30, "the delivery to succeed")
+    wait_until(
+        lambda: chimeway.get_delivery(sent.id).status == "succeeded", 30, what="the delivery to succeed"
+    )
     assert [a.attempt_number for a in chimeway.attempts(sent.id)] == [1]
     assert calls_logged(worker.call_log, sent.id) == 1
 
@@ -139,16 +127,18 @@ def test_given_a_crash_lost_a_scheduled_retry_when_the_sweep_runs_then_the_retry
     # Given a delivery whose first attempt failed; its retry waits for 3 s (in Redis and the worker)
     worker.start()
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary", "ok"]})
-    wait_for(lambda: chimeway.get_delivery(sent.id).status == "failed", 30, "the first attempt to fail")
+    wait_until(
+        lambda: chimeway.get_delivery(sent.id).status == "failed", 30, what="the first attempt to fail"
+    )
     # When the worker's machine and Redis both go down and come back empty
-    worker.end(signal.SIGKILL)
+    worker.crash()
     assert lose_every_message(runtime) > 0
     worker.start()
     # Then nothing happens until the sweep finds the retry overdue, and then the retry runs
     overdue = chimeway.get_delivery(sent.id).next_attempt_at + timedelta(seconds=1.5)
-    wait_for(lambda: db.now() > overdue, 30, "the retry to be overdue")
+    wait_until(lambda: db.now() > overdue, 30, what="the retry to be overdue")
     assert chimeway.get_delivery(sent.id).status == "failed"
     assert chimeway.sweep().failed == 1
-    wait_for(lambda: chimeway.get_delivery(sent.id).status == "succeeded", 30, "the retry to succeed")
+    wait_until(lambda: chimeway.get_delivery(sent.id).status == "succeeded", 30, what="the retry to succeed")
     assert [a.attempt_number for a in chimeway.attempts(sent.id)] == [1, 2]
     assert calls_logged(worker.call_log, sent.id) == 2
