@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 failure (one clear line on stderr; the traceback only w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,17 @@ from typing import Any
 from chimeway.errors import ChimewayError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """The command line was understood but its values are wrong: exit 2 with one line."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number >= 1")
+    return value
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -63,15 +75,133 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("demo", "migrate the configured database and show its status", _json_flag)
-def cmd_demo(args: argparse.Namespace) -> int:
-    from chimeway.migrator import migrate
-    from chimeway.status import collect, render
+def _send_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("channel", help="email, sms, push, chat, webhook…")
+    parser.add_argument("recipient", help="address, phone number, device token or URL")
+    parser.add_argument("--adapter", help="adapter name (default: the channel's configured adapter)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--payload", help="the payload as JSON text")
+    source.add_argument("--payload-file", type=argparse.FileType("r"), help="a file holding the payload as JSON")
+    parser.add_argument("--set", dest="fields", action="append", default=[], metavar="KEY=VALUE",
+                        help="a payload field (repeatable), e.g. --set subject=Hello")
+    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--idempotency-key")
+    parser.add_argument("--max-attempts", type=int)
+    parser.add_argument("--category")
+    _json_flag(parser)
 
-    runtime = _configure()
-    migrate(runtime.database)
-    report = collect(runtime)
-    emit(args, report, render(report))
+
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    if args.payload_file is not None:
+        with args.payload_file:
+            text = args.payload_file.read()
+    else:
+        text = args.payload or "{}"
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"the payload is not valid JSON: {err.msg} at line {err.lineno}") from None
+    if not isinstance(payload, dict):
+        raise UsageError("the payload must be a JSON object")
+    for field in args.fields:
+        key, sep, value = field.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, got {field!r}")
+        payload[key] = value
+    return payload
+
+
+@command("send", "record a delivery and enqueue it (a worker performs it)", _send_arguments)
+def cmd_send(args: argparse.Namespace) -> int:
+    from chimeway.dispatch.send import send
+
+    _configure()
+    delivery = send(
+        args.channel,
+        args.recipient,
+        _payload(args),
+        adapter=args.adapter,
+        tenant_id=args.tenant,
+        idempotency_key=args.idempotency_key,
+        max_attempts=args.max_attempts,
+        category=args.category,
+    )
+    data = {"id": delivery.id, "status": delivery.status, "adapter": delivery.adapter, "channel": delivery.channel}
+    emit(args, data, f"delivery {delivery.id} recorded ({delivery.status}, adapter {delivery.adapter})")
+    return EXIT_OK
+
+
+def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", help="only this tenant's orphans")
+    parser.add_argument("--batch-size", type=_positive, default=1000)
+    _json_flag(parser)
+
+
+@command("reconcile", "link orphan webhook events to their deliveries", _reconcile_arguments)
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from chimeway.webhooks.reconciler import reconcile
+
+    _configure()
+    result = reconcile(tenant_id=args.tenant, batch_size=args.batch_size)
+    emit(args, {"scanned": result.scanned, "linked": result.linked},
+         f"scanned {result.scanned} orphans, linked {result.linked}")
+    return EXIT_OK
+
+
+@command("sweep", "re-enqueue deliveries whose message was lost", _json_flag)
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from chimeway.dispatch.sweep import sweep
+
+    _configure()
+    result = sweep()
+    data = dataclasses.asdict(result)
+    emit(args, data, "re-enqueued " + (", ".join(f"{k} {v}" for k, v in data.items()) or "nothing"))
+    return EXIT_OK
+
+
+def _prune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--days", type=_positive, help="retention in days (default CHIMEWAY_WEBHOOK_RETENTION_DAYS)")
+    _json_flag(parser)
+
+
+@command("prune", "delete raw webhook rows past retention (never the ledger)", _prune_arguments)
+def cmd_prune(args: argparse.Namespace) -> int:
+    from chimeway.webhooks.pruner import prune
+
+    _configure()
+    deleted = prune(retention_days=args.days)
+    emit(args, {"deleted": deleted}, f"deleted {deleted} raw webhook rows")
+    return EXIT_OK
+
+
+@command("scheduler", "run the schedules: reconcile, sweep, prune (stop with SIGTERM or Ctrl-C)")
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from chimeway.scheduler import run
+
+    _configure()
+    run()
+    return EXIT_OK
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["serve"], help="serve: run the webhook endpoint (development server)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+
+
+@command("webhooks", "serve POST /webhooks/<provider> with a development WSGI server", _serve_arguments)
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from wsgiref.simple_server import make_server
+
+    from chimeway.webhooks import application
+
+    _configure()
+    with make_server(args.host, args.port, application) as server:
+        print(f"listening on http://{args.host}:{server.server_port}/webhooks/<provider>", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
     return EXIT_OK
 
 
@@ -95,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.handler(args)
+    except UsageError as err:
+        print(f"chimeway {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE
     except Exception as err:
