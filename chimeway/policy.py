@@ -32,7 +32,8 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chimeway import preferences, suppressions
+from chimeway import preferences as preference_store
+from chimeway import suppressions
 from chimeway.config import Settings, parse_quiet_hours
 from chimeway.models import Delivery
 from chimeway.states import Reason, Status
@@ -98,8 +99,8 @@ def suppression_list(delivery: Delivery, now: datetime) -> Decision:
     return Proceed()
 
 
-def preference(delivery: Delivery, now: datetime) -> Decision:
-    enabled = preferences.is_enabled(
+def preferences(delivery: Delivery, now: datetime) -> Decision:
+    enabled = preference_store.is_enabled(
         delivery.recipient, delivery.channel, category=delivery.category, tenant_id=delivery.tenant_id
     )
     return Proceed() if enabled else Suppress(Reason.CHANNEL_DISABLED)
@@ -174,7 +175,7 @@ def delayed_fallback(delivery: Delivery, now: datetime) -> Decision:
 #: The built-in rules, in the order they run.
 BUILTIN_RULES: tuple[tuple[str, Rule], ...] = (
     ("suppression_list", suppression_list),
-    ("preferences", preference),
+    ("preferences", preferences),
     ("delivery_cap", delivery_cap),
     ("quiet_hours", quiet_hours),
     ("delayed_fallback", delayed_fallback),
@@ -189,6 +190,8 @@ _lock = threading.Lock()
 
 def evaluate(delivery: Delivery, now: datetime) -> Decision:
     """Run the rules in order; the first decision that is not Proceed wins."""
+    if now.tzinfo is None:
+        raise ValueError("policy.evaluate needs an aware datetime (use chimeway.db.now())")
     for name, rule in list(_rules):
         decision = rule(delivery, now)
         if not isinstance(decision, Proceed | Suppress | Defer):
@@ -198,7 +201,9 @@ def evaluate(delivery: Delivery, now: datetime) -> Decision:
             )
         if not isinstance(decision, Proceed):
             detail = decision.reason.value if isinstance(decision, Suppress) else decision.until.isoformat()
-            logger.info("delivery %s: policy rule %s: %s %s", delivery.id, name, type(decision).__name__, detail)
+            logger.info(
+                "delivery %s: policy rule %s: %s %s", delivery.id, name, type(decision).__name__, detail
+            )
             return decision
     return Proceed()
 

@@ -66,3 +66,8 @@ def test_reset_goes_back_to_the_built_in_rules(make_delivery) -> None:
     policy.register(lambda delivery, now: Suppress(Reason.CHANNEL_DISABLED), name="refuse_all")
     policy.reset()
     assert policy.evaluate(make_delivery(), NOW) == Proceed()
+
+
+def test_evaluating_at_a_naive_time_is_refused(make_delivery) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        policy.evaluate(make_delivery(), datetime(2026, 6, 1, 12, 0))
