@@ -178,6 +178,7 @@ def test_given_a_message_for_a_missing_delivery_when_processed_then_it_is_acknow
     assert any(missing in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_given_an_attempt_outliving_its_lease_then_dramatiq_interrupts_it_and_the_next_message_claims_again(
     database_url,
 ):

@@ -163,7 +163,7 @@ def test_given_a_policy_suppression_when_delivered_then_suppressed_with_its_reas
 def test_given_a_policy_deferral_when_delivered_then_it_waits_deferred_and_is_sent_once_due(
     runtime, worker, calls, rule
 ):
-    until = db.now() + timedelta(milliseconds=700)
+    until = db.now() + timedelta(milliseconds=1200)
 
     def quiet_until(delivery, now):
         return policy.Defer(until) if now < until else policy.Proceed()
