@@ -216,7 +216,7 @@ def record(
 
 def suppress(delivery_id: str, reason: Reason, *, now: datetime | None = None) -> bool:
     """Policy said never: suppressed(reason), unless the delivery is terminal or claimed."""
-    return _finish(delivery_id, Status.SUPPRESSED, reason, f"{_FREE}", now)
+    return _finish(delivery_id, Status.SUPPRESSED, Reason(reason), _FREE, now)
 
 
 def exhaust(delivery_id: str, *, now: datetime | None = None) -> bool:
