@@ -3,6 +3,7 @@ API; the deliver actor acting on policy decisions (SQLite and PostgreSQL, stub b
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -180,3 +181,23 @@ def test_given_a_policy_deferral_when_delivered_then_it_waits_deferred_and_is_se
     assert (row.status, row.orchestration_state) == ("succeeded", "ready")
     assert len(calls(sent.id)) == 1
     assert chimeway.attempts(sent.id)[0].created_at >= until
+
+
+def test_given_the_broker_is_unreachable_when_sending_then_the_row_is_committed_and_a_warning_names_the_sweep(
+    sqlite_url, caplog
+):
+    from chimeway import runtime as runtime_mod
+    from chimeway.migrator import migrate
+
+    # Nothing listens on port 1: every Redis command is refused, for real.
+    configured = runtime_mod.configure(database_url=sqlite_url, redis_url="redis://127.0.0.1:1/0",
+                                       default_adapter="fake", environ={})
+    try:
+        migrate(configured.database)
+        with caplog.at_level(logging.WARNING, logger="chimeway"):
+            sent = chimeway.send("email", "ann@example.com")
+        row = chimeway.get_delivery(sent.id)
+        assert (row.status, row.enqueued_at) == ("pending", None)
+        assert any(sent.id in r.getMessage() and "sweep" in r.getMessage() for r in caplog.records)
+    finally:
+        runtime_mod.reset()
