@@ -1,0 +1,285 @@
+"""``chimeway demo``: the whole life of a few hundred notifications, on whatever is configured.
+
+On the embedded default (a SQLite file in the working directory, the in-memory broker and an
+in-process worker) it needs no server; with CHIMEWAY_DATABASE_URL / CHIMEWAY_REDIS_URL set it runs
+the same story on PostgreSQL and Redis. The story: migrate → send deliveries through the ``fake``
+adapter with a realistic outcome mix → some provider webhooks arrive *before* their delivery exists
+(orphans) → a worker drains the queue, retrying and exhausting → the rest of the webhooks arrive
+(signed like Mailgun signs them, a few replayed) → reconcile links the orphans → a summary.
+
+Retries use a millisecond backoff and orphans no grace window, so the story fits in seconds; the
+demo changes nothing else. Each run tags its messages, so it can run again on the same database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from chimeway import db
+from chimeway.states import TERMINAL
+
+#: The Mailgun signing key the demo uses when CHIMEWAY_MAILGUN_WEBHOOK_SIGNING_KEY is unset.
+DEMO_SIGNING_KEY = "chimeway-demo-signing-key"
+PROVIDER = "mailgun"
+
+#: (share, label, fake_outcomes script, max_attempts) — the outcome mix of the demo's deliveries.
+MIX: list[tuple[float, str, list[str], int | None]] = [
+    (0.70, "succeeds", ["ok"], None),
+    (0.12, "retries, then succeeds", ["temporary", "temporary", "ok"], None),
+    (0.05, "exhausts its retries", ["temporary"], 3),
+    (0.06, "fails permanently", ["permanent"], None),
+    (0.07, "bounces", ["bounced"], None),
+]
+
+
+@dataclass
+class Planned:
+    index: int
+    label: str
+    script: list[str]
+    max_attempts: int | None
+    message_id: str  # the provider message id the fake adapter will report
+    delivery_id: str | None = None
+
+
+@dataclass
+class DemoReport:
+    sent: int = 0
+    drain_seconds: float = 0.0
+    statuses: Counter = field(default_factory=Counter)
+    attempts: int = 0
+    webhooks: Counter = field(default_factory=Counter)
+    events: Counter = field(default_factory=Counter)
+    early_events: int = 0
+    linked: int = 0
+    suppressions: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "drain_seconds": round(self.drain_seconds, 3),
+            "throughput_per_second": round(self.sent / self.drain_seconds, 1) if self.drain_seconds else None,
+            "deliveries": {f"{s}/{r}" if r else s: n for (s, r), n in sorted(self.statuses.items())},
+            "attempts": self.attempts,
+            "webhooks": dict(self.webhooks),
+            "events": dict(sorted(self.events.items())),
+            "orphans_before_commit": self.early_events,
+            "orphans_linked": self.linked,
+            "suppressions_added": self.suppressions,
+        }
+
+
+def plan(count: int, run_tag: str, rng: random.Random) -> list[Planned]:
+    """``count`` deliveries in the MIX proportions, plus exactly one unclassifiable outcome."""
+    planned: list[Planned] = []
+    for share, label, script, max_attempts in MIX:
+        planned += [Planned(0, label, script, max_attempts, "") for _ in range(round(count * share))]
+    planned = planned[: count - 1]
+    while len(planned) < count - 1:
+        planned.append(Planned(0, MIX[0][1], MIX[0][2], None, ""))
+    planned.append(Planned(0, "returns garbage (unclassified)", ["garbage"], 2, ""))
+    rng.shuffle(planned)
+    for index, item in enumerate(planned):
+        item.index = index
+        item.message_id = f"<demo-{run_tag}-{index}@chimeway.demo>"
+    return planned
+
+
+def recipient(item: Planned, run_tag: str) -> str:
+    return f"user{item.index}-{run_tag}@example.com"
+
+
+def mailgun_body(signing_key: str, message_id: str, event: str, **extra: Any) -> bytes:
+    """One webhook body signed exactly as Mailgun signs it (HMAC-SHA256 over timestamp + token)."""
+    timestamp, token = str(int(time.time())), secrets.token_hex(25)
+    signature = hmac.new(signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    event_data = {
+        "id": uuid.uuid4().hex,
+        "event": event,
+        "timestamp": time.time(),
+        "message": {"headers": {"message-id": message_id.strip("<>")}},
+        **extra,
+    }
+    return json.dumps({"signature": {"timestamp": timestamp, "token": token, "signature": signature},
+                       "event-data": event_data}).encode()
+
+
+class Progress:
+    """A one-line progress bar on a terminal (plain periodic lines when not a terminal)."""
+
+    def __init__(self, label: str, total: int, stream: TextIO) -> None:
+        self.label, self.total, self.stream = label, total, stream
+        self.tty = stream.isatty()
+        self._last = -1
+
+    def update(self, done: int) -> None:
+        percent = int(100 * done / self.total) if self.total else 100
+        if self.tty:
+            filled = percent * 30 // 100
+            self.stream.write(f"\r{self.label:<28} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
+            self.stream.flush()
+        elif percent // 25 != self._last // 25 or done == self.total:
+            self.stream.write(f"{self.label:<28} {done}/{self.total}\n")
+        self._last = percent
+
+    def finish(self) -> None:
+        if self._last != 100:
+            self.update(self.total)
+        if self.tty:
+            self.stream.write("\n")
+
+
+def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.stderr, seed: int | None = None) -> DemoReport:
+    from chimeway.config import load_settings
+    from chimeway.dispatch.send import send
+    from chimeway.migrator import migrate
+    from chimeway.runtime import configure
+    from chimeway.webhooks import handle, reconcile
+
+    base = load_settings()
+    runtime = configure(
+        backoff_min_ms=5,
+        backoff_max_ms=50,
+        reconcile_grace_seconds=0,
+        mailgun_webhook_signing_key=base.mailgun_webhook_signing_key or DEMO_SIGNING_KEY,
+    )
+    key = runtime.settings.mailgun_webhook_signing_key
+    migrate(runtime.database)
+    rng = random.Random(seed)
+    run_tag = uuid.uuid4().hex[:8]
+    planned = plan(count, run_tag, rng)
+    report = DemoReport()
+    headers = {"Content-Type": "application/json"}
+
+    def webhook(item: Planned, event: str, **extra: Any) -> int:
+        status, _ = handle(PROVIDER, headers, mailgun_body(key, item.message_id, event, **extra))
+        report.webhooks[f"{status}"] += 1
+        return status
+
+    succeeding = [p for p in planned if p.script[-1] == "ok"]
+    early = rng.sample(succeeding, k=max(1, len(succeeding) // 10))
+    for item in early:  # the provider is faster than our commit: these land as orphans
+        webhook(item, "delivered")
+    report.early_events = len(early)
+
+    bar = Progress("sending", len(planned), progress)
+    started = time.perf_counter()
+    for item in planned:
+        delivery = send(
+            "email",
+            recipient(item, run_tag),
+            {"subject": "Your order shipped", "fake_outcomes": item.script, "fake_provider": PROVIDER,
+             "fake_provider_message_id": item.message_id},
+            adapter="fake",
+            max_attempts=item.max_attempts,
+            metadata={"demo_run": run_tag},
+        )
+        item.delivery_id = delivery.id
+        report.sent += 1
+        bar.update(report.sent)
+    bar.finish()
+
+    ids = [p.delivery_id for p in planned]
+    _drain(runtime, ids, Progress("delivering", len(ids), progress))
+    report.drain_seconds = time.perf_counter() - started
+
+    for item in planned:
+        if item not in early and item.script[-1] == "ok":
+            webhook(item, "delivered")
+            if item.index % 4 == 0:
+                webhook(item, "opened")
+    late = [p for p in planned if p.script[-1] == "ok" and p not in early]
+    for item in late[:3]:  # accepted, then bounced by the receiving server: a hard bounce suppresses
+        webhook(item, "failed", severity="permanent", reason="bounce")
+    replayed = mailgun_body(key, planned[0].message_id, "clicked")
+    for _ in range(2):  # a provider retrying the same request: stored once
+        status, _ = handle(PROVIDER, headers, replayed)
+        report.webhooks[f"{status}"] += 1
+
+    # The address that hard-bounced is now suppressed: the next send to it never reaches the adapter.
+    follow_up = send("email", recipient(late[0], run_tag), {"subject": "Are you there?"}, adapter="fake")
+    _drain(runtime, [follow_up.id], None)
+    ids.append(follow_up.id)
+
+    result = reconcile()
+    report.linked = result.linked
+    _collect(report, ids)
+    _print_summary(report, planned, out)
+    return report
+
+
+def _drain(runtime: Any, ids: list[str], bar: Progress | None) -> None:
+    """Run an in-process worker until every delivery of this run is terminal."""
+    from chimeway.testing import start_worker
+
+    terminal = tuple(s.value for s in TERMINAL)
+    deadline = time.monotonic() + 120
+    with start_worker(runtime, threads=8):
+        while True:
+            done = _count_terminal(ids, terminal)
+            if bar:
+                bar.update(done)
+            if done == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    if bar:
+        bar.finish()
+
+
+def _count_terminal(ids: list[str], terminal: tuple[str, ...]) -> int:
+    from chimeway.models import Delivery
+
+    total = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        total += Delivery.select().where(Delivery.id.in_(chunk), Delivery.status.in_(terminal)).count()
+    return total
+
+
+def _collect(report: DemoReport, ids: list[str]) -> None:
+    from chimeway.models import Attempt, Delivery, Event, Suppression
+
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for row in Delivery.select(Delivery.status, Delivery.suppression_reason).where(Delivery.id.in_(chunk)):
+            report.statuses[(row.status, row.suppression_reason)] += 1
+        report.attempts += Attempt.select().where(Attempt.delivery_id.in_(chunk)).count()
+        for row in Event.select(Event.type).where(Event.delivery_id.in_(chunk)):
+            report.events[row.type] += 1
+        recipients = [r.recipient for r in Delivery.select(Delivery.recipient).where(Delivery.id.in_(chunk))]
+        report.suppressions += Suppression.select().where(Suppression.address.in_(recipients)).count()
+
+
+def _print_summary(report: DemoReport, planned: list[Planned], out: TextIO) -> None:
+    data = report.as_dict()
+    mix = Counter(p.label for p in planned)
+    lines = ["", "Chimeway demo — summary", "", f"{'outcome script':<34} {'deliveries':>10}"]
+    lines += [f"{label:<34} {n:>10}" for label, n in mix.most_common()]
+    lines += [f"{'sent to a hard-bounced address':<34} {1:>10}"]
+    lines += ["", f"{'status / reason':<34} {'deliveries':>10}"]
+    lines += [f"{name:<34} {n:>10}" for name, n in data["deliveries"].items()]
+    lines += ["", f"{'ledger event':<34} {'rows':>10}"]
+    lines += [f"{name:<34} {n:>10}" for name, n in data["events"].items()]
+    lines += [
+        "",
+        f"attempts recorded                  {report.attempts:>10}",
+        f"webhooks answered (status: count)  {', '.join(f'{k}: {v}' for k, v in sorted(report.webhooks.items())):>10}",
+        f"orphans (event before commit)      {report.early_events:>10}",
+        f"orphans linked by reconcile        {report.linked:>10}",
+        f"suppressions from hard bounces     {report.suppressions:>10}",
+        f"send → all terminal                {report.drain_seconds:>9.2f}s",
+        f"throughput                         {data['throughput_per_second'] or 0:>8.1f}/s",
+        f"database                           {'postgresql' if db.is_postgres() else 'sqlite':>10}",
+    ]
+    out.write("\n".join(lines) + "\n")

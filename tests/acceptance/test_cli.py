@@ -1,0 +1,170 @@
+"""The ``chimeway`` command line as a user runs it: real processes, exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def chimeway(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "chimeway.cli", *args], cwd=cwd, env=clean, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def test_given_an_empty_directory_and_no_settings_when_running_the_demo_twice_then_both_succeed(tmp_path):
+    first = chimeway("demo", "--count", "120", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Chimeway demo — summary" in first.stdout
+    assert "orphans linked by reconcile" in first.stdout
+    assert (tmp_path / "chimeway.sqlite3").exists()
+    second = chimeway("demo", "--count", "120", "--json", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    assert report["sent"] == 120
+    assert sum(report["deliveries"].values()) == 121  # plus the follow-up to a bounced address
+    assert report["deliveries"]["suppressed/recipient_suppressed"] == 1
+    assert report["orphans_linked"] == report["orphans_before_commit"] > 0
+    assert set(report["webhooks"]) == {"200"}
+
+
+def test_given_a_bad_database_url_then_one_line_names_the_variable(tmp_path):
+    result = chimeway("status", cwd=tmp_path, env={"CHIMEWAY_DATABASE_URL": "mysql://nope"})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CHIMEWAY_DATABASE_URL" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_given_debug_then_the_traceback_is_shown(tmp_path):
+    result = chimeway("--debug", "status", cwd=tmp_path, env={"CHIMEWAY_DATABASE_URL": "mysql://nope"})
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no-such-command"],
+        [],
+        ["send", "email"],
+        ["send", "email", "a@example.com", "--payload", "{not json"],
+        ["send", "email", "a@example.com", "--payload", "[1, 2]"],
+        ["send", "email", "a@example.com", "--set", "novalue"],
+        ["reconcile", "--batch-size", "0"],
+        ["prune", "--days", "-3"],
+        ["webhooks", "listen"],
+        ["status", "--verbose"],
+    ],
+)
+def test_given_a_usage_error_then_the_exit_code_is_2_without_a_traceback(tmp_path, args):
+    result = chimeway(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip()
+
+
+def test_the_happy_path_of_each_data_command(tmp_path):
+    assert chimeway("migrate", cwd=tmp_path).returncode == 0
+    migrated = chimeway("migrate", "--json", cwd=tmp_path)
+    assert json.loads(migrated.stdout) == {"applied": [], "version": 1}
+
+    sent = chimeway("send", "email", "a@example.com", "--adapter", "log", "--set", "subject=Hi", "--json",
+                    cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    delivery = json.loads(sent.stdout)
+    assert delivery["status"] == "pending" and delivery["adapter"] == "log"
+
+    payload_file = tmp_path / "payload.json"
+    payload_file.write_text(json.dumps({"subject": "From a file"}))
+    from_file = chimeway("send", "email", "b@example.com", "--payload-file", str(payload_file), cwd=tmp_path)
+    assert from_file.returncode == 0 and "recorded" in from_file.stdout
+
+    status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
+    assert status["tables"]["chimeway_deliveries"] == 2
+    assert {"status": "pending", "reason": None, "count": 2} in status["deliveries"]
+    human = chimeway("status", cwd=tmp_path)
+    assert "pending" in human.stdout and "orphan backlog" in human.stdout
+    assert "a@example.com" not in human.stdout + json.dumps(status)  # recipients are never shown
+
+    reconciled = json.loads(chimeway("reconcile", "--json", cwd=tmp_path).stdout)
+    assert reconciled == {"scanned": 0, "linked": 0}
+    swept = chimeway("sweep", "--json", cwd=tmp_path)
+    assert swept.returncode == 0 and isinstance(json.loads(swept.stdout), dict)
+    pruned = json.loads(chimeway("prune", "--days", "1", "--json", cwd=tmp_path).stdout)
+    assert pruned == {"deleted": 0}
+
+
+def test_webhooks_serve_answers_a_real_request_and_stops_on_sigterm(tmp_path):
+    import signal
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
+    env["CHIMEWAY_MAILGUN_WEBHOOK_SIGNING_KEY"] = "k"
+    assert chimeway("migrate", cwd=tmp_path).returncode == 0
+    server = subprocess.Popen(
+        [sys.executable, "-m", "chimeway.cli", "webhooks", "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "listening" in server.stdout.readline()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/webhooks/mailgun", data=b'{"signature": {}}', method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + 10
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            while True:
+                try:
+                    urllib.request.urlopen(request, timeout=5).close()
+                    break
+                except urllib.error.URLError as err:
+                    if isinstance(err, urllib.error.HTTPError) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        assert caught.value.code == 401  # unsigned: refused, nothing stored
+        caught.value.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=10)
+    status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
+    assert status["tables"]["chimeway_webhook_events"] == 0
+
+
+def test_the_scheduler_fires_its_ticks_and_stops_cleanly_on_sigterm(tmp_path, redis_url, redis_namespace):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
+    env.update(
+        CHIMEWAY_REDIS_URL=redis_url, CHIMEWAY_REDIS_NAMESPACE=redis_namespace,
+        CHIMEWAY_SWEEP_CRON="* * * * * *",  # every second (croniter's seconds field)
+    )
+    assert chimeway("migrate", cwd=tmp_path).returncode == 0
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "chimeway.cli", "scheduler"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert scheduler.stdout.readline().startswith("scheduler running: reconcile")
+        time.sleep(2.5)
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        out, err = scheduler.communicate(timeout=20)
+    assert scheduler.returncode == 0, err
+    assert "fired sweep" in out
