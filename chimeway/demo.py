@@ -19,7 +19,6 @@ import json
 import random
 import secrets
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
