@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 failure (one clear line on stderr; the traceback only w
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -154,8 +153,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     _configure()
     result = sweep()
-    data = dataclasses.asdict(result)
-    emit(args, data, "re-enqueued " + (", ".join(f"{k} {v}" for k, v in data.items()) or "nothing"))
+    data = {**result.by_kind(), "reenqueued": result.reenqueued, "skipped": result.skipped}
+    human = "another sweep is running; skipped" if result.skipped else (
+        f"re-enqueued {result.reenqueued} (" + ", ".join(f"{k} {v}" for k, v in result.by_kind().items()) + ")"
+    )
+    emit(args, data, human)
     return EXIT_OK
 
 
