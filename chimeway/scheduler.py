@@ -31,15 +31,15 @@ logger = logging.getLogger("chimeway.scheduler")
 
 #: How long a tick's claim is kept: longer than any schedule's interval of interest (daily prune).
 CLAIM_TTL_SECONDS = 2 * 86_400
-#: Longest single sleep: a stop request or a clock jump is noticed at least this often.
-MAX_SLEEP_SECONDS = 1.0
+#: Longest single sleep: a stop request, a signal or a clock jump is noticed at least this often.
+MAX_SLEEP_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
 class Job:
     name: str
     cron: str
-    action: Callable[[], Any]
+    action: Callable[[datetime], Any]  #: called with the tick's scheduled time
 
 
 @dataclass
@@ -54,9 +54,9 @@ def default_jobs(runtime: Any) -> list[Job]:
 
     settings = runtime.settings
     return [
-        Job("reconcile", settings.reconcile_cron, lambda: runtime.actors["reconcile_orphans"].send()),
-        Job("sweep", settings.sweep_cron, lambda: runtime.actors["sweep_actor"].send()),
-        Job("prune", settings.prune_cron, lambda: prune(runtime=runtime)),
+        Job("reconcile", settings.reconcile_cron, lambda tick: runtime.actors["reconcile_orphans"].send()),
+        Job("sweep", settings.sweep_cron, lambda tick: runtime.actors["sweep_actor"].send()),
+        Job("prune", settings.prune_cron, lambda tick: prune(runtime=runtime)),
     ]
 
 
@@ -93,7 +93,7 @@ class Scheduler:
             fired.append((job.name, tick))
             logger.info("scheduler: %s tick %s", job.name, tick.isoformat())
             try:
-                job.action()
+                job.action(tick)
             except Exception:
                 logger.exception("scheduler: %s tick %s failed", job.name, tick.isoformat())
         return fired
@@ -131,8 +131,8 @@ def run(
     scheduler = Scheduler(runtime, jobs)
     scheduler.start(now())
     logger.info("scheduler started: %s", ", ".join(f"{job.name} '{job.cron}'" for job in scheduler.jobs))
-    with _stop_on_signals(stop):
-        while not stop.is_set():
+    with _signals() as signalled:
+        while not (stop.is_set() or signalled):
             scheduler.run_due(now())
             stop.wait(min(scheduler.seconds_until_next(now()), MAX_SLEEP_SECONDS))
     logger.info("scheduler stopped")
@@ -144,14 +144,19 @@ def _after(cron: str, moment: datetime) -> datetime:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop`` (graceful: the job in progress finishes). Main thread only."""
+def _signals() -> Iterator[list[int]]:
+    """A list that SIGTERM/SIGINT append to (graceful: the job in progress finishes). Main thread only.
+
+    The handler only appends: setting a threading.Event from a signal handler can deadlock, since
+    the handler may interrupt this very thread while it holds the event's lock.
+    """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
