@@ -37,6 +37,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+import httpx
+
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, TemporaryError
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
@@ -102,19 +104,19 @@ class PostmarkAdapter(HttpAdapter):
     def auth_headers(self, request: SendRequest) -> dict[str, str]:
         return {"X-Postmark-Server-Token": self.config["server_token"]}
 
-    def message_id(self, response: Any, request: SendRequest) -> str | None:
+    def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
         return self.text_field(response, "MessageID")
 
-    def accepted_error(self, response: Any) -> Outcome | None:
+    def accepted_error(self, response: httpx.Response) -> Outcome | None:
         code = self.error_code(response)
         if code in (None, 0):
             return None
         return self.lookup(code, response) or (PermanentError, f"Postmark error code {code}")
 
-    def error_code(self, response: Any) -> int | None:
+    def error_code(self, response: httpx.Response) -> int | None:
         return self.code_field(response, "ErrorCode")
 
-    def lookup(self, code: Any, response: Any) -> Outcome | None:
+    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
         if code == 300:
             message = self.text_field(response, "Message")
             if message and _RECIPIENT_INVALID.match(message):

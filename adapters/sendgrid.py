@@ -38,6 +38,8 @@ import re
 import time
 from typing import Any, ClassVar
 
+import httpx
+
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
@@ -96,10 +98,10 @@ class SendgridAdapter(HttpAdapter):
     def auth_headers(self, request: SendRequest) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config['api_key']}"}
 
-    def message_id(self, response: Any, request: SendRequest) -> str | None:
+    def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
         return response.headers.get("X-Message-Id") or None
 
-    def lookup(self, code: Any, response: Any) -> Outcome | None:
+    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
         if response.status_code == 400:
             body = self.json_body(response)
             errors = body.get("errors") if isinstance(body, dict) else None
@@ -108,7 +110,7 @@ class SendgridAdapter(HttpAdapter):
                 return BouncedError, "the recipient address is not valid"
         return None
 
-    def retry_after(self, response: Any) -> float | None:
+    def retry_after(self, response: httpx.Response) -> float | None:
         seconds = super().retry_after(response)
         reset = response.headers.get("X-RateLimit-Reset")
         if seconds is None and reset and reset.strip().isdigit():

@@ -35,6 +35,8 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
+import httpx
+
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, TemporaryError
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, timeout_option
@@ -119,10 +121,10 @@ class TwilioAdapter(HttpAdapter):
         token = base64.b64encode(f"{user}:{self.config['auth_token']}".encode()).decode("ascii")
         return {"Authorization": f"Basic {token}"}
 
-    def message_id(self, response: Any, request: SendRequest) -> str | None:
+    def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
         return self.text_field(response, "sid")
 
-    def accepted_error(self, response: Any) -> Outcome | None:
+    def accepted_error(self, response: httpx.Response) -> Outcome | None:
         status = self.text_field(response, "status")
         if status not in _FAILED_STATUSES:
             return None
@@ -131,6 +133,6 @@ class TwilioAdapter(HttpAdapter):
             f"the message was created {status}",
         )
 
-    def error_code(self, response: Any) -> int | None:
+    def error_code(self, response: httpx.Response) -> int | None:
         # An error response carries "code"; a Message created already failed carries "error_code".
         return self.code_field(response, "code" if response.status_code >= 300 else "error_code")

@@ -33,6 +33,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import httpx
+
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
 from chimeway.errors import ConfigurationError
 
@@ -102,6 +104,6 @@ class WebhookAdapter(HttpAdapter):
         }
         return HttpCall(url=request.recipient, content=body.encode("utf-8"), headers=headers)
 
-    def message_id(self, response: Any, request: SendRequest) -> str:
+    def message_id(self, response: httpx.Response, request: SendRequest) -> str:
         # A receiver has no id of its own to give back: the webhook-id is what both sides know.
         return request.idempotency_key

@@ -36,10 +36,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from standardwebhooks import Webhook
 
-#: how long a "slow" server waits before answering: well past the adapters' test timeout
+#: the adapters' timeout in these tests: generous, so a loaded machine does not fail the other cases
+TEST_TIMEOUT = 5.0
+#: the timeout of the cases about timing out
+SHORT_TIMEOUT = 0.3
+#: how long a "slow" server waits before answering: well past SHORT_TIMEOUT, well under TEST_TIMEOUT
 SLOW_SECONDS = 1.5
-#: the adapters' timeout in these tests
-TEST_TIMEOUT = 0.3
 
 
 # -- HTTP -------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def stack(tmp_path: Path, http_server: Callable[[Speaker], LocalHttpServer]) -> 
                 "server_token": TOKEN,
                 "from": "shop@shop.example",
                 "base_url": server.url,
-                "timeout": 0.3,
+                "timeout": 5,
             }
         },
     )
