@@ -52,6 +52,22 @@ def dead_letters(redis_client: Any) -> dict[str, int]:
     return found
 
 
+def dead_letter_messages(redis_client: Any, limit: int = 10) -> list[dict[str, Any]]:
+    """What each dead-lettered message was: actor, the delivery id it carried, retries, the last error line."""
+    found = []
+    for key in redis_client.scan_iter(match="*.XQ.msgs", count=1000):
+        for _, raw in list(redis_client.hgetall(key).items())[:limit]:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            options = message.get("options") or {}
+            lines = str(options.get("traceback") or "").strip().splitlines()
+            found.append({"actor": message.get("actor_name"), "args": message.get("args"),
+                          "retries": options.get("retries"), "error": lines[-1][:300] if lines else None})
+    return found
+
+
 def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client: Any) -> dict[str, Any]:
     cur = conn.cursor()
     cur.execute("SELECT id::text, idempotency_key, status, suppression_reason, max_attempts FROM chimeway_deliveries")
@@ -108,6 +124,12 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
     )
     orphans_total, reconciled_total, events_total = cur.fetchone()
     letters = dead_letters(redis_client)
+    letter_messages = dead_letter_messages(redis_client)
+    for message in letter_messages:
+        delivery_id = str((message.get("args") or [""])[0])
+        if delivery_id in rows:
+            message["delivery_state"] = rows[delivery_id][2]
+            message["attempts"] = attempts_per_delivery[delivery_id]
 
     outcome_of = {i: r[2] if r[2] != "cancelled" else f"cancelled:{r[3]}" for i, r in rows.items()}
     unexpected = Counter(
@@ -143,6 +165,7 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
         "orphans": orphans_total,
         "reconciled": reconciled_total,
         "dead_letter_sets": letters,
+        "dead_letter_messages": letter_messages,
         "examples": {"lost": (missing + not_terminal)[:5], "over_budget": over_budget[:5],
                      "unexplained_calls": unexplained[:5]},
     }

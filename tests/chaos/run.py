@@ -412,6 +412,8 @@ class Chaos:
             client.close()
         result["quiescence"] = quiescence
         result["webhooks"] = {**self.webhook_stats, **poster.snapshot()}
+        # Genuine events the provider-like poster never got a 2xx/4xx for (it gave up on 5xx, or ran out of time).
+        result["webhooks"]["never_accepted"] = result["webhooks"]["final"].get("gave_up", 0) + poster.pending()
         result["send_errors_retried"] = self.send_errors
         result["unexpected_process_exits"] = self.sup.unexpected_exits
         return result
