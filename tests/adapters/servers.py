@@ -308,7 +308,8 @@ class TwilioSpeaker(Speaker):
 
     def __init__(self, account_sid: str, auth_token: str) -> None:
         self.account_sid = account_sid
-        self.auth_token = auth_token
+        #: (user, password) pairs Twilio accepts: the account's auth token, and any API keys added
+        self.credentials = {(account_sid, auth_token)}
         self.message_ids: list[str] = []
 
     @staticmethod
@@ -324,8 +325,11 @@ class TwilioSpeaker(Speaker):
     def check(self, request: Recorded) -> Reply | None:
         if request.path != f"/2010-04-01/Accounts/{self.account_sid}/Messages.json":
             return self._error(404, 20404, "The requested resource was not found")
-        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        if request.headers.get("authorization") != f"Basic {expected}":
+        accepted = {
+            "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            for user, password in self.credentials
+        }
+        if request.headers.get("authorization") not in accepted:
             return self._error(401, 20003, "Authenticate")
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return self._error(400, 20001, "Content-Type must be form-encoded")

@@ -687,6 +687,23 @@ class TestTwilioAdapter(ApiContract):
             "Body": ["Your code is 123456"],
         }
 
+    def test_media_and_status_callback_are_sent_as_documented(self) -> None:
+        payload = {"media_url": ["https://cdn.example/a.png", "https://cdn.example/b.png"]}
+        request = make_request(self.recipient, payload, channel="sms")
+        self.adapter(status_callback="https://app.example/twilio/status").send(request)
+        assert self.server.last.form() == {
+            "To": ["+14155550100"],
+            "From": ["+14155550199"],
+            "MediaUrl": ["https://cdn.example/a.png", "https://cdn.example/b.png"],
+            "StatusCallback": ["https://app.example/twilio/status"],
+        }
+
+    def test_given_an_api_key_then_it_authenticates_instead_of_the_account(self) -> None:
+        self.speaker.credentials = {("SK" + "2" * 32, "api-key-secret-99")}
+        result = self.send("ok", self.adapter(api_key_sid="SK" + "2" * 32, auth_token="api-key-secret-99"))
+        assert result.provider_message_id == self.observed_message_id()
+        assert self.server.last.path == f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+
     def test_given_a_messaging_service_and_no_sender_then_it_is_used(self) -> None:
         self.send("ok", self.adapter(drop=("from",), messaging_service_sid="MG" + "1" * 32))
         assert self.server.last.form()["MessagingServiceSid"] == ["MG" + "1" * 32]
