@@ -35,13 +35,14 @@ when Postmark says the ``To`` address is invalid (as django-anymail reads it) an
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, TemporaryError
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
+
+if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+    import httpx
 
 #: Postmark API error codes (https://postmarkapp.com/developer/api/overview#error-codes)
 ERROR_CODES: dict[int, Outcome] = {

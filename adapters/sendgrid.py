@@ -36,13 +36,14 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
+
+if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+    import httpx
 
 #: SendGrid v3 statuses (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors)
 STATUS_OUTCOMES: dict[int, Outcome] = {

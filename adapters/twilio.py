@@ -33,13 +33,14 @@ same table, which therefore also holds the 300xx delivery codes Twilio reports l
 from __future__ import annotations
 
 import base64
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, TemporaryError
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, timeout_option
+
+if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+    import httpx
 
 #: Twilio error codes (https://www.twilio.com/docs/api/errors)
 ERROR_CODES: dict[int, Outcome] = {

@@ -31,14 +31,15 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
 from chimeway.errors import ConfigurationError
 
 from ._http import HttpAdapter, HttpCall, Outcome, timeout_option
+
+if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+    import httpx
 
 try:
     from standardwebhooks import Webhook
