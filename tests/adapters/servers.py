@@ -6,7 +6,8 @@ with the provider's documented body for a scenario the test scripts: ``ok``, ``t
 ``rate_limited``, ``permanent``, ``bounced``, ``slow``. Every request is recorded for assertions.
 The SMTP handler answers per recipient, as a real server does: ``ok@…`` 250, ``busy@…`` 451,
 ``unknown@…`` 550 5.1.1, ``nomx@…`` 550 without an enhanced code, ``policy@…`` 550 5.7.1,
-``slow@…`` answers after the client has given up.
+``slow@…`` answers after the client has given up; at DATA ``later@…`` 451, ``spam@…`` 554 5.7.1,
+``gone@…`` 550 5.1.1.
 """
 
 from __future__ import annotations
@@ -445,6 +446,10 @@ class ScriptedSmtpHandler:
             return "554 5.7.1 message refused as spam"
         if any(rcpt.startswith("later@") for rcpt in envelope.rcpt_tos):
             return "451 4.7.1 greylisted, try again later"
+        if any(
+            rcpt.startswith("gone@") for rcpt in envelope.rcpt_tos
+        ):  # a server checking mailboxes after DATA
+            return "550 5.1.1 mailbox unavailable"
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         # STARTTLS sets session.ssl; implicit TLS shows on the transport.
         self.encrypted.append(

@@ -389,6 +389,11 @@ class TestSmtpAdapter(AdapterContract):
         assert type(error) is TemporaryError
         assert error.response["stage"] == "data"
 
+    def test_given_an_unknown_mailbox_reported_at_data_then_bounced(self) -> None:
+        error = self.failure("gone")
+        assert type(error) is BouncedError
+        assert error.response == {"smtp_code": 550, "stage": "data", "enhanced_code": "5.1.1"}
+
     def test_given_spam_refusal_at_data_then_permanent(self) -> None:
         assert type(self.failure("spam")) is PermanentError
 
