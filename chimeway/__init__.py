@@ -27,10 +27,15 @@ _EXPORTS = {
     "database": "chimeway.db:proxy",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+#: submodules reachable as attributes without an import of their own (``chimeway.preferences.set``)
+_SUBMODULES = ("errors", "metrics", "policy", "preferences", "suppressions", "telemetry", "testing", "webhooks")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"chimeway.{name}")
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'chimeway' has no attribute {name!r}")

@@ -9,7 +9,12 @@ import chimeway
 
 
 def test_all_lists_every_exported_name():
-    assert set(chimeway.__all__) == set(chimeway._EXPORTS) | {"__version__"}
+    assert set(chimeway.__all__) == set(chimeway._EXPORTS) | set(chimeway._SUBMODULES) | {"__version__"}
+
+
+def test_every_public_name_resolves():
+    for name in chimeway.__all__:
+        assert getattr(chimeway, name) is not None, name
 
 
 def test_importing_chimeway_does_not_import_the_dispatch_layer_or_connect():
