@@ -101,6 +101,33 @@ def append(database: peewee.Database, events: Sequence[LedgerEvent]) -> set[str]
     return {str(row[0]) for row in cursor.fetchall()}
 
 
+def append_reconciled(database: peewee.Database, links: Sequence[tuple[str, str, str]], at: datetime) -> set[str]:
+    """Append one ``reconciled`` event per (new id, orphan id, delivery id); the ids actually stored.
+
+    Set-based: only the three ids travel; every other column is read from the orphan in the same
+    INSERT … SELECT … JOIN, so linking tens of thousands of orphans is one statement.
+    """
+    if not links:
+        return set()
+    metadata = "jsonb_build_object" if dbmod.is_postgres(database) else "json_object"
+    ids = recordset.relation(database, {"id": "uuid", "orphan_id": "uuid", "delivery_id": "uuid"})
+    cursor = dbmod.execute(
+        "INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, occurred_at, "
+        "received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
+        "SELECT v.id, o.tenant_id, v.delivery_id, 'reconciled', o.provider, o.provider_message_id, %s, %s, false, "
+        f"'reconciled:' || CAST(o.id AS text), {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
+        f"o.webhook_event_id FROM {ids} JOIN chimeway_events o ON o.id = v.orphan_id "
+        "WHERE true ON CONFLICT DO NOTHING RETURNING id",
+        (
+            recordset.timestamp(at, database),
+            recordset.timestamp(at, database),
+            recordset.encode({"id": new, "orphan_id": orphan, "delivery_id": delivery} for new, orphan, delivery in links),
+        ),
+        db=database,
+    )
+    return {str(row[0]) for row in cursor.fetchall()}
+
+
 def _row(event: LedgerEvent, database: peewee.Database) -> dict[str, Any]:
     row = {name: getattr(event, name) for name in _EVENT_COLUMNS}
     row["occurred_at"] = recordset.timestamp(event.occurred_at, database)

@@ -30,7 +30,7 @@ import peewee
 
 from chimeway import db as dbmod
 from chimeway import telemetry
-from chimeway.states import EventType
+from chimeway.models import new_id
 from chimeway.webhooks import feedback, ledger
 
 logger = logging.getLogger("chimeway.webhooks")
@@ -83,6 +83,16 @@ def reconcile(
     return ReconcileResult(scanned=scanned, linked=linked)
 
 
+#: "Not linked yet": no ``reconciled:<orphan id>`` event. Written as a scalar subquery compared with
+#: ``<>`` on purpose: the planner then walks the orphan index in batch order, probes the unique key
+#: once per orphan and stops at the batch size. As NOT EXISTS it becomes a hash anti-join over the
+#: whole ledger — O(events) per batch instead of O(batch).
+_NOT_LINKED = (
+    "COALESCE((SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = 'reconciled:' || CAST(o.id AS text) "
+    "LIMIT 1), 0) <> 1"
+)
+
+
 def _batch(
     database: peewee.Database,
     tenant_id: str | None,
@@ -98,40 +108,24 @@ def _batch(
         where.append("o.tenant_id = %s")
         params.append(tenant_id)
     if after is not None:
-        where.append("(o.received_at > %s OR (o.received_at = %s AND o.id > %s))")
-        params += [after[0], after[0], after[1]]
+        where.append("(o.received_at, o.id) > (%s, %s)")  # a row comparison: an index range on both
+        params += [after[0], after[1]]
     with dbmod.transaction(database):
         rows = dbmod.execute(
             "SELECT o.id, o.received_at, o.tenant_id, o.type, o.reject_reason, o.provider, "
             "o.provider_message_id, o.occurred_at, o.webhook_event_id, d.id, d.recipient, d.channel, d.lock_version "
             "FROM chimeway_events o LEFT JOIN chimeway_deliveries d ON d.tenant_id = o.tenant_id "
             "AND d.provider = o.provider AND d.provider_message_id = o.provider_message_id "
-            f"WHERE {' AND '.join(where)} AND NOT EXISTS (SELECT 1 FROM chimeway_events r "
-            "WHERE r.idempotency_key = 'reconciled:' || CAST(o.id AS text)) "
-            "ORDER BY o.received_at, o.id LIMIT %s",
+            f"WHERE {' AND '.join(where)} AND {_NOT_LINKED} ORDER BY o.received_at, o.id LIMIT %s",
             [*params, limit],
             db=database,
         ).fetchall()
         if not rows:
             return 0, 0, after
         matched = [row for row in rows if row[9] is not None]
-        events = [
-            ledger.LedgerEvent(
-                tenant_id=row[2],
-                type=EventType.RECONCILED.value,
-                provider=row[5],
-                occurred_at=now,
-                received_at=now,
-                idempotency_key=ledger.reconciled_key(str(row[0])),
-                delivery_id=str(row[9]),
-                provider_message_id=row[6],
-                metadata={"orphan_id": str(row[0]), "orphan_type": row[3]},
-                webhook_event_id=str(row[8]) if row[8] else None,
-            )
-            for row in matched
-        ]
-        stored = ledger.append(database, events)
-        won = [row for row, event in zip(matched, events) if event.id in stored]
+        links = [(new_id(), str(row[0]), str(row[9])) for row in matched]
+        stored = ledger.append_reconciled(database, links, now)
+        won = [row for row, link in zip(matched, links) if link[0] in stored]
         feedback.apply(
             database,
             [
