@@ -18,6 +18,7 @@ import contextlib
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -35,12 +36,28 @@ proxy = peewee.DatabaseProxy()
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
 
 
+class WalSqliteDatabase(peewee.SqliteDatabase):
+    """SQLite in WAL mode. Switching a fresh file to WAL needs an exclusive lock, and SQLite answers
+    "database is locked" at once instead of waiting for the busy timeout when two processes open
+    the same new file together (two ``chimeway migrate`` at deploy): so connecting retries."""
+
+    def _connect(self) -> Any:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return super()._connect()
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
 def connect(settings: Settings) -> peewee.Database:
     """A new (unconnected) Peewee database for ``settings.database_url``."""
     url = settings.database_url
     if url.startswith("sqlite://"):
         path = ":memory:" if url == "sqlite://:memory:" else unquote(url[len("sqlite:///"):].split("?")[0])
-        return peewee.SqliteDatabase(
+        return WalSqliteDatabase(
             path,
             pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 30_000},
             timeout=30,
