@@ -15,6 +15,7 @@ Nothing here touches the database: verification failures store nothing by constr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +66,14 @@ class WebhookRequest:
     @property
     def body_hash(self) -> str:
         return hashlib.sha256(self.body).hexdigest()
+
+    @functools.cached_property
+    def document(self) -> Any:
+        """The body as JSON, decoded once however many steps read it; Malformed (400) if it is not."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise Malformed("body is not valid JSON") from err
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ class Provider:
 
     def parse(self, request: WebhookRequest) -> Sequence[Any]:
         """The provider's events as decoded JSON; one object, or a list for batching providers."""
-        document = decode_json(request.body)
+        document = request.document
         events = document if isinstance(document, list) else [document]
         if not events or not all(isinstance(event, dict) for event in events):
             raise Malformed("expected a JSON object or a non-empty list of objects")
@@ -142,13 +151,6 @@ class Provider:
             raise Unauthorized("missing or malformed signature timestamp")
         if abs(self.clock().timestamp() - signed) > TIMESTAMP_TOLERANCE_SECONDS:
             raise Unauthorized("signature timestamp outside tolerance")
-
-
-def decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise Malformed("body is not valid JSON") from err
 
 
 def unknown(code: Any, raw: Any, occurred_at: datetime, **fields: Any) -> NormalizedEvent:

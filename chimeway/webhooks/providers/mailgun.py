@@ -20,7 +20,6 @@ from chimeway.webhooks.providers.base import (
     Provider,
     Unauthorized,
     WebhookRequest,
-    decode_json,
     parse_epoch,
     unknown,
 )
@@ -53,7 +52,7 @@ class MailgunProvider(Provider):
     required_settings = ("mailgun_webhook_signing_key",)
 
     def _signature_block(self, request: WebhookRequest) -> dict[str, Any]:
-        document = decode_json(request.body)  # the signature lives in the body: undecodable is 400
+        document = request.document  # the signature lives in the body: undecodable is 400
         block = document.get("signature") if isinstance(document, dict) else None
         return block if isinstance(block, dict) else {}
 
@@ -75,7 +74,7 @@ class MailgunProvider(Provider):
         return str(self._signature_block(request)["token"])
 
     def parse(self, request: WebhookRequest) -> list[Any]:
-        event = decode_json(request.body).get("event-data")
+        event = request.document.get("event-data")
         if not isinstance(event, dict):
             raise Malformed("missing event-data")
         return [event]
