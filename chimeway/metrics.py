@@ -10,6 +10,12 @@ chimeway_deliveries_total              deliveries that reached a terminal state,
 chimeway_attempts_total                adapter calls, by adapter, outcome and error class
 chimeway_adapter_latency_seconds       adapter call duration, by adapter (histogram)
 chimeway_unhandled_outcomes_total      attempts no documented case handles, by adapter
+chimeway_webhooks_total                webhook requests answered, by provider and HTTP status
+chimeway_webhook_verify_failures_total webhook requests refused by signature verification (401)
+chimeway_webhook_duplicates_total      replayed webhook requests that changed nothing
+chimeway_reconcile_linked_total        orphans linked to their delivery by reconcile
+chimeway_orphan_backlog                orphans not linked yet (read from the database at scrape)
+chimeway_oldest_orphan_age_seconds     age of the oldest of them (read from the database at scrape)
 =====================================  =============================================================
 
 Labels are closed vocabularies (states, adapter names), never ids, recipients or payloads.
@@ -17,11 +23,14 @@ Labels are closed vocabularies (states, adapter names), never ids, recipients or
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 from chimeway import telemetry
 
+logger = logging.getLogger("chimeway.metrics")
 _installed: dict[int, Metrics] = {}
 _lock = threading.Lock()
 
@@ -30,7 +39,7 @@ class Metrics:
     """The collectors, and the telemetry handler that feeds them."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import REGISTRY, Counter, Histogram
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         registry = REGISTRY if registry is None else registry
         self.deliveries = Counter(
@@ -50,6 +59,25 @@ class Metrics:
             registry=registry,
         )
 
+        self.webhooks = Counter(
+            "chimeway_webhooks_total", "Webhook requests answered.", ["provider", "status"], registry=registry
+        )
+        self.verify_failures = Counter(
+            "chimeway_webhook_verify_failures_total", "Webhook requests that failed verification.", ["provider"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "chimeway_webhook_duplicates_total", "Replayed webhook requests.", ["provider"], registry=registry
+        )
+        self.linked = Counter("chimeway_reconcile_linked_total", "Orphans linked by reconcile.", registry=registry)
+        self._orphans = _OrphanReader()
+        Gauge(
+            "chimeway_orphan_backlog", "Orphan events not linked yet.", registry=registry
+        ).set_function(lambda: self._orphans.read()["backlog"])
+        Gauge(
+            "chimeway_oldest_orphan_age_seconds", "Age of the oldest unlinked orphan.", registry=registry
+        ).set_function(lambda: self._orphans.read()["oldest_age_seconds"] or 0)
+
     def __call__(self, event: str, phase: str, metadata: dict[str, Any]) -> None:
         adapter = str(metadata.get("adapter") or "")
         if event == "delivery" and phase == "terminal":
@@ -59,6 +87,39 @@ class Metrics:
             self.adapter_latency.labels(adapter).observe(float(metadata.get("duration_ms") or 0) / 1000)
         elif event == "unhandled_outcome":
             self.unhandled.labels(adapter).inc()
+        elif event == "ingest" and phase == "stop":
+            provider, status = str(metadata.get("provider") or ""), int(metadata.get("http_status") or 0)
+            self.webhooks.labels(provider, str(status)).inc()
+            if status == 401:
+                self.verify_failures.labels(provider).inc()
+            if metadata.get("duplicate"):
+                self.duplicates.labels(provider).inc()
+        elif event == "reconcile" and phase == "stop":
+            self.linked.inc(int(metadata.get("linked") or 0))
+
+
+class _OrphanReader:
+    """The orphan backlog, read from the database at most every 30 s (scrapes must stay cheap)."""
+
+    TTL_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self._value: dict[str, Any] = {"backlog": 0, "oldest_age_seconds": None}
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, Any]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.TTL_SECONDS:
+                from chimeway.runtime import current
+                from chimeway.status import orphan_backlog
+
+                self._read_at = time.monotonic()
+                try:
+                    self._value = orphan_backlog(current())
+                except Exception:  # a scrape must never fail because the database is away
+                    logger.warning("orphan backlog not read for metrics", exc_info=True)
+            return self._value
 
 
 def install(registry: Any = None) -> Metrics:
