@@ -137,3 +137,15 @@ def configured(database_url: str) -> Iterator[runtime_mod.Runtime]:
     runtime = runtime_mod.configure(database_url=database_url, redis_url="", environ={})
     yield runtime
     runtime_mod.reset()
+
+
+@pytest.fixture
+def registry() -> Iterator[Any]:
+    """A private Prometheus registry with Chimeway's metrics installed (detached afterwards)."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from chimeway import metrics
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics.install(registry)
+    yield registry
+    metrics.uninstall(registry)

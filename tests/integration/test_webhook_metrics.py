@@ -28,13 +28,6 @@ def runtime(database_url):
     runtime_mod.reset()
 
 
-@pytest.fixture
-def registry():
-    registry = prometheus_client.CollectorRegistry()
-    metrics.install(registry)
-    yield registry
-    metrics.uninstall(registry)
-
 
 def test_given_webhooks_and_a_reconcile_then_each_is_counted_and_the_backlog_follows(runtime, registry):
     value = registry.get_sample_value

@@ -5,18 +5,10 @@ from __future__ import annotations
 import pytest
 
 import chimeway
-from chimeway import metrics
 from chimeway.testing import drain
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
-
-@pytest.fixture
-def registry():
-    registry = prometheus_client.CollectorRegistry()
-    metrics.install(registry)
-    yield registry
-    metrics.uninstall(registry)
 
 
 def test_given_metrics_installed_when_deliveries_finish_then_terminal_states_attempts_and_unhandled_are_counted(
