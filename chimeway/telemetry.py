@@ -5,9 +5,13 @@ Attach a handler to observe them (metrics, tracing)::
     def handler(event: str, phase: str, metadata: dict) -> None: ...
     chimeway.telemetry.attach(handler)
 
-Events: ``perform`` (one deliver message), ``attempt_record``, ``ingest`` (one webhook request),
-``reconcile``, ``sweep``. Phases: ``start``, ``stop`` (with ``duration_ms``), ``exception`` (with
-``duration_ms`` and ``error`` — the exception's class name, never its message).
+Spans — phases ``start``, ``stop`` (with ``duration_ms``) and ``exception`` (with ``duration_ms``
+and ``error``, the exception's class name, never its message): ``perform`` (one deliver message),
+``attempt_record``, ``ingest`` (one webhook request), ``reconcile``, ``sweep``.
+
+Point events: ``adapter_call``/``stop`` (one adapter call: adapter, attempt, outcome, error_class,
+duration_ms), ``unhandled_outcome``/``stop`` (an outcome no documented case handles), and
+``delivery``/``terminal`` (a delivery reached a terminal state: status and reason).
 
 Metadata passes a whitelist: only the keys in :data:`ALLOWED_KEYS` reach a handler. Recipients,
 addresses, payloads, bodies, headers, IPs and secrets are never among them, whatever a caller
