@@ -38,7 +38,14 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         return _respond(start_response, 400, "bad content length")
     if length > limit:
         return _respond(start_response, 413, "payload too large")
-    body = environ["wsgi.input"].read(length) if length else b""
+    if length:
+        body = environ["wsgi.input"].read(length)
+    elif environ.get("wsgi.input_terminated"):  # chunked: the server ends the stream; read one byte past the limit
+        body = environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:
+            return _respond(start_response, 413, "payload too large")
+    else:
+        body = b""
     headers = {key[5:].replace("_", "-"): value for key, value in environ.items() if key.startswith("HTTP_")}
     if environ.get("CONTENT_TYPE"):
         headers["Content-Type"] = environ["CONTENT_TYPE"]

@@ -67,3 +67,21 @@ def test_other_paths_methods_and_oversized_bodies_are_refused(server, secrets, w
         assert client.post(f"{server}/webhooks/nobody", content=b"{}").status_code == 404
         assert client.get(f"{server}/webhooks/postmark").status_code == 405
         assert client.post(f"{server}/webhooks/postmark", content=too_big, headers=auth(secrets)).status_code == 413
+
+
+def test_a_chunked_body_is_read_up_to_the_limit_when_the_server_terminates_the_input(webhooks, secrets) -> None:
+    import io
+
+    from chimeway.webhooks.wsgi import application
+
+    def call(body: bytes) -> str:
+        statuses: list[str] = []
+        environ = {
+            "PATH_INFO": "/webhooks/postmark", "REQUEST_METHOD": "POST", "wsgi.input": io.BytesIO(body),
+            "wsgi.input_terminated": True, "HTTP_AUTHORIZATION": auth(secrets)["Authorization"],
+        }
+        application(environ, lambda status, headers: statuses.append(status))
+        return statuses[0]
+
+    assert call(delivered("pm-chunked")) == "200 OK"
+    assert call(b" " * (webhooks.settings.webhook_max_bytes + 1)) == "413 Request Entity Too Large"
