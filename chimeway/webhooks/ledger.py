@@ -117,7 +117,8 @@ def append_reconciled(database: peewee.Database, links: Sequence[tuple[str, str,
         "SELECT v.id, o.tenant_id, v.delivery_id, 'reconciled', o.provider, o.provider_message_id, %s, %s, false, "
         f"'reconciled:' || CAST(o.id AS text), {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
         f"o.webhook_event_id FROM {ids} JOIN chimeway_events o ON o.id = v.orphan_id "
-        "WHERE true ON CONFLICT DO NOTHING RETURNING id",
+        # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
+        "WHERE true ORDER BY o.id ON CONFLICT DO NOTHING RETURNING id",
         (
             recordset.timestamp(at, database),
             recordset.timestamp(at, database),

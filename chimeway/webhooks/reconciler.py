@@ -74,13 +74,35 @@ def reconcile(
     after: tuple[Any, str] | None = None
     with telemetry.span("reconcile", tenant_id=tenant_id) as report:
         while True:
-            batch_scanned, batch_linked, after = _batch(database, tenant_id, batch_size, newest, oldest, after, now)
+            batch_scanned, batch_linked, after = _retrying(
+                lambda: _batch(database, tenant_id, batch_size, newest, oldest, after, now)  # noqa: B023
+            )
             scanned += batch_scanned
             linked += batch_linked
             if batch_scanned < batch_size:
                 break
         report.update(scanned=scanned, linked=linked)
     return ReconcileResult(scanned=scanned, linked=linked)
+
+
+#: SQLSTATEs after which a batch is simply run again: deadlock detected, serialization failure.
+_RETRYABLE = frozenset({"40P01", "40001"})
+#: Attempts per batch before such an error is raised to the caller.
+BATCH_ATTEMPTS = 3
+
+
+def _retrying(run: Any) -> Any:
+    """Run one batch transaction, again if PostgreSQL aborted it for a deadlock with a concurrent
+    writer (ingest or another reconciler touching the same deliveries): nothing of it was kept."""
+    for attempt in range(1, BATCH_ATTEMPTS + 1):
+        try:
+            return run()
+        except peewee.DatabaseError as err:
+            original = err.args[0] if err.args and isinstance(err.args[0], Exception) else err
+            if getattr(original, "pgcode", None) not in _RETRYABLE or attempt == BATCH_ATTEMPTS:
+                raise
+            logger.warning("reconcile batch aborted by PostgreSQL (%s); running it again", original.pgcode)
+    raise AssertionError("unreachable")
 
 
 #: "Not linked yet": no ``reconciled:<orphan id>`` event. Written as a scalar subquery compared with
