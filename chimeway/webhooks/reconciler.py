@@ -98,7 +98,7 @@ def _retrying(run: Any) -> Any:
         try:
             return run()
         except peewee.DatabaseError as err:
-            original = err.args[0] if err.args and isinstance(err.args[0], Exception) else err
+            original = getattr(err, "orig", None) or err  # peewee keeps the driver's error here
             if getattr(original, "pgcode", None) not in _RETRYABLE or attempt == BATCH_ATTEMPTS:
                 raise
             logger.warning("reconcile batch aborted by PostgreSQL (%s); running it again", original.pgcode)
