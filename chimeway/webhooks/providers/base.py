@@ -110,7 +110,13 @@ class Provider:
         self.require_settings()
         self.verify(request)
         raw_events = self.parse(request)
-        events = [self.normalize(raw, request) for raw in raw_events]
+        try:
+            events = [self.normalize(raw, request) for raw in raw_events]
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise Malformed("unexpected event structure") from err  # e.g. a list where a code belongs
+        for event in events:
+            if not all(value is None or isinstance(value, str) for value in (event.message_id, event.event_id)):
+                raise Malformed("message and event ids must be strings")
         return Parsed(request_id=self.request_id(request) or request.body_hash, events=events)
 
     def require_settings(self) -> None:

@@ -46,6 +46,8 @@ class ProviderContract:
     soft_bounce: ClassVar[Any]
     complaint: ClassVar[Any]
     unknown: ClassVar[Any]
+    #: a signed document whose fields have the wrong types
+    misshapen: ClassVar[Any]
 
     # -- what each provider fills in ---------------------------------------------------------------
 
@@ -150,6 +152,11 @@ class ProviderContract:
         """Headers that sign ``body`` as it is (providers that sign headers override)."""
         return headers
 
+    def test_a_signed_event_of_an_unexpected_shape_is_a_400_and_stores_nothing(self, webhooks, secrets, counts) -> None:
+        headers, body = self.sign(secrets, self.misshapen)
+        assert handle(self.provider, headers, body)[0] == 400
+        assert counts() == {"webhook_events": 0, "events": 0, "suppressions": 0}
+
     def test_an_unknown_event_code_is_kept_as_unknown_with_its_raw_payload(self, webhooks, secrets) -> None:
         mid = self.message_id()
         assert self.post(secrets, self.unknown, mid) == (200, "ok")
@@ -229,6 +236,7 @@ class TestPostmark(ProviderContract):
     soft_bounce = ("Bounce", 4096)
     complaint = ("SpamComplaint", None)
     unknown = ("Bounce", 2048)  # TypeCode "Unknown": Postmark could not classify it either
+    misshapen = {"RecordType": "Bounce", "TypeCode": [1], "MessageID": "m-1"}
     expected = {
         ("Delivery", None): ("delivered", None),
         ("Open", None): ("opened", None),
@@ -340,6 +348,7 @@ class TestSendgrid(ProviderContract):
     soft_bounce = "deferred"
     complaint = "spamreport"
     unknown = "group_unsubscribe_preview"
+    misshapen = [{"event": ["bounce"], "sg_message_id": "x.filter1", "timestamp": 1513299569}]
     expected = {
         "processed": ("queued", None),
         "deferred": ("deferred", None),
@@ -431,6 +440,7 @@ class TestMailgun(ProviderContract):
     soft_bounce = ("failed", "temporary", "generic")
     complaint = "complained"
     unknown = "stored"
+    misshapen = {"event-data": {"event": "delivered", "timestamp": 1521472262.9, "message": "not an object"}}
     expected = {
         "accepted": ("queued", None),
         "rejected": ("rejected", "other"),
@@ -519,6 +529,7 @@ class TestStandardWebhooks(ProviderContract):
     soft_bounce = ("email.bounced", "Transient")
     complaint = "email.complained"
     unknown = "email.received_by_robot"
+    misshapen = {"type": "email.delivered", "created_at": "2024-02-22T23:41:12Z", "data": {"email_id": ["a", "b"]}}
     expected = {
         "email.scheduled": ("queued", None),
         "email.sent": ("sent", None),
