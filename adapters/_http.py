@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, ClassVar
 
+import httpx
+
 from chimeway.adapter import (
     Adapter,
     DeliveryError,
@@ -50,15 +52,6 @@ from chimeway.adapter import (
     SendResult,
     TemporaryError,
 )
-from chimeway.errors import ConfigurationError
-
-try:
-    import httpx
-except ModuleNotFoundError as err:  # pragma: no cover - only without the http extra
-    raise ConfigurationError(
-        "Chimeway's HTTP adapters (webhook, postmark, sendgrid, twilio) need httpx: "
-        "pip install 'chimeway[http]'"
-    ) from err
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -34,19 +34,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
-from chimeway.errors import ConfigurationError
 
 from ._http import HttpAdapter, HttpCall, Outcome, timeout_option
 
-if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+if TYPE_CHECKING:
     import httpx
 
-try:
-    from standardwebhooks import Webhook
-except ModuleNotFoundError as err:  # pragma: no cover - only without the extra
-    raise ConfigurationError(
-        "the webhook adapter needs standardwebhooks: pip install 'chimeway[http,crypto]'"
-    ) from err
+from standardwebhooks import Webhook
 
 
 def _secret(value: Any) -> str:

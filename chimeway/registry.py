@@ -98,7 +98,7 @@ class Registry:
         values: dict[str, Any] = {}
         for option_name, option in cls.options.items():
             variable = env_name(name, option_name)
-            if option_name in given:
+            if given.get(option_name) is not None:  # None means "not given": the default applies
                 raw = given[option_name]
             elif self._environ.get(variable) not in (None, ""):
                 raw = self._environ[variable]
