@@ -89,3 +89,10 @@ def test_every_setting_is_described_for_the_readme():
     variables = [row[0] for row in describe()]
     assert len(variables) == len(set(variables))
     assert "CHIMEWAY_DATABASE_URL" in variables and "CHIMEWAY_STANDARD_WEBHOOK_SECRET" in variables
+
+
+def test_given_an_adapter_option_passed_as_none_then_its_default_applies():
+    registry = Registry(load_settings(environ={}, adapters={"smtp": {"host": None, "timeout": None}}), environ={})
+    options = registry.options_for("smtp")
+    assert options["host"] == "localhost"
+    assert options["timeout"] == 10
