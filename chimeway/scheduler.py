@@ -86,7 +86,12 @@ class Scheduler:
             while (following := _after(job.cron, tick)) <= now:
                 tick = following
             self._next[job.name] = _after(job.cron, tick)
-            if not self.claim(job.name, tick):
+            try:
+                claimed = self.claim(job.name, tick)
+            except Exception as err:  # noqa: BLE001 - Redis down: skip the tick rather than risk firing it twice
+                logger.error("scheduler: cannot claim %s tick %s (%s); skipped", job.name, tick.isoformat(), type(err).__name__)
+                claimed = False
+            if not claimed:
                 self.result.skipped[job.name] = self.result.skipped.get(job.name, 0) + 1
                 continue
             self.result.fired[job.name] = self.result.fired.get(job.name, 0) + 1

@@ -116,3 +116,16 @@ def test_the_default_jobs_enqueue_reconcile_and_sweep_and_a_worker_links_the_orp
         assert [job.cron for job in default_jobs(runtime)] == ["*/5 * * * *", "* * * * *", "17 3 * * *"]
     finally:
         runtime_mod.reset()
+
+
+def test_a_tick_that_cannot_be_claimed_because_redis_is_down_is_skipped_not_fired(sqlite_url, caplog) -> None:
+    runtime = runtime_mod.configure(database_url=sqlite_url, redis_url="redis://127.0.0.1:1/0", environ={})
+    try:
+        fired: list[datetime] = []
+        scheduler = Scheduler(runtime, [Job("sweep", "* * * * *", fired.append)])
+        scheduler.start(T)
+        assert scheduler.run_due(T + timedelta(minutes=1)) == []
+        assert fired == [] and scheduler.result.skipped == {"sweep": 1}
+        assert "cannot claim sweep tick" in caplog.text
+    finally:
+        runtime_mod.reset()
