@@ -8,6 +8,7 @@ sides alike. Peak memory is each worker process's VmHWM just before it is stoppe
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 from tests.bench import BASELINE_ACTOR, BASELINE_NAMESPACE, BASELINE_QUEUE
 from tests.bench.env import BenchEnv
-from tests.harness.processes import group_pids, peak_rss_kib
+from tests.harness.processes import cpu_seconds, group_pids, peak_rss_kib, tree_cpu_seconds
 from tests.harness.progress import say
 from tests.harness.stack import base_env, chimeway_env, dramatiq_argv, wait_until
 
@@ -23,10 +24,25 @@ TERMINAL = ("succeeded", "suppressed", "cancelled")
 COUNT_TERMINAL = "SELECT count(*) FROM chimeway_deliveries WHERE status IN ('succeeded', 'suppressed', 'cancelled')"
 
 
+def _cpu(env: BenchEnv, process: str) -> dict[str, float]:
+    """CPU seconds used so far by the worker group, the PostgreSQL cluster and Redis."""
+    master = env.sup.processes[process].pid or 0
+    postmaster = env.pg.postmaster_pid()
+    redis_pid = env.rd.proc.pid if env.rd.proc is not None else None
+    return {
+        "workers": sum(cpu_seconds(pid) for pid in group_pids(master)),
+        "postgres": tree_cpu_seconds(postmaster) if postmaster else 0.0,
+        "redis": cpu_seconds(redis_pid) if redis_pid else 0.0,
+    }
+
+
 def measure_drain(env: BenchEnv, conn: Any, process: str, n: int, timeout: float) -> dict[str, Any]:
+    """Poll until ``n`` rows are terminal; throughput, CPU per delivery (load-independent) and peak memory."""
     cur = conn.cursor()
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     first: tuple[float, int] | None = None
+    cpu_first: dict[str, float] = {}
     last_report = started
     done = 0
     while True:
@@ -35,24 +51,30 @@ def measure_drain(env: BenchEnv, conn: Any, process: str, n: int, timeout: float
         now = time.monotonic()
         if first is None and done > 0:
             first = (now, done)
+            cpu_first = _cpu(env, process)
         if done >= n or now - started > timeout:
             break
         if now - last_report > 5:
             say(f"  {process}: {done}/{n} terminal")
             last_report = now
         time.sleep(0.05)
+    cpu_last = _cpu(env, process)
     pids = group_pids(env.sup.processes[process].pid or 0)
     master = env.sup.processes[process].pid
     rss = {pid: peak_rss_kib(pid) for pid in pids if pid != master}
     if first is None or done < n:
         raise TimeoutError(f"{process}: only {done}/{n} deliveries terminal after {timeout:.0f}s")
     seconds = max(now - first[0], 1e-6)
+    drained = max(1, n - first[1])
     return {
         "n": n,
         "seconds": round(seconds, 2),
-        "per_second": round((n - first[1]) / seconds, 1),
+        "per_second": round(drained / seconds, 1),
+        "cpu_ms_per_delivery": {name: round(1000 * (cpu_last[name] - cpu_first[name]) / drained, 3)
+                                for name in cpu_last},
         "peak_worker_rss_mib": round(max(rss.values(), default=0) / 1024, 1),
         "worker_processes": len(rss),
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 

@@ -49,6 +49,13 @@ class BenchEnv:
         from chimeway.db import connect
         from chimeway.migrator import migrate
 
+        conn = self.pg.connect()
+        try:  # where the profile reads the workers' SQL from (loaded only when the library is installed)
+            conn.cursor().execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        except Exception:
+            pass
+        finally:
+            conn.close()
         url = self.pg.create_database(TEMPLATE)
         database = connect(load_settings(environ={}, database_url=url))
         migrate(database)

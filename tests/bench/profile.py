@@ -1,9 +1,11 @@
 """Where the time goes: py-spy samples every worker process while each side drains a queue.
 
 py-spy (``pip install py-spy``) samples the running ``dramatiq`` processes from outside, all threads,
-without changing the code. Idle threads are not sampled, so the shares are of busy time. Each sample's
-stack is summarised twice: by the library its innermost frame is in (self time), and by the Chimeway
-and baseline functions it passes through (inclusive time).
+without changing the code. Only the thread holding the GIL is sampled (``--gil``): the shares are of
+the Python CPU time, which is what limits a worker process (the database's own time is measured
+separately, statement by statement, through pg_stat_statements). Each sample's stack is summarised
+twice: by the library its innermost frame is in (self time), and by the Chimeway and baseline
+functions it passes through (inclusive time).
 """
 
 from __future__ import annotations
@@ -88,11 +90,50 @@ def _short(frame: str) -> str:
     return f"{name} ({path})"
 
 
+#: Statements of the bench itself (row creation, progress polls), not of the side being measured.
+_BENCH_SQL = ("generate_series", "count(*) FROM chimeway_deliveries WHERE status IN", "pg_stat_statements",
+              "DATABASE", "pg_catalog", "ANALYZE")
+
+
+def reset_statements(env: BenchEnv) -> bool:
+    try:
+        conn = env.pg.connect()
+    except Exception:
+        return False
+    try:
+        conn.cursor().execute("SELECT pg_stat_statements_reset()")
+        return True
+    except Exception:
+        return False
+    finally:
+        conn.close()
+
+
+def top_statements(env: BenchEnv, n: int, limit: int = 12) -> dict[str, Any]:
+    """The SQL the side sent while draining: statements per delivery, and where the server's time went."""
+    conn = env.pg.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT query, calls, total_exec_time, mean_exec_time FROM pg_stat_statements")
+        rows = [r for r in cur.fetchall() if not any(marker in r[0] for marker in _BENCH_SQL)]
+    finally:
+        conn.close()
+    total_calls = sum(r[1] for r in rows)
+    total_time = sum(r[2] for r in rows) or 1.0
+    rows.sort(key=lambda r: r[2], reverse=True)
+    return {
+        "statements_per_delivery": round(total_calls / n, 2),
+        "server_ms_per_delivery": round(total_time / n, 3),
+        "top": [{"query": " ".join(r[0].split())[:160], "per_delivery": round(r[1] / n, 2),
+                 "mean_ms": round(r[3], 3), "share_pct": round(100 * r[2] / total_time, 1)} for r in rows[:limit]],
+    }
+
+
 def _record(env: BenchEnv, process: str, out: Path) -> subprocess.Popen[bytes]:
     pid = env.sup.processes[process].pid
     return subprocess.Popen(
         [py_spy() or "py-spy", "record", "--pid", str(pid), "--subprocesses", "--rate", "97", "--format", "raw",
-         "--output", str(out), "--nonblocking", "--full-filenames"],
+         "--output", str(out), "--nonblocking", "--full-filenames", "--gil"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -112,6 +153,7 @@ def profile_drains(env: BenchEnv, n: int, processes: int, threads: int) -> dict[
                 if time.monotonic() > deadline:
                     return
                 time.sleep(0.05)
+            reset_statements(env)  # the sends are done: from here on, only the workers' SQL
             time.sleep(1.0)  # let Dramatiq fork its workers first
             holder.append(_record(env, started_label, path))
 
@@ -130,6 +172,11 @@ def profile_drains(env: BenchEnv, n: int, processes: int, threads: int) -> dict[
                     proc.kill()
         summary = summarize(out) if out.exists() else {"samples": 0}
         summary["per_second_while_profiled"] = figures["per_second"]
+        summary["cpu_ms_per_delivery"] = figures["cpu_ms_per_delivery"]
+        try:
+            summary["sql"] = top_statements(env, n)
+        except Exception as err:  # pg_stat_statements not loaded: the py-spy figures still stand
+            summary["sql"] = {"error": f"{type(err).__name__}: {err}"}
         result[side] = summary
         say(f"profile {side}: {summary.get('samples')} samples; by area {summary.get('self_by_area_pct', [])[:6]}")
     return result

@@ -95,6 +95,8 @@ def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str) -> dict
 
 def reconcile_bench(env: BenchEnv, events: int, orphans: int, scale: tuple[int, ...]) -> dict[str, Any]:
     main = reconcile_once(env, events, orphans, "reconcile")
+    # The same orphans in a ledger twice as large: an idle tick must not grow with the events.
+    doubled = reconcile_once(env, events * 2, orphans, "reconcile_doubled")
     ratio = events / orphans
     scaling = {str(size): reconcile_once(env, int(size * ratio), size, f"reconcile_{size}") for size in scale}
-    return {"main": main, "scaling": scaling}
+    return {"main": main, "events_doubled": doubled, "scaling": scaling}

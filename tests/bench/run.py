@@ -21,7 +21,7 @@ from typing import Any
 from tests.bench.env import BenchConfig, BenchEnv
 from tests.harness.processes import Supervisor
 from tests.harness.progress import say
-from tests.harness.servers import private_servers
+from tests.harness.servers import PG_BIN, private_servers
 from tests.harness.stack import REPO
 
 QUICK = {"n": 2_000, "latency_rate": 50.0, "latency_seconds": 5.0, "scale_n": 1_000, "ingest_events": 500,
@@ -119,6 +119,8 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
             "enqueue_per_second": chim.get("enqueue_per_second"),
             "latency": chim.get("latency"),
             "peak_worker_rss_mib": {"baseline": base["peak_worker_rss_mib"], "chimeway": chim["peak_worker_rss_mib"]},
+            "cpu_ms_per_delivery": {"baseline": base["cpu_ms_per_delivery"], "chimeway": chim["cpu_ms_per_delivery"]},
+            "loadavg_1m": {"baseline": base["loadavg_1m"], "chimeway": chim["loadavg_1m"]},
         })
     if "scaling" in results:
         summary["scaling"] = {
@@ -129,6 +131,13 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
     for name in ("ingest", "wsgi", "reconcile", "profile"):
         if name in results:
             summary[name] = results[name]
+    if "reconcile" in results:
+        main = results["reconcile"]["main"]
+        summary["reconcile_backlog_seconds"] = main["seconds"]
+        summary["reconcile_idle_tick_ms"] = {
+            f"{main['events']} events": main["idle_tick_ms"],
+            f"{results['reconcile']['events_doubled']['events']} events": results["reconcile"]["events_doubled"]["idle_tick_ms"],
+        }
     summary["targets"] = TARGETS
     summary["errors"] = errors
     summary["duration_seconds"] = round(seconds, 1)
@@ -151,6 +160,9 @@ def render_table(summary: dict[str, Any]) -> str:
             row(f"commit→terminal p50 / p99 @ {lat['rate_per_second']:.0f}/s (ms)", f"{lat['p50_ms']} / {lat['p99_ms']}")
         rss = summary["peak_worker_rss_mib"]
         row("peak worker RSS baseline / chimeway (MiB)", f"{rss['baseline']} / {rss['chimeway']}")
+        cpu = summary["cpu_ms_per_delivery"]
+        for part in ("workers", "postgres", "redis"):
+            row(f"CPU ms per delivery, {part}: baseline / chimeway", f"{cpu['baseline'][part]} / {cpu['chimeway'][part]}")
     for p, r in (summary.get("scaling") or {}).items():
         row(f"scaling {p} proc: baseline / chimeway (/s)",
             f"{r['baseline_per_second']} / {r['chimeway_per_second']}", f"ratio {r['ratio']}")
@@ -168,8 +180,16 @@ def render_table(summary: dict[str, Any]) -> str:
             "goal < 1.0")
         row("reconcile orphans/s", main.get("orphans_per_second"))
         row("reconcile idle tick (ms)", main.get("idle_tick_ms"), "O(orphans)")
+        doubled = rec.get("events_doubled", {})
+        row(f"reconcile idle tick, same orphans, {doubled.get('events')} events (ms)", doubled.get("idle_tick_ms"),
+            "flat vs the line above")
         for size, r in (rec.get("scaling") or {}).items():
             row(f"reconcile {size} orphans (s) / idle tick (ms)", f"{r['seconds']} / {r['idle_tick_ms']}")
+    for side, prof in (summary.get("profile") or {}).items():
+        sql = prof.get("sql") or {}
+        if "statements_per_delivery" in sql:
+            row(f"profile {side}: SQL statements / server ms per delivery",
+                f"{sql['statements_per_delivery']} / {sql['server_ms_per_delivery']}")
     for name, err in (summary.get("errors") or {}).items():
         row(f"{name}: FAILED", err[:80])
     width = max((len(r[0]) for r in rows), default=10)
@@ -184,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     say(f"bench: {cfg}")
-    with private_servers("chimeway-bench-") as (root, reaper, pg, rd):
+    statements = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+    with_statements = (PG_BIN.parent / "lib" / "pg_stat_statements.so").exists()
+    with private_servers("chimeway-bench-", statements if with_statements else None) as (root, reaper, pg, rd):
         sup = Supervisor(root, reaper, REPO)
         env = BenchEnv(cfg, root, reaper, pg, rd, sup)
         try:

@@ -37,6 +37,39 @@ def group_pids(pgid: int) -> list[int]:
     return found
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU (user + system) the process has used; with ``children``, also its exited, reaped children's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _TICKS
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a server and everything it forked, live or exited (a PostgreSQL postmaster and its backends)."""
+    return cpu_seconds(pid, children=True) + sum(cpu_seconds(child) for child in children_of(pid))
+
+
 def peak_rss_kib(pid: int) -> int:
     """The process's peak resident set (VmHWM) in KiB; 0 when it is gone."""
     try:

@@ -79,7 +79,9 @@ def _as_postgres(*argv: str, timeout: float = 120, check: bool = True) -> subpro
 class PrivatePostgres:
     """A throw-away PostgreSQL 15 cluster on 127.0.0.1:<port>, trust auth, user ``postgres``."""
 
-    def __init__(self, root: Path, reaper: Reaper, *, max_connections: int = 300) -> None:
+    def __init__(self, root: Path, reaper: Reaper, *, max_connections: int = 300,
+                 settings: dict[str, str] | None = None) -> None:
+        self.settings = dict(settings or {})  #: extra server settings (-c name=value)
         self.dir = root / "pg"
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
@@ -103,6 +105,7 @@ class PrivatePostgres:
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
             f"-c max_connections={self.max_connections}", "-c shared_buffers=256MB",
             "-c max_wal_size=4GB", "-c checkpoint_timeout=30min",
+            *(f"-c {name}={value}" for name, value in self.settings.items()),
         ])
         _as_postgres(str(PG_BIN / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log),
                      "-o", options, "-w", "-t", "60")
@@ -118,6 +121,12 @@ class PrivatePostgres:
         self.stop(mode)
         time.sleep(downtime)
         self.start()
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def connect(self, database: str = "postgres", autocommit: bool = True) -> Any:
         import psycopg2
@@ -197,13 +206,15 @@ class PrivateRedis:
 
 
 @contextlib.contextmanager
-def private_servers(prefix: str = "chimeway-harness-") -> Iterator[tuple[Path, Reaper, PrivatePostgres, PrivateRedis]]:
+def private_servers(
+    prefix: str = "chimeway-harness-", pg_settings: dict[str, str] | None = None
+) -> Iterator[tuple[Path, Reaper, PrivatePostgres, PrivateRedis]]:
     """A temporary root with a reaper, a started PostgreSQL and a started Redis; all gone afterwards."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)
     reaper = Reaper()
     reaper.tell("dir", root)
-    pg = PrivatePostgres(root, reaper)
+    pg = PrivatePostgres(root, reaper, settings=pg_settings)
     rd = PrivateRedis(root, reaper)
     try:
         started = time.monotonic()
