@@ -110,7 +110,7 @@ def find_deliveries(
     if not wanted:
         return {}
     rows = dbmod.execute(
-        "SELECT provider_message_id, id, recipient, channel, lock_version FROM chimeway_deliveries "
+        "SELECT provider_message_id, CAST(id AS text), recipient, channel, lock_version FROM chimeway_deliveries "
         f"WHERE tenant_id = %s AND provider = %s AND provider_message_id IN ({', '.join(['%s'] * len(wanted))})",
         [tenant_id, provider, *wanted],
         db=database,

@@ -94,7 +94,8 @@ def append(database: peewee.Database, events: Sequence[LedgerEvent]) -> set[str]
     names = ", ".join(_EVENT_COLUMNS)
     cursor = dbmod.execute(
         f"INSERT INTO chimeway_events ({names}) SELECT {names} "
-        f"FROM {recordset.relation(database, _EVENT_COLUMNS)} WHERE true ON CONFLICT DO NOTHING RETURNING id",
+        f"FROM {recordset.relation(database, _EVENT_COLUMNS)} WHERE true ON CONFLICT DO NOTHING "
+        "RETURNING CAST(id AS text)",
         (recordset.encode(_row(event, database) for event in events),),
         db=database,
     )
@@ -118,7 +119,7 @@ def append_reconciled(database: peewee.Database, links: Sequence[tuple[str, str,
         f"'reconciled:' || CAST(o.id AS text), {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
         f"o.webhook_event_id FROM {ids} JOIN chimeway_events o ON o.id = v.orphan_id "
         # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
-        "WHERE true ORDER BY o.id ON CONFLICT DO NOTHING RETURNING id",
+        "WHERE true ORDER BY o.id ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",
         (
             recordset.timestamp(at, database),
             recordset.timestamp(at, database),

@@ -124,7 +124,7 @@ def _statement(database: peewee.Database) -> str:
         f"last_event_type = CASE WHEN {_MOVES} THEN c.top_type ELSE {_D}.last_event_type END, "
         f"last_event_at = CASE WHEN {_MOVES} THEN c.top_at ELSE {_D}.last_event_at END, "
         f"{set_once}, lock_version = {_D}.lock_version + 1 "
-        f"FROM c WHERE {_D}.id = c.delivery_id AND {_D}.lock_version = c.lock_version RETURNING {_D}.id"
+        f"FROM c WHERE {_D}.id = c.delivery_id AND {_D}.lock_version = c.lock_version RETURNING CAST({_D}.id AS text)"
     )
 
 
@@ -147,7 +147,7 @@ def _versions(database: peewee.Database, delivery_ids: Sequence[str]) -> dict[st
     for start in range(0, len(delivery_ids), 1000):
         chunk = delivery_ids[start : start + 1000]
         rows = dbmod.execute(
-            f"SELECT id, lock_version FROM {_D} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk, db=database
+            f"SELECT CAST(id AS text), lock_version FROM {_D} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk, db=database
         ).fetchall()
         found.update((str(row[0]), row[1]) for row in rows)
     return found

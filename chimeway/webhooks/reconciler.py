@@ -134,8 +134,9 @@ def _batch(
         params += [after[0], after[1]]
     with dbmod.transaction(database):
         rows = dbmod.execute(
-            "SELECT o.id, o.received_at, o.tenant_id, o.type, o.reject_reason, o.provider, "
-            "o.provider_message_id, o.occurred_at, o.webhook_event_id, d.id, d.recipient, d.channel, d.lock_version "
+            # Ids as text: no uuid objects to build and turn back into strings, row after row.
+            "SELECT CAST(o.id AS text), o.received_at, o.tenant_id, o.type, o.reject_reason, o.provider, "
+            "o.provider_message_id, o.occurred_at, CAST(d.id AS text), d.recipient, d.channel, d.lock_version "
             "FROM chimeway_events o LEFT JOIN chimeway_deliveries d ON d.tenant_id = o.tenant_id "
             "AND d.provider = o.provider AND d.provider_message_id = o.provider_message_id "
             f"WHERE {' AND '.join(where)} AND {_NOT_LINKED} ORDER BY o.received_at, o.id LIMIT %s",
@@ -144,21 +145,21 @@ def _batch(
         ).fetchall()
         if not rows:
             return 0, 0, after
-        matched = [row for row in rows if row[9] is not None]
-        links = [(new_id(), str(row[0]), str(row[9])) for row in matched]
+        matched = [row for row in rows if row[8] is not None]
+        links = [(new_id(), row[0], row[8]) for row in matched]
         stored = ledger.append_reconciled(database, links, now)
         won = [row for row, link in zip(matched, links) if link[0] in stored]
         feedback.apply(
             database,
             [
                 feedback.Feedback(
-                    row[2], str(row[9]), row[10], row[11], row[3], row[4], dbmod.from_db_time(row[7]), row[5], row[12]
+                    row[2], row[8], row[9], row[10], row[3], row[4], dbmod.from_db_time(row[7]), row[5], row[11]
                 )  # type: ignore[arg-type]
                 for row in won
             ],
         )
     last = rows[-1]
-    return len(rows), len(won), (last[1], str(last[0]))
+    return len(rows), len(won), (last[1], last[0])
 
 
 # -- the actor's body -------------------------------------------------------------------------------
