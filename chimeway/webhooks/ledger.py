@@ -8,8 +8,8 @@ Idempotency lives in unique keys, never in a read-then-write:
   own provider id when it has one (index 0), else the request id and the event's position in it;
 - a reconciliation is stored once per ``reconciled:<orphan id>``, however many reconcilers race.
 
-Every insert is set-based and ``ON CONFLICT DO NOTHING … RETURNING id``, so the caller learns exactly which rows
-are new and projects, suppresses and broadcasts only those.
+Every insert is set-based and ``ON CONFLICT DO NOTHING … RETURNING id``, so the caller learns exactly
+which rows are new and projects, suppresses and broadcasts only those.
 """
 
 from __future__ import annotations
@@ -25,16 +25,14 @@ from chimeway import db as dbmod
 from chimeway.models import new_id
 from chimeway.webhooks import recordset
 
-#: Rows per multi-row INSERT with placeholders: well under SQLite's 32766 variables.
-CHUNK = 500
-
 
 def idempotency_key(provider: str, event_id: str, index: int = 0) -> str:
     return f"{provider}:{event_id}:{index}"
 
 
-def reconciled_key(orphan_id: str) -> str:
-    return f"reconciled:{orphan_id}"
+def reconciled_key_sql(orphan: str) -> str:
+    """SQL for ``reconciled:<orphan id>`` of the orphan row aliased ``orphan``: the one place it is spelled."""
+    return f"'reconciled:' || CAST({orphan}.id AS text)"
 
 
 @dataclass
@@ -116,7 +114,7 @@ def append_reconciled(database: peewee.Database, links: Sequence[tuple[str, str,
         "INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, occurred_at, "
         "received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
         "SELECT v.id, o.tenant_id, v.delivery_id, 'reconciled', o.provider, o.provider_message_id, %s, %s, false, "
-        f"'reconciled:' || CAST(o.id AS text), {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
+        f"{reconciled_key_sql('o')}, {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
         f"o.webhook_event_id FROM {ids} JOIN chimeway_events o ON o.id = v.orphan_id "
         # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
         "WHERE true ORDER BY o.id ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",

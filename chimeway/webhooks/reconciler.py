@@ -110,7 +110,7 @@ def _retrying(run: Any) -> Any:
 #: once per orphan and stops at the batch size. As NOT EXISTS it becomes a hash anti-join over the
 #: whole ledger — O(events) per batch instead of O(batch).
 _NOT_LINKED = (
-    "COALESCE((SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = 'reconciled:' || CAST(o.id AS text) "
+    f"COALESCE((SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = {ledger.reconciled_key_sql('o')} "
     "LIMIT 1), 0) <> 1"
 )
 
