@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from chimeway import db
 from chimeway.models import Delivery
 from chimeway.webhooks import projection
@@ -98,3 +100,37 @@ def test_a_write_based_on_a_stale_lock_version_is_retried_not_lost_or_raised(web
 def test_facts_for_a_delivery_that_no_longer_exists_are_dropped(webhooks) -> None:
     with db.transaction():
         assert projection.apply(db.database(), [projection.Fact("00000000-0000-4000-8000-000000000000", "opened", at(1), 0)]) == set()
+
+
+@pytest.mark.postgres
+def test_concurrent_webhooks_for_one_delivery_all_succeed_and_each_moves_the_projection_once(
+    pg_webhooks, secrets, make_delivery
+) -> None:
+    import base64
+    import json
+    import threading
+
+    from chimeway.webhooks import handle
+
+    delivery = make_delivery("postmark", "pm-hot")
+    credentials = base64.b64encode(f"{secrets.postmark_user}:{secrets.postmark_password}".encode()).decode()
+    start, statuses = threading.Barrier(8), []
+
+    def post(n: int) -> None:
+        body = json.dumps({"RecordType": "Open", "MessageID": "pm-hot", "FirstOpen": n == 0,
+                           "ReceivedAt": f"2026-03-01T12:00:{n:02d}Z", "Recipient": "john@example.com"})
+        try:
+            start.wait()
+            statuses.append(handle("postmark", {"Authorization": f"Basic {credentials}"}, body).status)
+        finally:
+            pg_webhooks.database.close()
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    row = Delivery.get_by_id(delivery.id)
+    assert statuses == [200] * 8
+    assert (row.last_event_type, row.last_event_at, row.lock_version) == ("opened", at(7), 8)
+    assert at(0) <= row.opened_at <= at(7)
