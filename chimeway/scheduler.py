@@ -82,9 +82,7 @@ class Scheduler:
             if due > now:
                 continue
             # Behind schedule: the latest tick that is due stands for every one missed before it.
-            tick = due
-            while (following := _after(job.cron, tick)) <= now:
-                tick = following
+            tick = max(due, _latest(job.cron, now))
             self._next[job.name] = _after(job.cron, tick)
             try:
                 claimed = self.claim(job.name, tick)
@@ -145,7 +143,13 @@ def run(
 
 
 def _after(cron: str, moment: datetime) -> datetime:
+    """The first tick strictly after ``moment``."""
     return croniter(cron, moment).get_next(datetime)
+
+
+def _latest(cron: str, moment: datetime) -> datetime:
+    """The last tick at or before ``moment`` (croniter's get_prev is strictly before: nudge past it)."""
+    return croniter(cron, moment + timedelta(microseconds=1)).get_prev(datetime)
 
 
 @contextmanager

@@ -72,3 +72,10 @@ def test_the_same_tick_is_claimed_once_per_process_without_redis() -> None:
     assert s.claim("job0", T) is True
     assert s.claim("job0", T) is False
     assert s.claim("job0", T + timedelta(minutes=1)) is True
+
+
+def test_a_scheduler_suspended_for_a_day_catches_up_with_one_tick_at_once() -> None:
+    s, calls = scheduler("* * * * * *")  # every second: 86,400 missed ticks
+    s.start(T)
+    assert s.run_due(T + timedelta(days=1, milliseconds=300)) == [("job0", T + timedelta(days=1))]
+    assert s.seconds_until_next(T + timedelta(days=1, milliseconds=300)) == 0.7
