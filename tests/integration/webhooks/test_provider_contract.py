@@ -628,3 +628,13 @@ def test_headers_are_matched_whatever_their_case(webhooks, secrets) -> None:
     credentials = basic_auth(secrets.postmark_user, secrets.postmark_password)
     assert handle("postmark", [("aUtHoRiZaTiOn", credentials)], body) == (200, "ok")
     assert WebhookEvent.select().count() == 1
+
+
+def test_an_unusable_secret_answers_500_naming_the_setting(webhooks_with, secrets) -> None:
+    webhooks_with(sendgrid_webhook_public_key="bm90IGEga2V5", standard_webhook_secret="whsec_@@not base64@@")
+    sendgrid_request = TestSendgrid().sign(secrets, TestSendgrid().document("delivered", "m-1"))
+    standard_request = TestStandardWebhooks().sign(secrets, TestStandardWebhooks().document("email.sent", "m-2"))
+    status, text = handle("sendgrid", *sendgrid_request)
+    assert status == 500 and "CHIMEWAY_SENDGRID_WEBHOOK_PUBLIC_KEY" in text
+    status, text = handle("standard", *standard_request)
+    assert status == 500 and "CHIMEWAY_STANDARD_WEBHOOK_SECRET" in text
