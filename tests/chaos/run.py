@@ -152,6 +152,7 @@ class Chaos:
         self.send_errors = 0
         self.sending_done = threading.Event()
         self.pending_windows: list[tuple[float, float]] = []  #: PostgreSQL restarts, monotonic
+        self.pg_restarted_at: list[float] = []
         self.lock = threading.Lock()
 
     # --- processes --------------------------------------------------------------------------------
@@ -293,6 +294,7 @@ class Chaos:
                 elif action == "pg":
                     say("fault: PostgreSQL restart")
                     max_sleep = 1.6
+                    self.pg_restarted_at.append(time.monotonic())
                     began = time.monotonic() - max_sleep - 0.5
                     self.pg.restart(downtime=1.0, mode="fast")
                     ended = time.monotonic() + 1.0
@@ -414,6 +416,11 @@ class Chaos:
         result["webhooks"] = {**self.webhook_stats, **poster.snapshot()}
         # Genuine events the provider-like poster never got a 2xx/4xx for (it gave up on 5xx, or ran out of time).
         result["webhooks"]["never_accepted"] = result["webhooks"]["final"].get("gave_up", 0) + poster.pending()
+        # How long the webhook app kept failing after each PostgreSQL restart began (5xx or no answer).
+        result["webhooks"]["failing_seconds_after_pg_restart"] = [
+            round(max((t for t in poster.failures_at if t >= began), default=began) - began, 1)
+            for began in self.pg_restarted_at
+        ]
         result["send_errors_retried"] = self.send_errors
         result["unexpected_process_exits"] = self.sup.unexpected_exits
         return result

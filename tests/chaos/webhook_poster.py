@@ -42,6 +42,7 @@ class Poster:
         self.busy = 0
         self.statuses: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
+        self.failures_at: list[float] = []  #: when a POST got a 5xx or no answer (monotonic)
         self.local = threading.local()
         self.threads = [threading.Thread(target=self._loop, name=f"poster-{i}", daemon=True) for i in range(threads)]
         for thread in self.threads:
@@ -115,6 +116,8 @@ class Poster:
             status = None
         with self.cond:
             self.statuses[str(status)] += 1
+            if status is None or status >= 500:
+                self.failures_at.append(time.monotonic())
         return status
 
     def _deliver(self, event: SignedEvent, kind: str, job: Job) -> bool:
