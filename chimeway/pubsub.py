@@ -20,6 +20,19 @@ import peewee
 
 logger = logging.getLogger("chimeway.pubsub")
 
+#: Broadcasts per Redis call. A reconcile batch links thousands of orphans: one script call per
+#: chunk publishes them all, instead of two round-trip-packed commands per event.
+CHUNK = 500
+
+#: ARGV holds (tenant channel, delivery channel, message) triples; each message goes to both channels.
+_PUBLISH_BOTH = """
+for i = 1, #ARGV, 3 do
+    redis.call('PUBLISH', ARGV[i], ARGV[i + 2])
+    redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
+end
+return #ARGV / 3
+"""
+
 
 @dataclass(frozen=True)
 class Broadcast:
@@ -56,12 +69,12 @@ def publish(broadcasts: Sequence[Broadcast], runtime: Any = None) -> int:
         return 0
     namespace = runtime.settings.redis_namespace
     try:
-        pipe = client.pipeline(transaction=False)
-        for item in broadcasts:
-            message = item.message()
-            pipe.publish(tenant_channel(item.tenant_id, namespace), message)
-            pipe.publish(delivery_channel(item.delivery_id, namespace), message)
-        pipe.execute()
+        script = client.register_script(_PUBLISH_BOTH)
+        for start in range(0, len(broadcasts), CHUNK):
+            args: list[str] = []
+            for item in broadcasts[start : start + CHUNK]:
+                args += [tenant_channel(item.tenant_id, namespace), delivery_channel(item.delivery_id, namespace), item.message()]
+            script(args=args)
     except Exception as err:  # noqa: BLE001 - a broadcast must never fail the caller
         logger.warning("broadcast of %d delivery events failed: %s", len(broadcasts), type(err).__name__)
         return 0

@@ -116,3 +116,14 @@ def test_without_redis_publishing_does_nothing(webhooks) -> None:
     from chimeway.pubsub import Broadcast
 
     assert publish([Broadcast("default", "d-1", "opened", datetime.now(UTC))]) == 0
+
+
+def test_a_large_batch_of_broadcasts_arrives_whole_and_in_order(webhooks_redis, subscriber) -> None:
+    from datetime import UTC, datetime
+
+    from chimeway.pubsub import CHUNK, Broadcast
+
+    items = [Broadcast("default", f"d-{n}", "opened", datetime(2026, 1, 1, tzinfo=UTC)) for n in range(CHUNK * 2 + 7)]
+    assert publish(items) == len(items)
+    received = [json.loads(subscriber.get_message(timeout=2)["data"])["delivery_id"] for _ in items]
+    assert received == [item.delivery_id for item in items]
