@@ -59,7 +59,13 @@ def reconcile(
     runtime: Any = None,
     now: datetime | None = None,
 ) -> ReconcileResult:
-    """Link every reconcilable orphan in the window, ``batch_size`` per transaction."""
+    """Link every reconcilable orphan in the window, ``batch_size`` per transaction.
+
+    One call walks the window once, oldest first: orphans not linked yet, received between
+    CHIMEWAY_RECONCILE_MAX_AGE_MINUTES and CHIMEWAY_RECONCILE_GRACE_SECONDS ago, of ``tenant_id``
+    when given. ``scanned`` counts those examined, ``linked`` those this call linked; an orphan whose
+    delivery does not exist yet stays for a later call.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if runtime is None:
@@ -169,7 +175,9 @@ def run_actor(tenant_id: str | None = None, *, runtime: Any = None) -> Reconcile
     """The body of ``chimeway.dispatch.reconcile_orphans``: None when another run holds the lock.
 
     Overlapping runs are skipped twice over: a ``SET NX`` key for 60 s (in-memory without Redis),
-    and on PostgreSQL a session advisory lock held for the whole run.
+    and on PostgreSQL a session advisory lock held for the whole run. SQLite has no advisory locks:
+    its IMMEDIATE write transactions serialize the batches. Either way the ``reconciled:<orphan id>``
+    key is what guarantees one event per orphan; the locks only spare the duplicate work.
     """
     if runtime is None:
         from chimeway.runtime import current
