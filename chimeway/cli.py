@@ -197,12 +197,10 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("webhooks", "serve POST /webhooks/<provider> with a development WSGI server", _serve_arguments)
 def cmd_webhooks(args: argparse.Namespace) -> int:
-    from wsgiref.simple_server import make_server
-
-    from chimeway.webhooks import application
+    from chimeway.webhooks.wsgi import make
 
     _configure()
-    with make_server(args.host, args.port, application) as server:
+    with make(args.host, args.port) as server:
         print(f"listening on http://{args.host}:{server.server_port}/webhooks/<provider>", flush=True)
         try:
             server.serve_forever()

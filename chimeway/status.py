@@ -43,12 +43,9 @@ def collect(runtime: Any) -> dict[str, Any]:
 def orphan_backlog(runtime: Any) -> dict[str, Any]:
     """Orphans not linked yet: how many, the oldest one's age, and how many are past max age."""
     database = runtime.database
-    # The scalar-subquery form walks the orphan index (see chimeway.webhooks.reconciler._NOT_LINKED):
-    # the cost follows the orphans, not the size of the ledger.
-    unlinked = (
-        "needs_reconciliation AND COALESCE((SELECT 1 FROM chimeway_events r "
-        "WHERE r.idempotency_key = 'reconciled:' || CAST(e.id AS text) LIMIT 1), 0) <> 1"
-    )
+    from chimeway.webhooks.reconciler import not_linked_sql
+
+    unlinked = f"needs_reconciliation AND {not_linked_sql('e')}"  # cost follows the orphans, not the ledger
     count, oldest = db.execute(
         f"SELECT COUNT(*), MIN(received_at) FROM chimeway_events e WHERE {unlinked}", db=database
     ).fetchone()

@@ -111,14 +111,20 @@ def _retrying(run: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-#: "Not linked yet": no ``reconciled:<orphan id>`` event. Written as a scalar subquery compared with
-#: ``<>`` on purpose: the planner then walks the orphan index in batch order, probes the unique key
-#: once per orphan and stops at the batch size. As NOT EXISTS it becomes a hash anti-join over the
-#: whole ledger — O(events) per batch instead of O(batch).
-_NOT_LINKED = (
-    f"COALESCE((SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = {ledger.reconciled_key_sql('o')} "
-    "LIMIT 1), 0) <> 1"
-)
+def not_linked_sql(orphan: str) -> str:
+    """SQL: the orphan row aliased ``orphan`` has no ``reconciled:<orphan id>`` event yet.
+
+    Written as a scalar subquery compared with ``<>`` on purpose: the planner then walks the orphan
+    index in batch order, probes the unique key once per orphan and stops at the batch size. As NOT
+    EXISTS it becomes a hash anti-join over the whole ledger — O(events) instead of O(batch).
+    """
+    return (
+        f"COALESCE((SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = {ledger.reconciled_key_sql(orphan)} "
+        "LIMIT 1), 0) <> 1"
+    )
+
+
+_NOT_LINKED = not_linked_sql("o")
 
 
 def _batch(
