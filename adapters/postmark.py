@@ -41,7 +41,7 @@ from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, 
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
 
-if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+if TYPE_CHECKING:
     import httpx
 
 #: Postmark API error codes (https://postmarkapp.com/developer/api/overview#error-codes)

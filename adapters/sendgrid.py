@@ -42,7 +42,7 @@ from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
 
-if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+if TYPE_CHECKING:
     import httpx
 
 #: SendGrid v3 statuses (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors)

@@ -39,7 +39,7 @@ from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, 
 
 from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, timeout_option
 
-if TYPE_CHECKING:  # httpx is imported (with an install hint) by ._http
+if TYPE_CHECKING:
     import httpx
 
 #: Twilio error codes (https://www.twilio.com/docs/api/errors)
