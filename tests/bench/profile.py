@@ -92,36 +92,45 @@ def _short(frame: str) -> str:
 
 #: Statements of the bench itself (row creation, progress polls), not of the side being measured.
 _BENCH_SQL = ("generate_series", "count(*) FROM chimeway_deliveries WHERE status IN", "pg_stat_statements",
-              "DATABASE", "pg_catalog", "ANALYZE")
+              "DATABASE", "pg_catalog", "ANALYZE", "pg_stat_database")
 
 
-def reset_statements(env: BenchEnv) -> bool:
+def _sessions(cur: Any) -> int:
+    cur.execute("SELECT coalesce(sum(sessions), 0) FROM pg_stat_database")
+    return int(cur.fetchone()[0])
+
+
+def reset_statements(env: BenchEnv) -> int:
+    """Forget the statements seen so far; returns the count of sessions opened so far (-1 if unknown)."""
     try:
         conn = env.pg.connect()
     except Exception:
-        return False
+        return -1
     try:
-        conn.cursor().execute("SELECT pg_stat_statements_reset()")
-        return True
+        cur = conn.cursor()
+        cur.execute("SELECT pg_stat_statements_reset()")
+        return _sessions(cur)
     except Exception:
-        return False
+        return -1
     finally:
         conn.close()
 
 
-def top_statements(env: BenchEnv, n: int, limit: int = 12) -> dict[str, Any]:
-    """The SQL the side sent while draining: statements per delivery, and where the server's time went."""
+def top_statements(env: BenchEnv, n: int, sessions_before: int = -1, limit: int = 12) -> dict[str, Any]:
+    """The SQL sent since the reset: statements per item (delivery, orphan…), and where the server's time went."""
     conn = env.pg.connect()
     try:
         cur = conn.cursor()
         cur.execute("SELECT query, calls, total_exec_time, mean_exec_time FROM pg_stat_statements")
         rows = [r for r in cur.fetchall() if not any(marker in r[0] for marker in _BENCH_SQL)]
+        sessions = _sessions(cur) - sessions_before if sessions_before >= 0 else None
     finally:
         conn.close()
     total_calls = sum(r[1] for r in rows)
     total_time = sum(r[2] for r in rows) or 1.0
     rows.sort(key=lambda r: r[2], reverse=True)
     return {
+        "sessions_opened": sessions,  #: new PostgreSQL connections meanwhile (pool churn shows here)
         "statements_per_delivery": round(total_calls / n, 2),
         "server_ms_per_delivery": round(total_time / n, 3),
         "top": [{"query": " ".join(r[0].split())[:160], "per_delivery": round(r[1] / n, 2),
@@ -146,14 +155,16 @@ def profile_drains(env: BenchEnv, n: int, processes: int, threads: int) -> dict[
         out = env.root / f"profile-{side}.txt"
         label = f"profile_{side}"
         recorder: list[subprocess.Popen[bytes]] = []
+        sessions: list[int] = []
 
-        def attach(started_label: str = label, path: Path = out, holder: list = recorder) -> None:
+        def attach(started_label: str = label, path: Path = out, holder: list = recorder,
+                   opened: list = sessions) -> None:
             deadline = time.monotonic() + 60
             while started_label not in env.sup.processes or not env.sup.processes[started_label].alive():
                 if time.monotonic() > deadline:
                     return
                 time.sleep(0.05)
-            reset_statements(env)  # the sends are done: from here on, only the workers' SQL
+            opened.append(reset_statements(env))  # the sends are done: from here on, only the workers' SQL
             time.sleep(1.0)  # let Dramatiq fork its workers first
             holder.append(_record(env, started_label, path))
 
@@ -174,7 +185,7 @@ def profile_drains(env: BenchEnv, n: int, processes: int, threads: int) -> dict[
         summary["per_second_while_profiled"] = figures["per_second"]
         summary["cpu_ms_per_delivery"] = figures["cpu_ms_per_delivery"]
         try:
-            summary["sql"] = top_statements(env, n)
+            summary["sql"] = top_statements(env, n, sessions[0] if sessions else -1)
         except Exception as err:  # pg_stat_statements not loaded: the py-spy figures still stand
             summary["sql"] = {"error": f"{type(err).__name__}: {err}"}
         result[side] = summary

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from tests.bench.env import BenchEnv
+from tests.bench.profile import reset_statements, top_statements
 from tests.harness import webhooks
 from tests.harness.progress import say
 
@@ -52,7 +53,7 @@ def build_ledger(conn: Any, events: int, orphans: int) -> None:
     cur.execute("ANALYZE")
 
 
-def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str) -> dict[str, Any]:
+def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str, statements: bool = False) -> dict[str, Any]:
     import chimeway
     from chimeway.runtime import reset
 
@@ -62,6 +63,7 @@ def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str) -> dict
         build_ledger(conn, events, orphans)
         chimeway.configure(database_url=url, redis_url=env.rd.url(), environ={})
         ticks, linked, scanned = 0, 0, 0
+        sessions = reset_statements(env) if statements else -1
         started = time.monotonic()
         while True:
             result = chimeway.reconcile()
@@ -71,6 +73,7 @@ def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str) -> dict
             if result.linked == 0 or time.monotonic() - started > env.cfg.drain_timeout:
                 break
         seconds = time.monotonic() - started
+        sql = top_statements(env, max(1, linked), sessions) if statements and sessions >= 0 else None
         idle = []
         for _ in range(5):
             tick = time.monotonic()
@@ -88,13 +91,15 @@ def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str) -> dict
         "ticks": ticks, "seconds": round(seconds, 3), "orphans_per_second": round(linked / seconds, 1),
         "idle_tick_ms": round(min(idle), 2),
     }
+    if sql is not None:  # "per_delivery" reads "per orphan linked" here
+        result_row["sql"] = sql
     say(f"reconcile {orphans} orphans / {events} events: {result_row['seconds']}s "
         f"({result_row['orphans_per_second']}/s), idle tick {result_row['idle_tick_ms']} ms, linked {linked}")
     return result_row
 
 
 def reconcile_bench(env: BenchEnv, events: int, orphans: int, scale: tuple[int, ...]) -> dict[str, Any]:
-    main = reconcile_once(env, events, orphans, "reconcile")
+    main = reconcile_once(env, events, orphans, "reconcile", statements=True)
     # The same orphans in a ledger twice as large: an idle tick must not grow with the events.
     doubled = reconcile_once(env, events * 2, orphans, "reconcile_doubled")
     ratio = events / orphans
