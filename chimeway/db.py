@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -29,6 +30,8 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from chimeway.config import Settings
 from chimeway.errors import APPEND_ONLY_SQLSTATE, ConfigurationError, EventLedgerImmutableError
+
+logger = logging.getLogger("chimeway.db")
 
 #: Every model and query uses this proxy; ``bind()`` decides what is behind it.
 proxy = peewee.DatabaseProxy()
@@ -159,8 +162,22 @@ def sql(text: str, db: peewee.Database | None = None) -> str:
 def execute(text: str, params: Sequence[Any] = (), db: peewee.Database | None = None) -> Any:
     """Run hand-written SQL (``%s`` placeholders) and return the cursor; translates append-only errors."""
     db = db or database()
+    drop_broken_connection(db)
     with translate_errors():
         return db.execute_sql(sql(text, db), tuple(params))
+
+
+def drop_broken_connection(db: peewee.Database) -> bool:
+    """Close this thread's connection if the server dropped it (a restart, a network cut) and no
+    transaction is open, so the next statement reconnects instead of failing forever with
+    "connection already closed". A status check on the client, no round trip. True if dropped."""
+    if db.is_closed() or db.in_transaction() or db.is_connection_usable():
+        return False
+    try:
+        db.close()
+    except Exception:  # the connection is gone either way; the pool discards it
+        logger.debug("closing a broken connection failed", exc_info=True)
+    return True
 
 
 @contextlib.contextmanager
@@ -186,6 +203,7 @@ def is_append_only_violation(err: BaseException) -> bool:
 def transaction(db: peewee.Database | None = None) -> Iterator[peewee.Database]:
     """``db.atomic()`` with error translation; joins the caller's transaction when one is open."""
     db = db or database()
+    drop_broken_connection(db)
     with translate_errors(), db.atomic():
         yield db
 

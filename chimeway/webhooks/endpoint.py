@@ -80,6 +80,8 @@ def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: by
         result = ingest(name, tenant, request, parsed, runtime.database)
     except DATABASE_ERRORS as err:
         logger.error("%s webhook not stored, the provider will retry: %s", name, type(err).__name__)
+        # A server restart leaves this thread's connection dead: drop it so the next request reconnects.
+        dbmod.drop_broken_connection(runtime.database)
         return Response(503, "temporarily unavailable")
     report.update(event_count=result.stored, linked=result.linked, duplicate=result.duplicate)
     return Response(200, "duplicate" if result.duplicate else "ok")
