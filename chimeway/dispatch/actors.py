@@ -29,6 +29,9 @@ from chimeway.states import TERMINAL, AttemptOutcome, ErrorClass, Orchestration,
 
 logger = logging.getLogger("chimeway.dispatch")
 
+#: Dramatiq retries the deliver actor gets beyond max_attempts, for failures that spend no attempt.
+DRAMATIQ_RETRY_SLACK = 10
+
 #: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart).
 QUEUE = "chimeway"
 
@@ -248,7 +251,11 @@ def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]
     """The actors, bound to ``broker`` (reused when that broker already declared them)."""
     specs = {
         "deliver": (deliver, DELIVER_ACTOR, {
-            "max_retries": settings.max_attempts,
+            # The durable attempt count is the real budget (the claim enforces max_attempts). Dramatiq's
+            # count also grows on failures that spend no attempt (a database outage while loading or
+            # recording), so it gets slack: a PostgreSQL restart must not dead-letter a message near
+            # its budget. The ExhaustionGuard still converges a message whose Dramatiq retries run out.
+            "max_retries": settings.max_attempts + DRAMATIQ_RETRY_SLACK,
             "min_backoff": max(1, settings.backoff_min_ms),
             "max_backoff": max(1, settings.backoff_max_ms),
             "throws": (AttemptsExhausted,),

@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 import chimeway
 import chimeway.dispatch
 from chimeway import runtime as runtime_mod
-from chimeway.dispatch.actors import QUEUE
+from chimeway.dispatch.actors import DRAMATIQ_RETRY_SLACK, QUEUE
 from chimeway.dispatch.enqueue import DEDUPE_WINDOW_MS, enqueue
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.models import Delivery
@@ -40,6 +40,14 @@ def test_given_a_broker_then_the_guard_and_connections_run_inside_retries_once_e
         assert configured.actors["deliver"].options["throws"]
     finally:
         runtime_mod.reset()
+
+
+def test_given_a_runtime_then_dramatiqs_retries_of_deliver_leave_slack_above_the_attempt_budget(runtime):
+    # A database outage fails messages without spending an attempt: those must not dead-letter a
+    # message near its budget (the durable attempt count is the budget).
+    options = runtime.actors["deliver"].options
+    assert options["max_retries"] == runtime.settings.max_attempts + DRAMATIQ_RETRY_SLACK
+    assert DRAMATIQ_RETRY_SLACK >= 10
 
 
 def test_given_an_application_global_broker_when_chimeway_is_configured_then_it_is_left_alone(database_url):
