@@ -23,23 +23,30 @@ class Feedback:
     reject_reason: str | None
     occurred_at: datetime
     provider: str
-    lock_version: int  #: the delivery's version when its row was read, for the optimistic lock
+    lock_version: int = 0  #: the delivery's version when its row was read, for the optimistic lock
 
 
 def apply(database: peewee.Database, items: Sequence[Feedback]) -> int:
     """Apply inside the caller's transaction; how many suppression entries were added."""
     if not items:
         return 0
-    facts, entries, broadcasts = [], [], []
+    projection.apply(
+        database, [projection.Fact(item.delivery_id, item.type, item.occurred_at, item.lock_version) for item in items]
+    )
+    return announce(database, items)
+
+
+def announce(database: peewee.Database, items: Sequence[Feedback]) -> int:
+    """The rest of :func:`apply`, for feedback whose projection the caller's own SQL already wrote:
+    suppression entries now, broadcasts after commit. How many suppression entries were added."""
+    entries, broadcasts = [], []
     for item in items:
-        facts.append(projection.Fact(item.delivery_id, item.type, item.occurred_at, item.lock_version))
         reason = suppressions.reason_for(item.type, item.reject_reason)
         if reason is not None:
             entries.append(
                 suppressions.Entry(item.tenant_id, item.channel, item.recipient, reason, f"webhook:{item.provider}")
             )
         broadcasts.append(Broadcast(item.tenant_id, item.delivery_id, item.type, item.occurred_at))
-    projection.apply(database, facts)
     added = suppressions.add(database, entries)
     publish_after_commit(database, broadcasts)
     return added

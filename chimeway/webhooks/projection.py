@@ -104,28 +104,53 @@ _MOVES = (
 )
 
 
-def _statement(database: peewee.Database) -> str:
-    """One UPDATE for all facts. ``c`` has one row per delivery: the fact that would move the pointer
-    (pointer-moving types first, then latest, then highest rank) and the earliest time of each
+def _ctes(source: str, *, locked: bool) -> str:
+    """``f`` and ``c`` CTEs over ``source`` (a FROM item aliased ``s`` with delivery_id, type, occurred_at
+    and, when ``locked``, lock_version). ``c`` has one row per delivery: the fact that would move the
+    pointer (pointer-moving types first, then latest, then highest rank) and the earliest time of each
     set-once type, computed with window functions over one pass (no self-join)."""
-    columns = {"delivery_id": "uuid", "type": "text", "occurred_at": "timestamptz", "lock_version": "integer"}
+    lock = "lock_version, " if locked else ""
     firsts = ", ".join(
         f"MIN(CASE WHEN type = '{kind}' THEN occurred_at END) OVER (PARTITION BY delivery_id) AS {column}"
         for kind, column in SET_ONCE.items()
     )
-    set_once = ", ".join(f"{column} = COALESCE({_D}.{column}, c.{column})" for column in SET_ONCE.values())
     return (
-        f"WITH f AS (SELECT v.delivery_id, v.type, v.occurred_at, v.lock_version, {_rank('v.type')} AS rank "
-        f"FROM {recordset.relation(database, columns)}), "
-        "c AS (SELECT * FROM (SELECT delivery_id, lock_version, type AS top_type, occurred_at AS top_at, "
+        f"f AS (SELECT s.delivery_id, s.type, s.occurred_at, {'s.lock_version, ' if locked else ''}"
+        f"{_rank('s.type')} AS rank FROM {source}), "
+        f"c AS (SELECT * FROM (SELECT delivery_id, {lock}type AS top_type, occurred_at AS top_at, "
         f"rank AS top_rank, {firsts}, ROW_NUMBER() OVER (PARTITION BY delivery_id ORDER BY "
-        "CASE WHEN rank >= 0 THEN 1 ELSE 0 END DESC, occurred_at DESC, rank DESC) AS n FROM f) x WHERE n = 1) "
+        "CASE WHEN rank >= 0 THEN 1 ELSE 0 END DESC, occurred_at DESC, rank DESC) AS n FROM f) x WHERE n = 1)"
+    )
+
+
+def _update(*, locked: bool) -> str:
+    set_once = ", ".join(f"{column} = COALESCE({_D}.{column}, c.{column})" for column in SET_ONCE.values())
+    guard = f" AND {_D}.lock_version = c.lock_version" if locked else ""
+    return (
         f"UPDATE {_D} SET "
         f"last_event_type = CASE WHEN {_MOVES} THEN c.top_type ELSE {_D}.last_event_type END, "
         f"last_event_at = CASE WHEN {_MOVES} THEN c.top_at ELSE {_D}.last_event_at END, "
         f"{set_once}, lock_version = {_D}.lock_version + 1 "
-        f"FROM c WHERE {_D}.id = c.delivery_id AND {_D}.lock_version = c.lock_version RETURNING CAST({_D}.id AS text)"
+        f"FROM c WHERE {_D}.id = c.delivery_id{guard} RETURNING CAST({_D}.id AS text)"
     )
+
+
+def projecting_ctes(source: str, name: str = "projected") -> str:
+    """CTEs (for a PostgreSQL ``WITH``) that project the facts of ``source`` — a FROM item aliased ``s``
+    with delivery_id, type and occurred_at — in the same statement that produced them; the last CTE,
+    ``name``, returns the ids written.
+
+    No optimistic lock is needed here: the UPDATE evaluates every rule against the row as it is when
+    written (READ COMMITTED re-reads a row another transaction changed meanwhile), so it cannot be
+    stale. It still bumps lock_version, so other writers' optimistic locks see it.
+    """
+    return f"{_ctes(source, locked=False)}, {name} AS ({_update(locked=False)})"
+
+
+def _statement(database: peewee.Database) -> str:
+    """One UPDATE for all facts, guarded by the lock_version each fact carries."""
+    columns = {"delivery_id": "uuid", "type": "text", "occurred_at": "timestamptz", "lock_version": "integer"}
+    return f"WITH {_ctes(recordset.relation(database, columns, 's'), locked=True)} {_update(locked=True)}"
 
 
 def _write(database: peewee.Database, facts: Sequence[Fact]) -> set[str]:

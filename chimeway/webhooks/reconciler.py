@@ -31,7 +31,7 @@ import peewee
 from chimeway import db as dbmod
 from chimeway import telemetry
 from chimeway.models import new_id
-from chimeway.webhooks import feedback, ledger
+from chimeway.webhooks import feedback, ledger, projection
 
 logger = logging.getLogger("chimeway.webhooks")
 
@@ -127,6 +127,80 @@ def not_linked_sql(orphan: str) -> str:
 _NOT_LINKED = not_linked_sql("o")
 
 
+def _scan(
+    database: peewee.Database,
+    tenant_id: str | None,
+    newest: datetime,
+    oldest: datetime,
+    after: tuple[Any, str] | None,
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and their parameters of one batch's orphan scan (the orphan aliased ``o``)."""
+    where = ["o.needs_reconciliation", "o.received_at <= %s", "o.received_at >= %s"]
+    params: list[Any] = [dbmod.to_db_time(newest, database), dbmod.to_db_time(oldest, database)]
+    if tenant_id is not None:
+        where.append("o.tenant_id = %s")
+        params.append(tenant_id)
+    if after is not None:
+        where.append("(o.received_at, o.id) > (%s, %s)")  # a row comparison: an index range on both
+        params += [after[0], after[1]]
+    where.append(_NOT_LINKED)
+    return where, params
+
+
+def _pipeline_sql(where: list[str]) -> str:
+    """One PostgreSQL statement per batch: scan, match, append the ``reconciled`` events, project the
+    winners; it returns the batch's size and last key, and per winner only what suppression entries
+    and broadcasts need. No row list travels back and forth for the INSERT or the UPDATE.
+
+    Each lookup is a LATERAL subquery with LIMIT 1, so it stays an index probe per orphan whatever
+    the planner estimates for the batch (a keyset range is often estimated at one row, and a join
+    planned on that estimate compares every pair).
+    """
+    key = ledger.reconciled_key_sql("o")
+    suppressing = "o.type = 'complained' OR (o.type = 'bounced' AND o.reject_reason IN ('bounced', 'invalid'))"
+    return (
+        "WITH o AS MATERIALIZED (SELECT o.id, o.received_at, o.tenant_id, o.type, o.provider, o.provider_message_id, "
+        "o.webhook_event_id FROM chimeway_events o "
+        f"WHERE {' AND '.join(where)} ORDER BY o.received_at, o.id LIMIT %s), "
+        "ins AS (INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, "
+        "occurred_at, received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
+        "SELECT gen_random_uuid(), o.tenant_id, d.id, 'reconciled', o.provider, o.provider_message_id, "
+        f"%s, %s, false, {key}, jsonb_build_object('orphan_id', o.id, 'orphan_type', o.type), o.webhook_event_id "
+        "FROM o JOIN LATERAL (SELECT d.id FROM chimeway_deliveries d WHERE d.provider = o.provider "
+        "AND d.provider_message_id = o.provider_message_id AND d.tenant_id = o.tenant_id LIMIT 1) d ON true "
+        # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
+        "ORDER BY o.id ON CONFLICT DO NOTHING RETURNING delivery_id, metadata), "
+        # Only the winners: an orphan another reconciler linked first stored nothing, so projects nothing.
+        "won AS MATERIALIZED (SELECT o.tenant_id, ins.delivery_id, o.type, o.occurred_at, o.reject_reason, "
+        "o.provider, d.recipient, d.channel FROM ins "
+        "JOIN LATERAL (SELECT * FROM chimeway_events o WHERE o.id = CAST(ins.metadata ->> 'orphan_id' AS uuid) "
+        "LIMIT 1) o ON true "
+        "LEFT JOIN LATERAL (SELECT d.recipient, d.channel FROM chimeway_deliveries d WHERE d.id = ins.delivery_id "
+        f"AND ({suppressing}) LIMIT 1) d ON true), "
+        f"{projection.projecting_ctes('won s')}, "
+        "h AS (SELECT count(*) AS n FROM o), "
+        "l AS (SELECT received_at, CAST(id AS text) AS id FROM o ORDER BY received_at DESC, o.id DESC LIMIT 1) "
+        "SELECT h.n, l.received_at, l.id, w.tenant_id, CAST(w.delivery_id AS text), w.type, w.occurred_at, "
+        "w.reject_reason, w.channel, w.recipient, w.provider FROM h LEFT JOIN l ON true LEFT JOIN won w ON true"
+    )
+
+
+def _pipeline(
+    database: peewee.Database, where: list[str], params: list[Any], now: datetime
+) -> tuple[int, int, tuple[Any, str] | None]:
+    at = dbmod.to_db_time(now, database)
+    with dbmod.transaction(database):
+        rows = dbmod.execute(_pipeline_sql(where), [*params, at, at], db=database).fetchall()
+        won = [
+            feedback.Feedback(row[3], row[4], row[9], row[8], row[5], row[7], row[6], row[10])
+            for row in rows
+            if row[4] is not None
+        ]
+        feedback.announce(database, won)
+    scanned = rows[0][0] if rows else 0
+    return scanned, len(won), ((rows[0][1], rows[0][2]) if scanned else None)
+
+
 def _batch(
     database: peewee.Database,
     tenant_id: str | None,
@@ -136,14 +210,9 @@ def _batch(
     after: tuple[Any, str] | None,
     now: datetime,
 ) -> tuple[int, int, tuple[Any, str] | None]:
-    where = ["o.needs_reconciliation", "o.received_at <= %s", "o.received_at >= %s"]
-    params: list[Any] = [dbmod.to_db_time(newest, database), dbmod.to_db_time(oldest, database)]
-    if tenant_id is not None:
-        where.append("o.tenant_id = %s")
-        params.append(tenant_id)
-    if after is not None:
-        where.append("(o.received_at, o.id) > (%s, %s)")  # a row comparison: an index range on both
-        params += [after[0], after[1]]
+    where, params = _scan(database, tenant_id, newest, oldest, after)
+    if dbmod.is_postgres(database):
+        return _pipeline(database, where, [*params, limit], now)
     with dbmod.transaction(database):
         rows = dbmod.execute(
             # Ids as text: no uuid objects to build and turn back into strings, row after row.
@@ -151,7 +220,7 @@ def _batch(
             "o.provider_message_id, o.occurred_at, CAST(d.id AS text), d.recipient, d.channel, d.lock_version "
             "FROM chimeway_events o LEFT JOIN chimeway_deliveries d ON d.tenant_id = o.tenant_id "
             "AND d.provider = o.provider AND d.provider_message_id = o.provider_message_id "
-            f"WHERE {' AND '.join(where)} AND {_NOT_LINKED} ORDER BY o.received_at, o.id LIMIT %s",
+            f"WHERE {' AND '.join(where)} ORDER BY o.received_at, o.id LIMIT %s",
             [*params, limit],
             db=database,
         ).fetchall()
