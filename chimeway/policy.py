@@ -29,7 +29,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chimeway import preferences as preference_store
@@ -91,18 +91,31 @@ class Rule(Protocol):
 # --- the built-in rules -----------------------------------------------------------------------------
 
 
+def _facts(delivery: Delivery, now: datetime) -> Any:
+    """The facts the deliver actor loaded with the row (``deliveries.load``) for this ``now``, or None."""
+    facts = getattr(delivery, "policy_facts", None)
+    return facts if facts is not None and facts.now == now else None
+
+
 def suppression_list(delivery: Delivery, now: datetime) -> Decision:
-    if suppressions.is_suppressed(
-        delivery.recipient, delivery.channel, tenant_id=delivery.tenant_id, now=now
-    ):
-        return Suppress(Reason.RECIPIENT_SUPPRESSED)
-    return Proceed()
+    facts = _facts(delivery, now)
+    if facts is not None:
+        suppressed = facts.suppressed
+    else:
+        suppressed = suppressions.is_suppressed(
+            delivery.recipient, delivery.channel, tenant_id=delivery.tenant_id, now=now
+        )
+    return Suppress(Reason.RECIPIENT_SUPPRESSED) if suppressed else Proceed()
 
 
 def preferences(delivery: Delivery, now: datetime) -> Decision:
-    enabled = preference_store.is_enabled(
-        delivery.recipient, delivery.channel, category=delivery.category, tenant_id=delivery.tenant_id
-    )
+    facts = _facts(delivery, now)
+    if facts is not None:
+        enabled = facts.enabled
+    else:
+        enabled = preference_store.is_enabled(
+            delivery.recipient, delivery.channel, category=delivery.category, tenant_id=delivery.tenant_id
+        )
     return Proceed() if enabled else Suppress(Reason.CHANNEL_DISABLED)
 
 

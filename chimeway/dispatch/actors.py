@@ -86,7 +86,7 @@ def deliver(delivery_id: str) -> None:
 
 def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     now = db.now()
-    delivery = deliveries.find(delivery_id)
+    delivery = deliveries.load(delivery_id, now)  # with the facts the first policy rules need
     if delivery is None:
         logger.warning("delivery %s: no such delivery; message acknowledged", delivery_id)
         return
