@@ -98,3 +98,38 @@ def test_given_a_message_left_a_transaction_open_then_the_connection_middleware_
     assert not runtime.database.in_transaction() and runtime.database.is_closed()
     assert chimeway.get_delivery(delivery.id).recipient == "ann@example.com"
     assert any("left open" in r.getMessage() for r in caplog.records)
+
+
+def test_given_postgresql_when_a_message_checks_out_a_pooled_connection_then_no_ping_round_trip(
+    pg_url, monkeypatch
+):
+    from chimeway.config import load_settings
+    from chimeway.db import connect
+
+    database = connect(load_settings(environ={}, database_url=pg_url))
+    middleware = DatabaseConnections(database)
+    try:
+        database.connect()
+        first = database.connection()
+        database.close()  # back to the pool, idle
+        pings = []  # peewee's own check-out test sends SELECT 1 from here
+        monkeypatch.setattr(database._adapter, "is_connection_closed", lambda conn: pings.append(conn))
+
+        middleware.before_process_message(None, None)
+        assert database.connection() is first  # reused, and the check-out sent nothing
+        middleware.after_process_message(None, None)
+
+        first.cursor().execute("BEGIN")  # a connection parked inside a transaction is rolled back
+        middleware.before_process_message(None, None)
+        assert database.connection() is first and not database.in_transaction()
+        assert first.get_transaction_status() == 0  # idle
+        middleware.after_process_message(None, None)
+
+        first.close()  # a connection the driver knows is closed is discarded
+        middleware.before_process_message(None, None)
+        assert database.connection() is not first
+        database.execute_sql("SELECT 1")
+        middleware.after_process_message(None, None)
+        assert pings == []
+    finally:
+        database.close_all()
