@@ -3,9 +3,10 @@ projection, suppression entries for hard bounces and complaints, and a broadcast
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import peewee
 
@@ -36,9 +37,12 @@ def apply(database: peewee.Database, items: Sequence[Feedback]) -> int:
     return announce(database, items)
 
 
-def announce(database: peewee.Database, items: Sequence[Feedback]) -> int:
+def announce(
+    database: peewee.Database, items: Sequence[Feedback], publish: Callable[[list[Broadcast]], Any] | None = None
+) -> int:
     """The rest of :func:`apply`, for feedback whose projection the caller's own SQL already wrote:
-    suppression entries now, broadcasts after commit. How many suppression entries were added."""
+    suppression entries now, broadcasts after commit (handed to ``publish`` when given, e.g. to send
+    them from another thread). How many suppression entries were added."""
     entries, broadcasts = [], []
     for item in items:
         reason = suppressions.reason_for(item.type, item.reject_reason)
@@ -48,5 +52,8 @@ def announce(database: peewee.Database, items: Sequence[Feedback]) -> int:
             )
         broadcasts.append(Broadcast(item.tenant_id, item.delivery_id, item.type, item.occurred_at))
     added = suppressions.add(database, entries)
-    publish_after_commit(database, broadcasts)
+    if publish is None:
+        publish_after_commit(database, broadcasts)
+    elif broadcasts:
+        database.after_commit(lambda: publish(broadcasts))
     return added

@@ -22,6 +22,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,8 +31,9 @@ from typing import Any
 import peewee
 
 from chimeway import db as dbmod
-from chimeway import telemetry
+from chimeway import pubsub, telemetry
 from chimeway.models import new_id
+from chimeway.pubsub import Broadcast
 from chimeway.webhooks import feedback, ledger, projection
 
 logger = logging.getLogger("chimeway.webhooks")
@@ -78,16 +81,26 @@ def reconcile(
     oldest = now - timedelta(minutes=settings.reconcile_max_age_minutes)
     scanned = linked = 0
     after: tuple[Any, str] | None = None
-    with telemetry.span("reconcile", tenant_id=tenant_id) as report:
-        while True:
-            batch_scanned, batch_linked, after = _retrying(
-                lambda: _batch(database, tenant_id, batch_size, newest, oldest, after, now)  # noqa: B023
-            )
-            scanned += batch_scanned
-            linked += batch_linked
-            if batch_scanned < batch_size:
-                break
-        report.update(scanned=scanned, linked=linked)
+    # Each batch's broadcasts go out from one thread while the next batch runs in PostgreSQL, in
+    # order, after their batch commits; the call returns once all of them are out.
+    publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chimeway-reconcile-publish")
+
+    def publish(broadcasts: list[Broadcast]) -> None:
+        publisher.submit(pubsub.publish, broadcasts, runtime)
+
+    try:
+        with telemetry.span("reconcile", tenant_id=tenant_id) as report:
+            while True:
+                batch_scanned, batch_linked, after = _retrying(
+                    lambda: _batch(database, tenant_id, batch_size, newest, oldest, after, now, publish)  # noqa: B023
+                )
+                scanned += batch_scanned
+                linked += batch_linked
+                if batch_scanned < batch_size:
+                    break
+            report.update(scanned=scanned, linked=linked)
+    finally:
+        publisher.shutdown(wait=True)
     return ReconcileResult(scanned=scanned, linked=linked)
 
 
@@ -186,7 +199,11 @@ def _pipeline_sql(where: list[str]) -> str:
 
 
 def _pipeline(
-    database: peewee.Database, where: list[str], params: list[Any], now: datetime
+    database: peewee.Database,
+    where: list[str],
+    params: list[Any],
+    now: datetime,
+    publish: Callable[[list[Broadcast]], Any] | None = None,
 ) -> tuple[int, int, tuple[Any, str] | None]:
     at = dbmod.to_db_time(now, database)
     with dbmod.transaction(database):
@@ -196,7 +213,7 @@ def _pipeline(
             for row in rows
             if row[4] is not None
         ]
-        feedback.announce(database, won)
+        feedback.announce(database, won, publish)
     scanned = rows[0][0] if rows else 0
     return scanned, len(won), ((rows[0][1], rows[0][2]) if scanned else None)
 
@@ -209,10 +226,11 @@ def _batch(
     oldest: datetime,
     after: tuple[Any, str] | None,
     now: datetime,
+    publish: Callable[[list[Broadcast]], Any] | None = None,
 ) -> tuple[int, int, tuple[Any, str] | None]:
     where, params = _scan(database, tenant_id, newest, oldest, after)
     if dbmod.is_postgres(database):
-        return _pipeline(database, where, [*params, limit], now)
+        return _pipeline(database, where, [*params, limit], now, publish)
     with dbmod.transaction(database):
         rows = dbmod.execute(
             # Ids as text: no uuid objects to build and turn back into strings, row after row.
