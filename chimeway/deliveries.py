@@ -87,6 +87,23 @@ INSERT INTO chimeway_delivery_attempts (
 ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
+#: PostgreSQL: the state UPDATE and the attempt INSERT as one statement (one round trip instead of
+#: BEGIN, UPDATE, INSERT, COMMIT). The INSERT reads the UPDATE's row, so the claim guard holds exactly
+#: as in the two-statement path: no row updated, no attempt row. Placeholders: the state UPDATE's,
+#: then id, outcome, error_class, error_message, adapter, provider_message_id, provider_response,
+#: duration_ms, created_at.
+_RECORD_BOTH = f"""
+WITH s AS ({_RECORD_STATE.strip()}, id, attempt_count),
+a AS (
+    INSERT INTO chimeway_delivery_attempts (
+        id, delivery_id, attempt_number, outcome, error_class, error_message, adapter,
+        provider_message_id, provider_response, duration_ms, created_at
+    )
+    SELECT %s::uuid, s.id, s.attempt_count, %s, %s, %s, %s, %s, %s::jsonb, %s, %s FROM s
+)
+SELECT tenant_id, channel, adapter FROM s
+"""
+
 _RETURNING = " RETURNING tenant_id, channel, adapter"
 
 
@@ -191,28 +208,33 @@ def record(
     with telemetry.span(
         "attempt_record", delivery_id=delivery_id, attempt=attempt_number, adapter=adapter,
         outcome=outcome, error_class=error_class, status=status.value, reason=reason and reason.value,
-    ) as result, db.transaction():
-        rows = db.execute(
-            _RECORD_STATE,
-            (
-                status.value, reason and reason.value, _t(next_attempt_at), provider, provider_message_id,
-                _t(now), delivery_id, attempt_number,
-            ),
-        ).fetchall()
+    ) as result:
+        state = (
+            status.value, reason and reason.value, _t(next_attempt_at), provider, provider_message_id,
+            _t(now), delivery_id, attempt_number,
+        )
+        attempt = (
+            new_id(), outcome, error_class, error_message[:1000] if error_message else None, adapter,
+            provider_message_id, db.to_db_json(dict(provider_response or {})), int(duration_ms), _t(now),
+        )
+        rows = _record_rows(state, attempt, delivery_id, attempt_number)
         if not rows:
             result["duplicate"] = True
             return False
-        db.execute(
-            _RECORD_ATTEMPT,
-            (
-                new_id(), delivery_id, attempt_number, outcome, error_class,
-                error_message[:1000] if error_message else None, adapter, provider_message_id,
-                db.to_db_json(dict(provider_response or {})), int(duration_ms), _t(now),
-            ),
-        )
     if status in TERMINAL:
         _announce(delivery_id, rows[0], status, reason)
     return True
+
+
+def _record_rows(state: tuple[Any, ...], attempt: tuple[Any, ...], delivery_id: str, attempt_number: int) -> list[Any]:
+    """Run the guarded state UPDATE and the attempt INSERT atomically; the UPDATE's rows (none: claim lost)."""
+    if db.is_postgres():
+        return db.execute(_RECORD_BOTH, (*state, *attempt)).fetchall()
+    with db.transaction():
+        rows = db.execute(_RECORD_STATE, state).fetchall()
+        if rows:
+            db.execute(_RECORD_ATTEMPT, (attempt[0], delivery_id, attempt_number, *attempt[1:]))
+    return rows
 
 
 # --- the other writers -----------------------------------------------------------------------------

@@ -195,3 +195,35 @@ def test_given_an_attempt_outliving_its_lease_then_dramatiq_interrupts_it_and_th
         assert outcomes_of(sent.id) == [(2, "succeeded", None)]
     finally:
         runtime_mod.reset()
+
+
+def test_given_a_claim_when_recorded_then_state_and_attempt_row_are_written_together_and_only_under_that_claim(
+    runtime, create
+):
+    delivery = create(["ok"], max_attempts=3)
+    assert deliveries.claim(delivery.id, lease_seconds=60) == 1
+    # The wrong attempt number (the claim moved on): nothing written at all.
+    assert not deliveries.record(delivery.id, 2, outcome="succeeded", error_class=None, adapter="fake",
+                                 status=Status.SUCCEEDED)
+    assert outcomes_of(delivery.id) == []
+    assert chimeway.get_delivery(delivery.id).status == "dispatched"
+    assert deliveries.record(
+        delivery.id, 1, outcome="failed", error_class="temporary", adapter="fake", status=Status.FAILED,
+        next_attempt_at=db.now() + timedelta(seconds=30), provider_response={"code": 421},
+        error_message="x" * 2000, duration_ms=7,
+    )
+    [attempt] = deliveries.attempts(delivery.id)
+    assert (attempt.attempt_number, attempt.outcome, attempt.error_class, attempt.adapter) == (1, "failed", "temporary", "fake")
+    assert (attempt.provider_response, attempt.duration_ms, len(attempt.error_message)) == ({"code": 421}, 7, 1000)
+    stored = chimeway.get_delivery(delivery.id)
+    assert (stored.status, stored.lease_until is None, stored.next_attempt_at is not None) == ("failed", True, True)
+    # Recording the same attempt again (a duplicate message): the claim is gone, nothing is written.
+    assert not deliveries.record(delivery.id, 1, outcome="succeeded", error_class=None, adapter="fake",
+                                 status=Status.SUCCEEDED)
+    assert len(deliveries.attempts(delivery.id)) == 1
+    # An invalid attempt row leaves the state untouched too (one statement / one transaction).
+    assert deliveries.claim(delivery.id, lease_seconds=60, now=db.now() + timedelta(seconds=60)) == 2
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the dialect's own integrity error
+        deliveries.record(delivery.id, 2, outcome="nonsense", error_class=None, adapter="fake", status=Status.SUCCEEDED)
+    assert chimeway.get_delivery(delivery.id).status == "dispatched"
+    assert len(deliveries.attempts(delivery.id)) == 1
