@@ -8,9 +8,11 @@ projection, in one transaction per batch, then broadcasts after commit. That key
 can never fill a batch, and two reconcilers racing on one orphan store one event (the second insert
 hits the unique key and stores nothing, so it projects nothing either).
 
-The scan is set-based: one keyset-paginated query per batch over the partial orphan index, joined
-to the deliveries by the same (tenant, provider, provider_message_id) key ingest uses; one multi-row
-insert; one projection update. Its cost follows the orphans in the window, not the ledger. One call
+The scan is set-based: keyset-paginated batches over the partial orphan index, matched to the
+deliveries by the same (tenant, provider, provider_message_id) key ingest uses. On PostgreSQL a batch
+is one statement (scan, match, insert, projection update) that sends back only what suppression
+entries and broadcasts need; SQLite runs the same steps as separate statements. Its cost follows the
+orphans in the window, not the ledger. One call
 walks the whole window once, oldest first, so orphans whose delivery never appears cannot starve
 newer ones either.
 """
