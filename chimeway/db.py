@@ -206,8 +206,3 @@ def transaction(db: peewee.Database | None = None) -> Iterator[peewee.Database]:
     drop_broken_connection(db)
     with translate_errors(), db.atomic():
         yield db
-
-
-def utc_from_row(row: dict[str, Any], *names: str) -> None:
-    for name in names:
-        row[name] = from_db_time(row.get(name))

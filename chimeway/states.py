@@ -1,6 +1,7 @@
 """The closed vocabularies of the data model (DESIGN.md §3–§4), each in one place.
 
-The migrations' CHECK constraints list the same values; ``tests/migrations`` checks they agree.
+The migrations' CHECK constraints list the same values; ``tests/migrations`` checks that the schema
+accepts every value named here.
 """
 
 from __future__ import annotations
@@ -96,8 +97,3 @@ class SuppressionReason(StrEnum):
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"
     MANUAL = "manual"
-
-
-def sql_list(enum: type[StrEnum]) -> str:
-    """The values as a SQL list literal, for comparing with the migrations' CHECK constraints."""
-    return ", ".join(f"'{member.value}'" for member in enum)

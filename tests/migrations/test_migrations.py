@@ -18,8 +18,16 @@ from chimeway import db as dbmod
 from chimeway.config import load_settings
 from chimeway.errors import EventLedgerImmutableError, MigrationError
 from chimeway.migrator import HISTORY_TABLE, load_migrations, migrate, status
-from chimeway.models import ALL_MODELS, Attempt, Delivery, Event
-from chimeway.states import Status
+from chimeway.models import ALL_MODELS, Attempt, Delivery, Event, Suppression
+from chimeway.states import (
+    AttemptOutcome,
+    ErrorClass,
+    EventType,
+    Orchestration,
+    RejectReason,
+    Status,
+    SuppressionReason,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -218,6 +226,27 @@ def test_every_status_in_code_is_accepted_by_the_schema(database):
     for status_value in Status:
         _delivery(status=status_value.value)
     assert Delivery.select().count() == len(Status)
+
+
+def test_every_vocabulary_value_in_code_is_accepted_by_the_schema(database):
+    migrate(database)
+    delivery = _delivery()
+    for number, (outcome, error_class) in enumerate(
+        [(o.value, None) for o in AttemptOutcome] + [("failed", e.value) for e in ErrorClass], start=1
+    ):
+        Attempt.create(delivery_id=delivery.id, attempt_number=number, outcome=outcome, error_class=error_class,
+                       adapter="log")
+    for event_type in EventType:
+        _event(type=event_type.value)
+    for reason in RejectReason:
+        _event(type="rejected", reject_reason=reason.value)
+    for reason in SuppressionReason:
+        Suppression.create(channel="email", address=f"{reason.value}@example.com", reason=reason.value)
+    for state in Orchestration:
+        _delivery(orchestration_state=state.value)
+    assert Event.select().count() == len(EventType) + len(RejectReason)
+    assert Attempt.select().count() == len(AttemptOutcome) + len(ErrorClass)
+    assert Suppression.select().count() == len(SuppressionReason)
 
 
 def test_timestamps_round_trip_as_aware_utc(database):
