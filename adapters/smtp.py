@@ -66,6 +66,7 @@ from chimeway.adapter import (
     SendRequest,
     SendResult,
     TemporaryError,
+    parse_flag,
 )
 from chimeway.errors import ConfigurationError
 
@@ -73,17 +74,6 @@ _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_CODES_WITHOUT_ENHANCED = frozenset({550, 551, 553})
 #: the extension a stage needs, for the error when the server lacks it
 _EXTENSION_NEEDED = {"tls": "STARTTLS", "auth": "AUTH", "mail": "SMTPUTF8 (needed for a non-ASCII address)"}
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
 
 
 def _port(value: Any) -> int | None:
@@ -114,8 +104,8 @@ class SmtpAdapter(Adapter):
         "port": Option(default=None, parse=_port, doc="expected a port number from 1 to 65535"),
         "username": Option(doc="expected the SMTP login user"),
         "password": Option(secret=True, doc="expected the SMTP login password"),
-        "starttls": Option(default=False, parse=_flag, doc="expected true or false"),
-        "ssl": Option(default=False, parse=_flag, doc="expected true or false"),
+        "starttls": Option(default=False, parse=parse_flag, doc="expected true or false"),
+        "ssl": Option(default=False, parse=parse_flag, doc="expected true or false"),
         "timeout": Option(default=10.0, parse=_seconds, doc="expected a number of seconds greater than 0"),
         "from": Option(doc="expected a sender address"),
         "provider": Option(default="smtp", doc="expected the provider name webhooks report (e.g. mailgun)"),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from chimeway.config import parse_flag
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "TemporaryError",
+    "parse_flag",
 ]
 
 

@@ -93,6 +93,21 @@ def _mapping(value: Any) -> dict[str, str]:
 _mapping.accepts = "channel=adapter pairs separated by commas, e.g. email=smtp,sms=twilio"  # type: ignore[attr-defined]
 
 
+def parse_flag(value: Any) -> bool:
+    """A yes/no setting or adapter option: a bool, or true/false, 1/0, yes/no, on/off (empty: false)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+parse_flag.accepts = "true or false (also 1/0, yes/no, on/off)"  # type: ignore[attr-defined]
+
+
 def _cron(value: Any) -> str:
     from croniter import croniter
 
@@ -224,6 +239,10 @@ class Settings:
     )
     db_pool_timeout_seconds: int = _setting(
         "CHIMEWAY_DB_POOL_TIMEOUT_SECONDS", 10, _int(1), "how long a thread waits for a pooled connection"
+    )
+    db_prepared_statements: bool = _setting(
+        "CHIMEWAY_DB_PREPARED_STATEMENTS", True, parse_flag,
+        "PostgreSQL: plan the worker's hot statements once per connection; false behind a transaction-pooling PgBouncer",
     )
     broker_heartbeat_ms: int = _setting(
         "CHIMEWAY_BROKER_HEARTBEAT_MS", 15_000, _int(1000),

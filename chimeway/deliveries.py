@@ -50,16 +50,16 @@ DUE_TOLERANCE = timedelta(seconds=1)
 #: by a crashed worker). One placeholder: now.
 _FREE = "(status IN ('pending', 'failed') OR (status = 'dispatched' AND lease_until < %s))"
 
-_INSERT = """
+_INSERT = db.Statement("chimeway_insert_delivery", """
 INSERT INTO chimeway_deliveries (
     id, tenant_id, notification_id, channel, category, recipient, adapter, payload, metadata,
     idempotency_key, status, orchestration_state, attempt_count, max_attempts, delay_fallback,
     lock_version, created_at, updated_at
 ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', 'ready', 0, %s, %s, 0, %s, %s)
 ON CONFLICT DO NOTHING
-"""
+""")
 
-_CLAIM = f"""
+_CLAIM = db.Statement("chimeway_claim", f"""
 UPDATE chimeway_deliveries
    SET status = 'dispatched', attempt_count = attempt_count + 1, lease_until = %s,
        orchestration_state = 'ready', next_eligible_at = NULL, updated_at = %s
@@ -69,7 +69,7 @@ UPDATE chimeway_deliveries
    AND (orchestration_state = 'ready' OR next_eligible_at <= %s)
    AND (status <> 'failed' OR next_attempt_at IS NULL OR next_attempt_at <= %s)
 RETURNING attempt_count
-"""
+""")
 
 _RECORD_STATE = """
 UPDATE chimeway_deliveries
@@ -92,7 +92,7 @@ INSERT INTO chimeway_delivery_attempts (
 #: as in the two-statement path: no row updated, no attempt row. Placeholders: the state UPDATE's,
 #: then id, outcome, error_class, error_message, adapter, provider_message_id, provider_response,
 #: duration_ms, created_at.
-_RECORD_BOTH = f"""
+_RECORD_BOTH = db.Statement("chimeway_record", f"""
 WITH s AS ({_RECORD_STATE.strip()}, id, attempt_count),
 a AS (
     INSERT INTO chimeway_delivery_attempts (
@@ -102,7 +102,7 @@ a AS (
     SELECT %s::uuid, s.id, s.attempt_count, %s, %s, %s, %s, %s, %s::jsonb, %s, %s FROM s
 )
 SELECT tenant_id, channel, adapter FROM s
-"""
+""")
 
 _RETURNING = " RETURNING tenant_id, channel, adapter"
 
@@ -141,7 +141,7 @@ def create(
     ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL."""
     now = db.now()
     delivery_id = new_id()
-    cursor = db.execute(
+    cursor = db.run(
         _INSERT,
         (
             delivery_id, tenant_id, notification_id, channel, category, recipient, adapter,
@@ -178,7 +178,7 @@ def claim(delivery_id: str, *, lease_seconds: int, now: datetime | None = None) 
     attempt budget is spent)."""
     now = now or db.now()
     due = now + DUE_TOLERANCE
-    rows = db.execute(
+    rows = db.run(
         _CLAIM,
         (_t(now + timedelta(seconds=lease_seconds)), _t(now), delivery_id, _t(now), _t(due), _t(due)),
     ).fetchall()
@@ -229,7 +229,7 @@ def record(
 def _record_rows(state: tuple[Any, ...], attempt: tuple[Any, ...], delivery_id: str, attempt_number: int) -> list[Any]:
     """Run the guarded state UPDATE and the attempt INSERT atomically; the UPDATE's rows (none: claim lost)."""
     if db.is_postgres():
-        return db.execute(_RECORD_BOTH, (*state, *attempt)).fetchall()
+        return db.run(_RECORD_BOTH, (*state, *attempt)).fetchall()
     with db.transaction():
         rows = db.execute(_RECORD_STATE, state).fetchall()
         if rows:
@@ -346,7 +346,7 @@ _FIND = f"SELECT {_COLUMNS} FROM chimeway_deliveries d WHERE d.id = %s"
 #: trip. The facts match the recipient as stored; :func:`load` only keeps them when the stored form is
 #: already normalized (else the rules query with every form of the address, as they always did).
 #: Placeholders: now (suppression expiry), id.
-_LOAD = f"""
+_LOAD = db.Statement("chimeway_load", f"""
 SELECT {_COLUMNS},
        EXISTS (SELECT 1 FROM chimeway_suppressions s
                 WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel AND s.address = d.recipient
@@ -358,7 +358,7 @@ SELECT {_COLUMNS},
          LIMIT 1) AS enabled
   FROM chimeway_deliveries d
  WHERE d.id = %s
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,7 @@ def load(delivery_id: str, now: datetime) -> Delivery | None:
 
     if not _valid_id(delivery_id):
         return None
-    row = db.execute(_LOAD, (_t(now), str(delivery_id))).fetchone()
+    row = db.run(_LOAD, (_t(now), str(delivery_id))).fetchone()
     if row is None:
         return None
     delivery = _build(row)

@@ -63,6 +63,7 @@ def configure(
     loaded: Settings = load_settings(environ, **settings)
     registry = Registry(loaded, environ)
     database_obj = database if database is not None else db.connect(loaded)
+    db.use_prepared_statements(database_obj, loaded.db_prepared_statements)
     runtime = Runtime(settings=loaded, database=database_obj, registry=registry, owns_database=database is None)
     with _lock:
         previous, _current = _current, runtime

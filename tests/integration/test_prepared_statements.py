@@ -1,0 +1,118 @@
+"""Prepared hot-path statements on PostgreSQL: planned once per connection, recovered when the server
+forgets them, off when CHIMEWAY_DB_PREPARED_STATEMENTS says so, plain SQL on SQLite."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import chimeway
+from chimeway import db as dbmod
+from chimeway import deliveries
+from chimeway import runtime as runtime_mod
+from chimeway.errors import ConfigurationError
+from chimeway.states import Status
+
+PREPARED_NAMES = "SELECT name FROM pg_prepared_statements WHERE left(name, 9) = 'chimeway_' ORDER BY name"
+
+
+def _prepared(runtime: runtime_mod.Runtime) -> list[str]:
+    return [row[0] for row in runtime.database.execute_sql(PREPARED_NAMES).fetchall()]
+
+
+def _send_claim_record(runtime: runtime_mod.Runtime) -> str:
+    delivery = chimeway.send("email", "ada@example.test", {"subject": "hi"}, adapter="log")
+    loaded = deliveries.load(delivery.id, dbmod.now())
+    assert loaded is not None and loaded.status == Status.PENDING
+    attempt = deliveries.claim(delivery.id, lease_seconds=60)
+    assert attempt == 1
+    assert deliveries.record(
+        delivery.id, attempt, outcome="succeeded", error_class=None, adapter="log", status=Status.SUCCEEDED,
+        provider="log", provider_message_id=f"log-{uuid.uuid4()}", provider_response={"ok": True}, duration_ms=7,
+    )
+    return delivery.id
+
+
+def test_statement_text_numbers_each_placeholder_for_prepare_and_keeps_them_for_execute():
+    statement = dbmod.Statement("chimeway_example", "SELECT %s, %s FROM t WHERE id = %s")
+    assert statement.prepare_text == "PREPARE chimeway_example AS SELECT $1, $2 FROM t WHERE id = $3"
+    assert statement.execute_text == "EXECUTE chimeway_example (%s, %s, %s)"
+    assert dbmod.Statement("chimeway_none", "SELECT 1").execute_text == "EXECUTE chimeway_none"
+
+
+@pytest.mark.postgres
+def test_given_postgresql_when_deliveries_go_through_the_hot_path_then_each_statement_is_prepared_once_per_connection(pg_url):
+    runtime = runtime_mod.configure(database_url=pg_url, redis_url="", environ={})
+    try:
+        first = _send_claim_record(runtime)
+        second = _send_claim_record(runtime)
+        assert _prepared(runtime) == ["chimeway_claim", "chimeway_insert_delivery", "chimeway_load", "chimeway_record"]
+        for delivery_id in (first, second):
+            delivery = chimeway.get_delivery(delivery_id)
+            assert delivery.status == Status.SUCCEEDED and delivery.provider == "log"
+            [attempt] = chimeway.attempts(delivery_id)
+            assert (attempt.attempt_number, attempt.outcome, attempt.duration_ms) == (1, "succeeded", 7)
+            assert attempt.provider_response == {"ok": True}
+    finally:
+        runtime_mod.reset()
+
+
+@pytest.mark.postgres
+def test_given_the_server_forgot_its_prepared_statements_when_the_next_delivery_runs_then_they_are_prepared_again(pg_url):
+    runtime = runtime_mod.configure(database_url=pg_url, redis_url="", environ={})
+    try:
+        _send_claim_record(runtime)
+        runtime.database.execute_sql("DEALLOCATE ALL")  # what a pooler's DISCARD ALL does behind our back
+        assert _prepared(runtime) == []
+        delivery_id = _send_claim_record(runtime)
+        assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+        assert "chimeway_claim" in _prepared(runtime)
+    finally:
+        runtime_mod.reset()
+
+
+@pytest.mark.postgres
+def test_given_prepared_statements_are_off_then_the_hot_path_prepares_nothing(pg_url):
+    runtime = runtime_mod.configure(
+        database_url=pg_url, redis_url="", environ={"CHIMEWAY_DB_PREPARED_STATEMENTS": "false"}
+    )
+    try:
+        delivery_id = _send_claim_record(runtime)
+        assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+        assert _prepared(runtime) == []
+    finally:
+        runtime_mod.reset()
+
+
+@pytest.mark.postgres
+def test_given_a_send_inside_a_transaction_that_rolls_back_then_its_prepared_insert_still_serves_the_next_send(pg_url):
+    runtime = runtime_mod.configure(database_url=pg_url, redis_url="", environ={})
+    try:
+        with pytest.raises(RuntimeError), runtime.database.atomic():
+            chimeway.send("email", "ada@example.test", {"subject": "hi"}, adapter="log")
+            raise RuntimeError("the application changes its mind")
+        # PREPARE is not transactional: the statement outlives the rollback and is used, not re-prepared.
+        assert "chimeway_insert_delivery" in _prepared(runtime)
+        delivery = chimeway.send("email", "bob@example.test", {"subject": "hi"}, adapter="log")
+        assert chimeway.get_delivery(delivery.id).recipient == "bob@example.test"
+        count = runtime.database.execute_sql("SELECT count(*) FROM chimeway_deliveries").fetchone()[0]
+        assert count == 1
+    finally:
+        runtime_mod.reset()
+
+
+def test_given_sqlite_then_the_hot_path_runs_plain_sql(sqlite_url):
+    runtime = runtime_mod.configure(database_url=sqlite_url, redis_url="", environ={})
+    try:
+        chimeway.migrate()
+        delivery_id = _send_claim_record(runtime)
+        assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+    finally:
+        runtime_mod.reset()
+
+
+def test_an_invalid_prepared_statements_setting_fails_at_configure_time_naming_the_variable():
+    with pytest.raises(ConfigurationError, match="CHIMEWAY_DB_PREPARED_STATEMENTS") as caught:
+        runtime_mod.configure(redis_url="", environ={"CHIMEWAY_DB_PREPARED_STATEMENTS": "sometimes"})
+    assert caught.value.variable == "CHIMEWAY_DB_PREPARED_STATEMENTS"
