@@ -323,7 +323,11 @@ def _announce(delivery_id: str, row: Sequence[Any], status: Status, reason: Reas
 
 #: Delivery's columns in model order, and how each value comes out of the database (None: as it is).
 _FIELDS = Delivery._meta.sorted_fields
-_COLUMNS = ", ".join(f"d.{field.column_name}" for field in _FIELDS)
+#: UUID columns come back as text: no uuid objects built per row only to be turned into strings.
+_COLUMNS = ", ".join(
+    f"CAST(d.{field.column_name} AS text)" if isinstance(field, UUIDText) else f"d.{field.column_name}"
+    for field in _FIELDS
+)
 
 
 def _converter(field: Any) -> Any:

@@ -20,11 +20,10 @@ passes. A handler that raises is logged and ignored: telemetry never breaks a de
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger("chimeway.telemetry")
@@ -87,17 +86,32 @@ def emit(event: str, phase: str, **metadata: Any) -> None:
             logger.exception("telemetry handler %r failed on %s.%s", handler, event, phase)
 
 
-@contextlib.contextmanager
-def span(event: str, **metadata: Any) -> Iterator[dict[str, Any]]:
-    """Emit start, then stop or exception with the duration. Add to the yielded dict to report results."""
-    emit(event, "start", **metadata)
-    started = time.perf_counter()
-    extra: dict[str, Any] = {}
-    try:
-        yield extra
-    except BaseException as err:
-        elapsed = round((time.perf_counter() - started) * 1000, 3)
-        emit(event, "exception", **metadata, **extra, duration_ms=elapsed, error=type(err).__name__)
-        raise
-    elapsed = round((time.perf_counter() - started) * 1000, 3)
-    emit(event, "stop", **metadata, **extra, duration_ms=elapsed)
+class span:  # noqa: N801 - used like a function: ``with telemetry.span("perform", ...) as report:``
+    """Emit start, then stop or exception with the duration. Add to the yielded dict to report results.
+
+    A class, not a generator: it wraps every message and every attempt record, and when no handler
+    is attached it costs no more than building the dict.
+    """
+
+    __slots__ = ("event", "extra", "metadata", "started")
+
+    def __init__(self, event: str, **metadata: Any) -> None:
+        self.event = event
+        self.metadata = metadata
+        self.extra: dict[str, Any] = {}
+        self.started = 0.0
+
+    def __enter__(self) -> dict[str, Any]:
+        if _handlers:
+            emit(self.event, "start", **self.metadata)
+            self.started = time.perf_counter()
+        return self.extra
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
+        if not _handlers:
+            return
+        elapsed = round((time.perf_counter() - self.started) * 1000, 3) if self.started else 0.0
+        if err is None:
+            emit(self.event, "stop", **self.metadata, **self.extra, duration_ms=elapsed)
+        else:
+            emit(self.event, "exception", **self.metadata, **self.extra, duration_ms=elapsed, error=type(err).__name__)

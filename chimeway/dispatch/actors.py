@@ -154,12 +154,15 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
         "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=delivery.adapter,
         attempt=attempt, outcome=outcome.outcome.value, error_class=outcome.error_class, duration_ms=duration_ms,
     )
-    decision = backoff.decide(
-        attempt, delivery.max_attempts, now=db.now(), min_ms=runtime.settings.backoff_min_ms,
-        max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
-    )
-    message = CurrentMessage.get_current_message()
-    final = isinstance(decision, backoff.GiveUp) or ExhaustionGuard.last_message(runtime.broker, message)
+    decision: Any = None
+    final = False
+    if outcome.transient:  # only a failure that may be retried needs a backoff and the final-message check
+        decision = backoff.decide(
+            attempt, delivery.max_attempts, now=db.now(), min_ms=runtime.settings.backoff_min_ms,
+            max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
+        )
+        message = CurrentMessage.get_current_message()
+        final = isinstance(decision, backoff.GiveUp) or ExhaustionGuard.last_message(runtime.broker, message)
     accepted = result if isinstance(result, SendResult) else None
     recorded = deliveries.record(
         delivery.id, attempt,
