@@ -37,6 +37,7 @@ __all__ = [
     "find",
     "get_delivery",
     "load",
+    "load_and_claim",
     "mark_read",
     "record",
     "suppress",
@@ -59,7 +60,8 @@ INSERT INTO chimeway_deliveries (
 ON CONFLICT DO NOTHING
 """)
 
-_CLAIM = db.Statement("chimeway_claim", f"""
+#: The claim, without its RETURNING. Placeholders: lease_until, now, id, now, due, due.
+_CLAIM_UPDATE = f"""
 UPDATE chimeway_deliveries
    SET status = 'dispatched', attempt_count = attempt_count + 1, lease_until = %s,
        orchestration_state = 'ready', next_eligible_at = NULL, updated_at = %s
@@ -68,8 +70,9 @@ UPDATE chimeway_deliveries
    AND {_FREE}
    AND (orchestration_state = 'ready' OR next_eligible_at <= %s)
    AND (status <> 'failed' OR next_attempt_at IS NULL OR next_attempt_at <= %s)
-RETURNING attempt_count
-""")
+"""
+
+_CLAIM = db.Statement("chimeway_claim", f"{_CLAIM_UPDATE}RETURNING attempt_count")
 
 _RECORD_STATE = """
 UPDATE chimeway_deliveries
@@ -365,6 +368,24 @@ SELECT {_COLUMNS},
 """)
 
 
+#: PostgreSQL: :data:`_LOAD` and, in the same statement, the claim — when the row needs nothing from
+#: the policy but what ``_LOAD`` reads (see :func:`load_and_claim`): not suppressed, its channel
+#: enabled, no ``delay_fallback``, no ``quiet_hours`` of its own, and a recipient already in the form
+#: ``suppressions.normalize_address`` gives (printable ASCII without spaces, lower-case for email),
+#: so the facts are exact. The row comes back as it was before the claim, with the facts, then
+#: ``sendable`` and the attempt number (NULL: not claimed). Placeholders: _LOAD's, then _CLAIM's.
+_LOAD_AND_CLAIM = db.Statement("chimeway_load_and_claim", f"""
+WITH d AS MATERIALIZED (
+    SELECT x.*, (NOT x.suppressed AND x.enabled IS NOT FALSE AND NOT x.delay_fallback
+                 AND NOT (x.metadata ? 'quiet_hours') AND x.recipient ~ '^[!-~]+$'
+                 AND (x.channel <> 'email' OR x.recipient = lower(x.recipient))) AS sendable
+      FROM ({_LOAD.text}) x
+),
+c AS ({_CLAIM_UPDATE} AND (SELECT d.sendable FROM d) RETURNING attempt_count)
+SELECT d.*, (SELECT c.attempt_count FROM c) FROM d
+""")
+
+
 @dataclass(frozen=True)
 class PolicyFacts:
     """What the built-in suppression and preference rules would read, loaded with the delivery at ``now``."""
@@ -402,18 +423,42 @@ def find(delivery_id: str, tenant_id: str | None = None) -> Delivery | None:
 def load(delivery_id: str, now: datetime) -> Delivery | None:
     """The delivery for one attempt, with :class:`PolicyFacts` at ``now`` attached as ``policy_facts``
     when they are exact (None otherwise: the rules then query). None for an unknown or invalid id."""
-    from chimeway.suppressions import normalize_address
-
     if not _valid_id(delivery_id):
         return None
     row = db.run(_LOAD, (_t(now), str(delivery_id))).fetchone()
+    return None if row is None else _with_facts(row, now)
+
+
+def load_and_claim(delivery_id: str, now: datetime, *, lease_seconds: int) -> tuple[Delivery | None, int | None]:
+    """:func:`load`, and on PostgreSQL in the same statement :func:`claim` when the loaded facts alone
+    say the policy proceeds. ``(delivery as loaded, attempt number)``; the attempt is None when
+    nothing was claimed (the caller then runs the policy and claims as usual). Only for a policy
+    whose rules all read those facts: ``chimeway.policy.decided_by_facts()``."""
+    if not db.is_postgres():
+        return load(delivery_id, now), None
+    if not _valid_id(delivery_id):
+        return None, None
+    due = now + DUE_TOLERANCE
+    row = db.run(
+        _LOAD_AND_CLAIM,
+        (_t(now), str(delivery_id), _t(now + timedelta(seconds=lease_seconds)), _t(now), str(delivery_id),
+         _t(now), _t(due), _t(due)),
+    ).fetchone()
     if row is None:
-        return None
+        return None, None
+    attempt = row[len(_FIELDS) + 3]
+    return _with_facts(row, now), None if attempt is None else int(attempt)
+
+
+def _with_facts(row: Sequence[Any], now: datetime) -> Delivery:
+    """The delivery of a ``_LOAD`` row, with its PolicyFacts attached when they are exact."""
+    from chimeway.suppressions import normalize_address
+
     delivery = _build(row)
     recipient = delivery.recipient
     facts = None
     if recipient == normalize_address(delivery.channel, recipient):
-        suppressed, enabled = row[-2], row[-1]
+        suppressed, enabled = row[len(_FIELDS)], row[len(_FIELDS) + 1]
         facts = PolicyFacts(now=now, suppressed=bool(suppressed), enabled=True if enabled is None else bool(enabled))
     delivery.policy_facts = facts
     return delivery

@@ -45,6 +45,7 @@ __all__ = [
     "Proceed",
     "Rule",
     "Suppress",
+    "decided_by_facts",
     "evaluate",
     "quiet_hours_end",
     "register",
@@ -194,6 +195,7 @@ BUILTIN_RULES: tuple[tuple[str, Rule], ...] = (
     ("delayed_fallback", delayed_fallback),
 )
 
+_BUILTIN_LIST = list(BUILTIN_RULES)
 _rules: list[tuple[str, Rule]] = list(BUILTIN_RULES)
 _lock = threading.Lock()
 
@@ -219,6 +221,19 @@ def evaluate(delivery: Delivery, now: datetime) -> Decision:
             )
             return decision
     return Proceed()
+
+
+def decided_by_facts() -> bool:
+    """Whether the rules as configured read nothing but what ``deliveries.load`` reads with the row.
+
+    True for the built-in rules alone with neither CHIMEWAY_DELIVERY_CAP nor CHIMEWAY_QUIET_HOURS
+    set: then a delivery whose row is clear of the suppression list and of disabled preferences, has
+    no ``delay_fallback`` and no ``quiet_hours`` of its own can only Proceed, and the deliver actor
+    claims it in the statement that loads it (``deliveries.load_and_claim``). The policy still runs
+    for every other delivery, in full.
+    """
+    settings = _settings()
+    return settings.delivery_cap is None and settings.quiet_hours is None and _rules == _BUILTIN_LIST
 
 
 def register(rule: Rule, *, before: str | None = None, name: str | None = None) -> str:

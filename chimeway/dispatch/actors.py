@@ -85,31 +85,46 @@ def deliver(delivery_id: str) -> None:
 
 
 def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
+    from chimeway import policy
+
     now = db.now()
-    delivery = deliveries.load(delivery_id, now)  # with the facts the first policy rules need
+    if policy.decided_by_facts():  # a delivery the loaded facts clear is claimed by the same statement
+        delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=runtime.settings.lease_seconds)
+    else:
+        delivery, attempt = deliveries.load(delivery_id, now), None  # with the facts the first rules need
     if delivery is None:
         logger.warning("delivery %s: no such delivery; message acknowledged", delivery_id)
         return
     report.update(tenant_id=delivery.tenant_id, channel=delivery.channel, adapter=delivery.adapter)
     logcontext.update(tenant=delivery.tenant_id, adapter=delivery.adapter)
+    if attempt is None:
+        attempt = _claim_after_policy(runtime, delivery, now, report)
+        if attempt is None:
+            return
+    logcontext.update(attempt=attempt)
+    report["attempt"] = attempt
+    _attempt(runtime, delivery, attempt, report)
+
+
+def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report: dict[str, Any]) -> int | None:
+    """short-circuit → budget → policy → claim: the attempt number, or None when this message must
+    do nothing more (acknowledged)."""
+    delivery_id = delivery.id
     skip = _short_circuit(delivery, now)
     if skip:
         logger.debug("delivery %s: %s; message acknowledged", delivery_id, skip)
         report["status"] = delivery.status
-        return
+        return None
     if delivery.attempt_count >= delivery.max_attempts:
         if deliveries.exhaust(delivery_id, now=now):
             logger.warning("delivery %s: attempt budget spent; cancelled(retries_exhausted)", delivery_id)
-        return
+        return None
     if not _apply_policy(runtime, delivery, now):
-        return
+        return None
     attempt = deliveries.claim(delivery_id, lease_seconds=runtime.settings.lease_seconds, now=now)
     if attempt is None:
         logger.debug("delivery %s: not claimable (another message won it); acknowledged", delivery_id)
-        return
-    logcontext.update(attempt=attempt)
-    report["attempt"] = attempt
-    _attempt(runtime, delivery, attempt, report)
+    return attempt
 
 
 def _short_circuit(delivery: Delivery, now: datetime) -> str | None:
