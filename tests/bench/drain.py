@@ -78,6 +78,28 @@ def measure_drain(env: BenchEnv, conn: Any, process: str, n: int, timeout: float
     }
 
 
+def drain_rounds(env: BenchEnv, rounds: int, latency: bool) -> dict[str, Any]:
+    """Baseline and Chimeway drains taken in turn ``rounds`` times, so that both sides meet the same
+    drift of a shared machine; the round with the median ratio stands for the run, every round's
+    figures are kept. Latency is measured once, in the first round."""
+    cfg = env.cfg
+    taken = []
+    for number in range(1, max(1, rounds) + 1):
+        say(f"drain round {number}/{rounds}")
+        base = baseline_drain(env, cfg.n, cfg.processes, cfg.threads)
+        chim = chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, latency=latency and number == 1)
+        taken.append({"baseline": base, "chimeway": chim, "ratio": round(chim["per_second"] / base["per_second"], 3)})
+    median = sorted(taken, key=lambda r: r["ratio"])[(len(taken) - 1) // 2]
+    latency_figures = taken[0]["chimeway"].get("latency")
+    chimeway = dict(median["chimeway"], latency=latency_figures) if latency_figures else median["chimeway"]
+    return {
+        "baseline": median["baseline"],
+        "chimeway": chimeway,
+        "rounds": [{"baseline_per_second": r["baseline"]["per_second"], "chimeway_per_second": r["chimeway"]["per_second"],
+                    "ratio": r["ratio"]} for r in taken],
+    }
+
+
 # --- baseline ---------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ TEMPLATE = "chimeway_template"
 @dataclass
 class BenchConfig:
     n: int = 20_000  #: deliveries drained by the baseline and by Chimeway
+    #: drain rounds, baseline then Chimeway each time; the ratio reported is the median round's
+    rounds: int = 3
     processes: int = 2
     threads: int = 8
     latency_rate: float = 100.0  #: sends per second for the commit → terminal latency
