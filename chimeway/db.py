@@ -141,8 +141,12 @@ def from_db_time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+#: One encoder for every JSON column (stateless, so shared by all threads; json.dumps builds one per call).
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+
+
 def to_db_json(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, separators=(",", ":"), sort_keys=True, default=str)
+    return _JSON_ENCODER.encode(value if value is not None else {})
 
 
 def from_db_json(value: Any) -> Any:

@@ -447,7 +447,11 @@ def load_and_claim(delivery_id: str, now: datetime, *, lease_seconds: int) -> tu
     if row is None:
         return None, None
     attempt = row[len(_FIELDS) + 3]
-    return _with_facts(row, now), None if attempt is None else int(attempt)
+    if attempt is None:
+        return _with_facts(row, now), None
+    delivery = _build(row)
+    delivery.policy_facts = None  # claimed: no rule runs for this attempt
+    return delivery, int(attempt)
 
 
 def _with_facts(row: Sequence[Any], now: datetime) -> Delivery:
