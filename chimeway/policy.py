@@ -14,6 +14,10 @@ quiet_hours        the recipient's local clock is inside the quiet window → De
 delayed_fallback   a ``delay_fallback`` delivery whose notification was read → Suppress(already_read)
 =================  ==========================================================================
 
+When the built-in rules alone run with no cap and no quiet-hours setting, what they decide for a
+delivery follows from facts read with its row (:func:`decided_by_facts`); the deliver actor then lets
+the statement that loads a delivery claim it when those facts clear it, and runs the rules for the rest.
+
 Add a rule with :func:`register` (a function's ``__name__`` or a ``name`` attribute names it) and go
 back to the built-ins with :func:`reset`::
 

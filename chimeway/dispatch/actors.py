@@ -4,6 +4,10 @@
 
     load → short-circuit → policy → claim → adapter (outside any transaction) → classify → record
 
+On PostgreSQL, when the policy reads nothing but the facts loaded with the row
+(``policy.decided_by_facts()``), load and claim are one statement for a delivery those facts clear
+(``deliveries.load_and_claim``); any other delivery takes the whole path above.
+
 The row is the source of truth; the message carries only the id. Actors are declared per runtime
 by :func:`declare` (called from ``chimeway.dispatch.broker.wire``), never at import time.
 """
