@@ -80,6 +80,9 @@ def test_given_prepared_statements_are_off_then_the_hot_path_prepares_nothing(pg
     try:
         delivery_id = _send_claim_record(runtime)
         assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+        fresh = chimeway.send("email", "bob@example.test", {"subject": "hi"}, adapter="log")
+        loaded, attempt = deliveries.load_and_claim(fresh.id, dbmod.now(), lease_seconds=60)
+        assert (loaded.status, attempt) == (Status.PENDING, 1)
         assert _prepared(runtime) == []
     finally:
         runtime_mod.reset()
