@@ -4,6 +4,7 @@ forgets them, off when CHIMEWAY_DB_PREPARED_STATEMENTS says so, plain SQL on SQL
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,6 +16,13 @@ from chimeway.errors import ConfigurationError
 from chimeway.states import Status
 
 PREPARED_NAMES = "SELECT name FROM pg_prepared_statements WHERE left(name, 9) = 'chimeway_' ORDER BY name"
+
+
+@pytest.fixture
+def on_postgres(pg_url: str) -> Iterator[Callable[..., runtime_mod.Runtime]]:
+    """Configure Chimeway on the test database with the in-memory broker and the given environment."""
+    yield lambda **environ: runtime_mod.configure(database_url=pg_url, redis_url="", environ=environ)
+    runtime_mod.reset()
 
 
 def _prepared(runtime: runtime_mod.Runtime) -> list[str]:
@@ -42,67 +50,53 @@ def test_statement_text_numbers_each_placeholder_for_prepare_and_keeps_them_for_
 
 
 @pytest.mark.postgres
-def test_given_postgresql_when_deliveries_go_through_the_hot_path_then_each_statement_is_prepared_once_per_connection(pg_url):
-    runtime = runtime_mod.configure(database_url=pg_url, redis_url="", environ={})
-    try:
-        first = _send_claim_record(runtime)
-        second = _send_claim_record(runtime)
-        assert _prepared(runtime) == ["chimeway_claim", "chimeway_insert_delivery", "chimeway_load", "chimeway_record"]
-        for delivery_id in (first, second):
-            delivery = chimeway.get_delivery(delivery_id)
-            assert delivery.status == Status.SUCCEEDED and delivery.provider == "log"
-            [attempt] = chimeway.attempts(delivery_id)
-            assert (attempt.attempt_number, attempt.outcome, attempt.duration_ms) == (1, "succeeded", 7)
-            assert attempt.provider_response == {"ok": True}
-    finally:
-        runtime_mod.reset()
+def test_given_postgresql_when_deliveries_go_through_the_hot_path_then_each_statement_is_prepared_once_per_connection(on_postgres):
+    runtime = on_postgres()
+    first = _send_claim_record(runtime)
+    second = _send_claim_record(runtime)
+    assert _prepared(runtime) == ["chimeway_claim", "chimeway_insert_delivery", "chimeway_load", "chimeway_record"]
+    for delivery_id in (first, second):
+        delivery = chimeway.get_delivery(delivery_id)
+        assert delivery.status == Status.SUCCEEDED and delivery.provider == "log"
+        [attempt] = chimeway.attempts(delivery_id)
+        assert (attempt.attempt_number, attempt.outcome, attempt.duration_ms) == (1, "succeeded", 7)
+        assert attempt.provider_response == {"ok": True}
 
 
 @pytest.mark.postgres
-def test_given_the_server_forgot_its_prepared_statements_when_the_next_delivery_runs_then_they_are_prepared_again(pg_url):
-    runtime = runtime_mod.configure(database_url=pg_url, redis_url="", environ={})
-    try:
-        _send_claim_record(runtime)
-        runtime.database.execute_sql("DEALLOCATE ALL")  # what a pooler's DISCARD ALL does behind our back
-        assert _prepared(runtime) == []
-        delivery_id = _send_claim_record(runtime)
-        assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
-        assert "chimeway_claim" in _prepared(runtime)
-    finally:
-        runtime_mod.reset()
+def test_given_the_server_forgot_its_prepared_statements_when_the_next_delivery_runs_then_they_are_prepared_again(on_postgres):
+    runtime = on_postgres()
+    _send_claim_record(runtime)
+    runtime.database.execute_sql("DEALLOCATE ALL")  # what a pooler's DISCARD ALL does behind our back
+    assert _prepared(runtime) == []
+    delivery_id = _send_claim_record(runtime)
+    assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+    assert "chimeway_claim" in _prepared(runtime)
 
 
 @pytest.mark.postgres
-def test_given_prepared_statements_are_off_then_the_hot_path_prepares_nothing(pg_url):
-    runtime = runtime_mod.configure(
-        database_url=pg_url, redis_url="", environ={"CHIMEWAY_DB_PREPARED_STATEMENTS": "false"}
-    )
-    try:
-        delivery_id = _send_claim_record(runtime)
-        assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
-        fresh = chimeway.send("email", "bob@example.test", {"subject": "hi"}, adapter="log")
-        loaded, attempt = deliveries.load_and_claim(fresh.id, dbmod.now(), lease_seconds=60)
-        assert (loaded.status, attempt) == (Status.PENDING, 1)
-        assert _prepared(runtime) == []
-    finally:
-        runtime_mod.reset()
+def test_given_prepared_statements_are_off_then_the_hot_path_prepares_nothing(on_postgres):
+    runtime = on_postgres(CHIMEWAY_DB_PREPARED_STATEMENTS="false")
+    delivery_id = _send_claim_record(runtime)
+    assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+    fresh = chimeway.send("email", "bob@example.test", {"subject": "hi"}, adapter="log")
+    loaded, attempt = deliveries.load_and_claim(fresh.id, dbmod.now(), lease_seconds=60)
+    assert (loaded.status, attempt) == (Status.PENDING, 1)
+    assert _prepared(runtime) == []
 
 
 @pytest.mark.postgres
-def test_given_a_send_inside_a_transaction_that_rolls_back_then_its_prepared_insert_still_serves_the_next_send(pg_url):
-    runtime = runtime_mod.configure(database_url=pg_url, redis_url="", environ={})
-    try:
-        with pytest.raises(RuntimeError), runtime.database.atomic():
-            chimeway.send("email", "ada@example.test", {"subject": "hi"}, adapter="log")
-            raise RuntimeError("the application changes its mind")
-        # PREPARE is not transactional: the statement outlives the rollback and is used, not re-prepared.
-        assert "chimeway_insert_delivery" in _prepared(runtime)
-        delivery = chimeway.send("email", "bob@example.test", {"subject": "hi"}, adapter="log")
-        assert chimeway.get_delivery(delivery.id).recipient == "bob@example.test"
-        count = runtime.database.execute_sql("SELECT count(*) FROM chimeway_deliveries").fetchone()[0]
-        assert count == 1
-    finally:
-        runtime_mod.reset()
+def test_given_a_send_inside_a_transaction_that_rolls_back_then_its_prepared_insert_still_serves_the_next_send(on_postgres):
+    runtime = on_postgres()
+    with pytest.raises(RuntimeError), runtime.database.atomic():
+        chimeway.send("email", "ada@example.test", {"subject": "hi"}, adapter="log")
+        raise RuntimeError("the application changes its mind")
+    # PREPARE is not transactional: the statement outlives the rollback and is used, not re-prepared.
+    assert "chimeway_insert_delivery" in _prepared(runtime)
+    delivery = chimeway.send("email", "bob@example.test", {"subject": "hi"}, adapter="log")
+    assert chimeway.get_delivery(delivery.id).recipient == "bob@example.test"
+    count = runtime.database.execute_sql("SELECT count(*) FROM chimeway_deliveries").fetchone()[0]
+    assert count == 1
 
 
 def test_given_sqlite_then_the_hot_path_runs_plain_sql(sqlite_url):
