@@ -200,9 +200,10 @@ class Statement:
 _prepared: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, set[str]]] = weakref.WeakKeyDictionary()
 _prepared_lock = threading.Lock()
 
-#: SQLSTATE of "prepared statement does not exist" (a pooler or DISCARD ALL dropped it) and of
-#: "prepared statement already exists" (prepared behind our back).
-_NO_SUCH_STATEMENT, _DUPLICATE_STATEMENT = "26000", "42P05"
+#: SQLSTATE of "prepared statement does not exist" (a pooler or DISCARD ALL dropped it), of "cached
+#: plan must not change result type" (a migration changed a column type under a running worker) and
+#: of "prepared statement already exists" (prepared behind our back).
+_NO_SUCH_STATEMENT, _STALE_RESULT_TYPE, _DUPLICATE_STATEMENT = "26000", "0A000", "42P05"
 
 
 def use_prepared_statements(db: peewee.Database, enabled: bool) -> None:
@@ -233,10 +234,14 @@ def run(statement: Statement, params: Sequence[Any] = (), db: peewee.Database | 
         try:
             return db.execute_sql(statement.execute_text, tuple(params))
         except peewee.DatabaseError as err:
-            if _sqlstate(err) != _NO_SUCH_STATEMENT or db.in_transaction():
+            code = _sqlstate(err)
+            if code not in (_NO_SUCH_STATEMENT, _STALE_RESULT_TYPE) or db.in_transaction():
                 raise
-            names.clear()  # the server forgot this session's statements: prepare again, once
-            _prepare(db, statement)
+            if code == _NO_SUCH_STATEMENT:
+                names.clear()  # the server forgot this session's statements
+            else:
+                db.execute_sql(f"DEALLOCATE {statement.name}")
+            _prepare(db, statement)  # prepare again, once
             names.add(statement.name)
             return db.execute_sql(statement.execute_text, tuple(params))
 

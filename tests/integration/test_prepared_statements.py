@@ -75,6 +75,22 @@ def test_given_the_server_forgot_its_prepared_statements_when_the_next_delivery_
 
 
 @pytest.mark.postgres
+def test_given_a_migration_changed_a_column_type_under_a_running_worker_then_the_statement_is_prepared_again(
+    pg_empty_url,
+):
+    runtime = runtime_mod.configure(database_url=pg_empty_url, redis_url="", environ={})
+    try:
+        chimeway.migrate()
+        _send_claim_record(runtime)
+        # Another process's migration: the prepared load's result type is no longer the cached one.
+        runtime.database.execute_sql("ALTER TABLE chimeway_deliveries ALTER COLUMN channel TYPE varchar(200)")
+        delivery_id = _send_claim_record(runtime)
+        assert chimeway.get_delivery(delivery_id).status == Status.SUCCEEDED
+    finally:
+        runtime_mod.reset()
+
+
+@pytest.mark.postgres
 def test_given_prepared_statements_are_off_then_the_hot_path_prepares_nothing(on_postgres):
     runtime = on_postgres(CHIMEWAY_DB_PREPARED_STATEMENTS="false")
     delivery_id = _send_claim_record(runtime)
