@@ -187,11 +187,12 @@ class Statement:
     __slots__ = ("execute_text", "name", "prepare_text", "text")
 
     def __init__(self, name: str, text: str) -> None:
-        numbers = iter(range(1, text.count("%s") + 1))
+        count = text.count("%s")
+        numbers = iter(range(1, count + 1))
         self.name = name
         self.text = text
         self.prepare_text = f"PREPARE {name} AS " + _QMARK.sub(lambda _: f"${next(numbers)}", text)
-        placeholders = ", ".join(["%s"] * text.count("%s"))
+        placeholders = ", ".join(["%s"] * count)
         self.execute_text = f"EXECUTE {name} ({placeholders})" if placeholders else f"EXECUTE {name}"
 
 
@@ -229,8 +230,7 @@ def run(statement: Statement, params: Sequence[Any] = (), db: peewee.Database | 
             names = per_connection.setdefault(conn, set())
     with translate_errors():
         if statement.name not in names:
-            _prepare(db, statement)
-            names.add(statement.name)
+            _prepare(db, statement, names)
         try:
             return db.execute_sql(statement.execute_text, tuple(params))
         except peewee.DatabaseError as err:
@@ -241,17 +241,18 @@ def run(statement: Statement, params: Sequence[Any] = (), db: peewee.Database | 
                 names.clear()  # the server forgot this session's statements
             else:
                 db.execute_sql(f"DEALLOCATE {statement.name}")
-            _prepare(db, statement)  # prepare again, once
-            names.add(statement.name)
+            _prepare(db, statement, names)  # prepare again, once
             return db.execute_sql(statement.execute_text, tuple(params))
 
 
-def _prepare(db: peewee.Database, statement: Statement) -> None:
+def _prepare(db: peewee.Database, statement: Statement, names: set[str]) -> None:
+    """PREPARE ``statement`` on this thread's connection and note it in ``names`` (its prepared set)."""
     try:
         db.execute_sql(statement.prepare_text)
     except peewee.DatabaseError as err:
         if _sqlstate(err) != _DUPLICATE_STATEMENT or db.in_transaction():
             raise
+    names.add(statement.name)
 
 
 def _sqlstate(err: BaseException) -> str | None:

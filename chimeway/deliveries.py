@@ -438,11 +438,9 @@ def load_and_claim(delivery_id: str, now: datetime, *, lease_seconds: int) -> tu
         return load(delivery_id, now), None
     if not _valid_id(delivery_id):
         return None, None
-    due = now + DUE_TOLERANCE
+    at, due, key = _t(now), _t(now + DUE_TOLERANCE), str(delivery_id)
     row = db.run(
-        _LOAD_AND_CLAIM,
-        (_t(now), str(delivery_id), _t(now + timedelta(seconds=lease_seconds)), _t(now), str(delivery_id),
-         _t(now), _t(due), _t(due)),
+        _LOAD_AND_CLAIM, (at, key, _t(now + timedelta(seconds=lease_seconds)), at, key, at, due, due)
     ).fetchone()
     if row is None:
         return None, None
