@@ -278,7 +278,7 @@ class Settings:
     #: ``(tenant_id, provider) -> {setting: secret} | None``: each tenant's own provider webhook
     #: secrets (see chimeway.webhooks.tenancy); unset, the CHIMEWAY_*_WEBHOOK_* secrets serve every tenant.
     webhook_credentials: Callable[[str, str], Mapping[str, str] | None] | None = field(
-        default=None, metadata={"env": None, "parse": _callable}
+        default=None, metadata={"env": None, "parse": _callable, "secret": True}
     )
 
 

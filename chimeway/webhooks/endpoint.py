@@ -47,7 +47,10 @@ def handle(
     *,
     runtime: Any = None,
 ) -> Response:
-    """Verify, store and project one provider webhook request; the HTTP status and a short body."""
+    """Verify, store and project one provider webhook request; the HTTP status and a short body.
+
+    ``tenant_id`` None is the ``default`` tenant; an id that is not a plain name (see
+    :mod:`chimeway.webhooks.tenancy`) answers 404 like an unknown tenant."""
     if runtime is None:
         from chimeway.runtime import current
 
