@@ -41,11 +41,12 @@ def previous(request: pytest.FixtureRequest, tmp_path) -> Iterator[peewee.Databa
     close_all() if close_all else database.close()
 
 
-def _delivery(database: peewee.Database, delivery_id: str, tenant: str) -> None:
+def _delivery(database: peewee.Database, delivery_id: str, tenant: str, notification: str = NOTIFICATION) -> None:
     dbmod.execute(
-        "INSERT INTO chimeway_deliveries (id, tenant_id, notification_id, channel, recipient, adapter, created_at, "
-        "updated_at) VALUES (%s, %s, %s, 'email', 'ann@example.com', 'log', %s, %s)",
-        (delivery_id, tenant, NOTIFICATION, AT, AT), db=database,
+        "INSERT INTO chimeway_deliveries (id, tenant_id, notification_id, channel, recipient, adapter, provider, "
+        "provider_message_id, created_at, updated_at) VALUES (%s, %s, %s, 'email', 'ann@example.com', 'log', "
+        "'postmark', 'pm-1', %s, %s)",
+        (delivery_id, tenant, notification, AT, AT), db=database,
     )
 
 
@@ -86,6 +87,7 @@ def test_given_a_database_of_the_previous_schema_when_migrating_then_rows_stay_a
     # and another tenant may reuse each key, while the same tenant still may not
     assert not _refused(previous, _delivery, str(uuid.uuid4()), "globex")
     assert _refused(previous, _delivery, str(uuid.uuid4()), "acme")
+    assert _refused(previous, _delivery, str(uuid.uuid4()), "acme", str(uuid.uuid4()))  # the message id 'pm-1'
     assert not _refused(previous, _event, "acme")
     assert _refused(previous, _event, "globex")
     assert not _refused(previous, _raw, "acme")

@@ -51,7 +51,7 @@ ALTER TABLE chimeway_deliveries_0003 RENAME TO chimeway_deliveries;
 CREATE UNIQUE INDEX chimeway_deliveries_idempotency_key
     ON chimeway_deliveries (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX chimeway_deliveries_provider_message
-    ON chimeway_deliveries (provider, provider_message_id) WHERE provider_message_id IS NOT NULL;
+    ON chimeway_deliveries (provider, provider_message_id, tenant_id) WHERE provider_message_id IS NOT NULL;
 CREATE INDEX chimeway_deliveries_open
     ON chimeway_deliveries (status, updated_at) WHERE status IN ('pending', 'dispatched', 'failed');
 CREATE INDEX chimeway_deliveries_recipient ON chimeway_deliveries (tenant_id, recipient, created_at);
