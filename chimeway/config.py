@@ -169,6 +169,15 @@ def _timezone(value: Any) -> str:
 _timezone.accepts = "an IANA time zone name such as Europe/London"  # type: ignore[attr-defined]
 
 
+def _callable(value: Any) -> Any:
+    if not callable(value):
+        raise ValueError
+    return value
+
+
+_callable.accepts = "a function"  # type: ignore[attr-defined]
+
+
 def _setting(env: str, default: Any, parse: Callable[[Any], Any], doc: str, secret: bool = False) -> Any:
     metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
     if isinstance(default, dict):
@@ -266,6 +275,11 @@ class Settings:
     )
     # Adapter options and policy rules are validated by the registry and the policy, which own them.
     adapters: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"env": None})
+    #: ``(tenant_id, provider) -> {setting: secret} | None``: each tenant's own provider webhook
+    #: secrets (see chimeway.webhooks.tenancy); unset, the CHIMEWAY_*_WEBHOOK_* secrets serve every tenant.
+    webhook_credentials: Callable[[str, str], Mapping[str, str] | None] | None = field(
+        default=None, metadata={"env": None, "parse": _callable, "secret": True}
+    )
 
 
 def describe() -> list[tuple[str, str, str]]:
@@ -297,14 +311,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             raw, source = environ[env], env
         else:
             continue
-        if env is None:
+        parse = f.metadata.get("parse")
+        if parse is None:
             values[name] = raw
             continue
-        parse = f.metadata["parse"]
         try:
             values[name] = parse(raw)
         except (TypeError, ValueError):
-            shown = "<hidden>" if f.metadata["secret"] else repr(raw)
+            shown = "<hidden>" if f.metadata.get("secret") else repr(raw)
             raise ConfigurationError(
                 f"invalid {source}: {shown}; expected {parse.accepts}", variable=env
             ) from None

@@ -140,7 +140,8 @@ def create(
     category: str | None,
 ) -> tuple[Delivery, bool]:
     """Insert a pending delivery; ``(delivery, True)``, or ``(the existing one, False)`` when the
-    idempotency key or (notification_id, channel) was already used. Joins the caller's transaction;
+    idempotency key or (notification_id, channel) was already used in this tenant (another tenant's
+    use is invisible: every key is scoped by tenant). Joins the caller's transaction;
     ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL."""
     now = db.now()
     delivery_id = new_id()
@@ -167,8 +168,8 @@ def create(
         existing = same_tenant.where(Delivery.idempotency_key == idempotency_key).first()
     if existing is None:  # the conflict was on the other key: same notification and channel
         existing = same_tenant.where((Delivery.notification_id == notification_id) & (Delivery.channel == channel)).first()
-    if existing is None:  # never hand out another tenant's delivery
-        raise ValueError(f"notification_id {notification_id} already has a {channel!r} delivery in another tenant")
+    if existing is None:  # every unique key includes the tenant: only a row deleted since the INSERT gets here
+        raise ValueError(f"the {channel!r} delivery of notification_id {notification_id} conflicted but is gone")
     return existing, False
 
 

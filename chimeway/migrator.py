@@ -5,6 +5,10 @@ Each file runs in its own transaction together with its row in ``chimeway_schema
 before reading the history, SQLite an EXCLUSIVE transaction, so two processes migrating at once
 apply each file exactly once and both succeed. The runner refuses a database that has a version the
 code does not know (newer than the code) or whose applied file no longer matches its checksum.
+
+A SQLite file whose first line is ``-- chimeway: foreign-keys-off`` rebuilds tables (SQLite cannot drop
+a constraint): it runs with foreign-key enforcement off, as SQLite's rebuild procedure requires, and
+commits only if ``PRAGMA foreign_key_check`` then finds nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ HISTORY_TABLE = "chimeway_schema_migrations"
 #: Key of the PostgreSQL advisory lock that serializes migrations ("chimeway" as 8 bytes of ASCII).
 ADVISORY_LOCK_KEY = int.from_bytes(b"chimeway", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FOREIGN_KEYS_OFF = "-- chimeway: foreign-keys-off"
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,11 @@ def _apply_one(db: peewee.Database, dialect: str, migration: Migration, known: l
         f"checksum text NOT NULL, applied_at {ts_type})"
     )
     lock = {"lock_type": "EXCLUSIVE"} if dialect == "sqlite" else {}
+    rebuild = dialect == "sqlite" and migration.sql.startswith(_FOREIGN_KEYS_OFF)
+    # The pragma is a no-op inside a transaction: switch it before BEGIN and restore it after.
+    enforced = rebuild and db.execute_sql("PRAGMA foreign_keys").fetchone()[0]
+    if enforced:
+        db.execute_sql("PRAGMA foreign_keys = OFF")
     try:
         with db.atomic(**lock):
             cursor = db.cursor()
@@ -107,6 +117,8 @@ def _apply_one(db: peewee.Database, dialect: str, migration: Migration, known: l
                 return False
             for statement in _statements(migration.sql, dialect):
                 cursor.execute(statement)
+            if rebuild and cursor.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise MigrationError(f"migration {migration.name} left rows whose foreign key matches nothing")
             placeholder = "%s" if dialect == "postgres" else "?"
             cursor.execute(
                 f"INSERT INTO {HISTORY_TABLE} (version, name, checksum) VALUES "
@@ -118,6 +130,9 @@ def _apply_one(db: peewee.Database, dialect: str, migration: Migration, known: l
         raise
     except Exception as err:
         raise MigrationError(f"migration {migration.name} failed: {err}") from err
+    finally:
+        if enforced:
+            db.execute_sql("PRAGMA foreign_keys = ON")
 
 
 def _verify(history: dict[int, tuple[str, str]], known: list[Migration]) -> None:

@@ -1,7 +1,8 @@
 """``handle(provider, headers, body, tenant_id=None) -> (status, body)``: the framework-free core.
 
-Order (DESIGN.md §8): unknown provider (404) → size limit (413) → verify (401; a provider whose
-secret is unset answers 500 naming the setting) → parse (400) → one transaction (raw row, ledger,
+Order (DESIGN.md §8): unknown provider or tenant (404; see :mod:`chimeway.webhooks.tenancy`) → size
+limit (413) → the tenant's secrets (404 when it has none) → verify (401; a provider whose secret is
+unset answers 500 naming the setting) → parse (400) → one transaction (raw row, ledger,
 projection, suppressions) → commit → broadcast → 200. A database failure answers 503 so the provider
 retries. Bodies are short fixed texts: a response never echoes the payload, and nothing of the
 request (headers, addresses, body) reaches the logs or telemetry.
@@ -22,6 +23,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from chimeway import db as dbmod
 from chimeway import telemetry
 from chimeway.errors import ChimewayError
+from chimeway.webhooks import tenancy
 from chimeway.webhooks.ingest import ingest
 from chimeway.webhooks.providers import provider_class
 from chimeway.webhooks.providers.base import NotConfigured, Unauthorized, WebhookRejected, WebhookRequest
@@ -45,15 +47,20 @@ def handle(
     *,
     runtime: Any = None,
 ) -> Response:
-    """Verify, store and project one provider webhook request; the HTTP status and a short body."""
+    """Verify, store and project one provider webhook request; the HTTP status and a short body.
+
+    ``tenant_id`` None is the ``default`` tenant; an id that is not a plain name (see
+    :mod:`chimeway.webhooks.tenancy`) answers 404 like an unknown tenant."""
     if runtime is None:
         from chimeway.runtime import current
 
         runtime = current()
-    tenant = tenant_id or "default"
+    tenant = tenancy.DEFAULT_TENANT if tenant_id is None else tenant_id
     known = provider_class(provider)
     if known is None:
         return Response(404, "unknown provider")
+    if not tenancy.valid(tenant):
+        return Response(404, "unknown tenant")
     with telemetry.span("ingest", provider=provider, tenant_id=tenant) as report:
         response = _handle(known, runtime, tenant, headers, body.encode() if isinstance(body, str) else bytes(body), report)
         report["http_status"] = response.status
@@ -66,7 +73,10 @@ def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: by
         return Response(413, "payload too large")
     request = WebhookRequest(headers=_lower(headers), body=body, received_at=dbmod.now())
     try:
-        parsed = provider_cls(runtime.settings).process(request)
+        settings = tenancy.settings_for(runtime.settings, tenant, provider_cls)
+        if settings is None:
+            return Response(404, "unknown tenant")
+        parsed = provider_cls(settings).process(request)
     except NotConfigured as err:
         logger.error("%s webhook refused: %s", name, err.reason)
         return Response(err.status, err.reason)

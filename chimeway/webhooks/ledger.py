@@ -2,10 +2,13 @@
 
 Idempotency lives in unique keys, never in a read-then-write:
 
-- a raw request is stored once per (provider, request id) — the provider's id for the request, else
-  a hash of the body — and a second copy finds the row already there (a replay: nothing changes);
-- a ledger event is stored once per idempotency key ``<provider>:<event id>:<index>``: the event's
-  own provider id when it has one (index 0), else the request id and the event's position in it;
+- a raw request is stored once per (provider, request id, tenant) — the provider's id for the
+  request, else a hash of the body — and a second copy finds the row already there (a replay:
+  nothing changes);
+- a ledger event is stored once per tenant and idempotency key ``<provider>:<event id>:<index>``:
+  the event's own provider id when it has one (index 0), else the request id and the event's
+  position in it. Tenants share providers, and a provider's ids are unique only within one account:
+  scoped by tenant, one tenant's event can never stand in for another's;
 - a reconciliation is stored once per ``reconciled:<orphan id>``, however many reconcilers race.
 
 Every insert is set-based and ``ON CONFLICT DO NOTHING … RETURNING id``, so the caller learns exactly
@@ -78,7 +81,7 @@ def insert_raw(
         "INSERT INTO chimeway_webhook_events "
         "(id, tenant_id, provider, provider_event_id, body, status, received_at, processed_at) "
         "VALUES (%s, %s, %s, %s, %s, 'processed', %s, %s) "
-        "ON CONFLICT (provider, provider_event_id) DO NOTHING RETURNING id",
+        "ON CONFLICT (provider, provider_event_id, tenant_id) DO NOTHING RETURNING id",
         (raw_id, tenant_id, provider, request_id, body, at, at),
         db=database,
     ).fetchone()

@@ -14,20 +14,24 @@ from http import HTTPStatus
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from chimeway.webhooks import tenancy
 from chimeway.webhooks.endpoint import handle
 
 logger = logging.getLogger("chimeway.webhooks")
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: A provider name; always matched in full (``$`` would let a trailing newline through).
+_PROVIDER = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     parts = [part for part in environ.get("PATH_INFO", "").split("/") if part]
-    if parts[:1] != ["webhooks"] or len(parts) not in (2, 3) or not all(map(_SEGMENT.match, parts)):
+    if parts[:1] != ["webhooks"] or len(parts) not in (2, 3):
+        return _respond(start_response, 404, "not found")
+    tenant, provider = (parts[1], parts[2]) if len(parts) == 3 else (None, parts[1])
+    if not _PROVIDER.fullmatch(provider) or (tenant is not None and not tenancy.valid(tenant)):
         return _respond(start_response, 404, "not found")
     if environ.get("REQUEST_METHOD") != "POST":
         return _respond(start_response, 405, "use POST", [("Allow", "POST")])
-    tenant, provider = (parts[1], parts[2]) if len(parts) == 3 else (None, parts[1])
 
     from chimeway.runtime import current
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from chimeway import db
 from chimeway import runtime as runtime_mod
 from chimeway.models import Delivery, Event, Suppression, WebhookEvent
 from chimeway.webhooks import ledger
+from chimeway.webhooks.wsgi import make
 
 
 @dataclass(frozen=True)
@@ -175,3 +177,18 @@ def webhooks_with(database_url: str, secrets: Secrets) -> Iterator[Callable[...,
 
     yield make
     runtime_mod.reset()
+
+
+@pytest.fixture
+def server(webhooks: runtime_mod.Runtime) -> Iterator[str]:
+    """The built-in WSGI server on a free port, serving ``webhooks`` from a thread; its base URL."""
+    httpd = make("127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+        webhooks.database.close()  # the server thread's connection (SQLite keeps one per thread)
