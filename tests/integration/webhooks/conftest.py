@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -175,3 +176,20 @@ def webhooks_with(database_url: str, secrets: Secrets) -> Iterator[Callable[...,
 
     yield make
     runtime_mod.reset()
+
+
+@pytest.fixture
+def server(webhooks) -> Iterator[str]:
+    """The development server (``chimeway webhooks serve``) on a free port, in a thread: its base URL."""
+    from chimeway.webhooks.wsgi import make
+
+    httpd = make("127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+        webhooks.database.close()  # the server thread's connection (SQLite keeps one per thread)

@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from chimeway.models import Event
-from chimeway.webhooks.wsgi import make
-
-
-@pytest.fixture
-def server(webhooks) -> Iterator[str]:
-    httpd = make("127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-        webhooks.database.close()  # the server thread's connection (SQLite keeps one per thread)
 
 
 def delivered(message_id: str) -> bytes:
