@@ -63,7 +63,9 @@ def handle(
     if known is None:
         return Response(404, "unknown provider")
     with telemetry.span("ingest", provider=provider, tenant_id=tenant) as report:
-        response = _handle(known, runtime, tenant, headers, body.encode() if isinstance(body, str) else bytes(body), report)
+        # A str body with a lone surrogate keeps it as invalid UTF-8, which the JSON decode then refuses (400).
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+        response = _handle(known, runtime, tenant, headers, raw, report)
         report["http_status"] = response.status
     return response
 

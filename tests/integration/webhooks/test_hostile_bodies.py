@@ -151,6 +151,18 @@ def test_given_a_lone_surrogate_in_the_mailgun_token_then_401_not_500(post, secr
     assert counts() == NOTHING
 
 
+def test_given_non_ascii_basic_auth_then_401_not_500(post, counts) -> None:
+    body = json.dumps(postmark_delivery("pm-auth")).encode()
+    assert post("postmark", {"Authorization": "Basic \u00e9t\u00e9"}, body) == (401, "unauthorized")
+    assert counts() == NOTHING
+
+
+def test_given_a_str_body_with_a_lone_surrogate_then_400_not_500(webhooks, secrets, counts) -> None:
+    headers, _ = postmark(secrets, {})
+    assert handle("postmark", headers, '{"MessageID": "\ud800"}') == (400, "body is not valid JSON")
+    assert counts() == NOTHING
+
+
 # -- the development server -------------------------------------------------------------------------
 
 

@@ -115,3 +115,41 @@ def test_a_body_that_is_not_json_is_malformed() -> None:
 
 def test_an_unknown_provider_name_has_no_class() -> None:
     assert provider_class("carrier-pigeon") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9999-12-31T23:59:59-01:00", None),  # past datetime.max once in UTC: unreadable, not an OverflowError
+        ("0001-01-01T00:30:00+01:00", None),  # before datetime.min in UTC
+        ("9999-12-31T23:59:59Z", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_an_iso_time_outside_what_utc_can_hold_is_unreadable(value, expected) -> None:
+    from chimeway.webhooks.providers.base import parse_iso
+
+    assert parse_iso(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("smtp_id", "expected"),
+    [
+        ("<wrfRRvF7Q0GgwUo2CvDmEA@ismtpd0006p1sjc2.sendgrid.net>", "wrfRRvF7Q0GgwUo2CvDmEA"),
+        ("<14c5d75ce93.dfd.64b469@ismtpd-555>", "14c5d75ce93.dfd.64b469"),
+        ("no-at-sign", None),
+        ("<@host>", None),
+        (None, None),
+        (["<a@b>"], None),
+    ],
+)
+def test_the_sendgrid_smtp_id_gives_its_local_part(smtp_id, expected) -> None:
+    from chimeway.webhooks.providers.sendgrid import smtp_local_part
+
+    assert smtp_local_part(smtp_id) == expected
+
+
+def test_an_echoed_delivery_id_is_kept_only_when_it_is_a_uuid() -> None:
+    from chimeway.webhooks.providers.sendgrid import delivery_id_of
+
+    assert delivery_id_of("C74002D9-7CCB-4F67-8B8C-766CEC03C9A6") == "c74002d9-7ccb-4f67-8b8c-766cec03c9a6"
+    assert [delivery_id_of(value) for value in ("42", "", None, 42, "c74002d9-7ccb-4f67")] == [None] * 5
