@@ -38,7 +38,8 @@ _EPOCH_SECONDS = re.compile(r"[0-9]{1,12}")
 #: parsing (checks, JSON encoding for the ledger) must stay far from Python's recursion limit.
 MAX_JSON_DEPTH = 64
 
-#: Text PostgreSQL cannot store (NUL; UTF-16 surrogates, which no UTF-8 encoder accepts alone).
+#: Text the ledger cannot store: NUL (PostgreSQL's text and jsonb refuse it) and unpaired UTF-16
+#: surrogates (no UTF-8 encoder accepts them). Refused on both dialects, so both behave the same.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
