@@ -178,6 +178,27 @@ def _callable(value: Any) -> Any:
 _callable.accepts = "a function"  # type: ignore[attr-defined]
 
 
+def _tolerances(value: Any) -> dict[str, int]:
+    """``seconds`` for every provider, and/or ``provider=seconds`` pairs: ``86400`` or ``600,mailgun=32400``."""
+    from chimeway.webhooks.providers import PROVIDERS  # a table of names; the provider modules stay unloaded
+
+    pairs = value.items() if isinstance(value, Mapping) else (
+        part.partition("=")[::2] if "=" in part else ("*", part) for part in str(value).split(",") if part.strip()
+    )
+    result = {}
+    for name, seconds in pairs:
+        name = str(name).strip()
+        if name != "*" and name not in PROVIDERS:
+            raise ValueError
+        result[name] = _int(1, 31 * 86400)(str(seconds).strip())
+    return result
+
+
+_tolerances.accepts = (  # type: ignore[attr-defined]
+    "seconds (1 to 2678400) for every provider and/or provider=seconds pairs such as 600,mailgun=32400"
+)
+
+
 def _setting(env: str, default: Any, parse: Callable[[Any], Any], doc: str, secret: bool = False) -> Any:
     metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
     if isinstance(default, dict):
@@ -215,6 +236,10 @@ class Settings:
     )
     webhook_max_bytes: int = _setting(
         "CHIMEWAY_WEBHOOK_MAX_BYTES", 1_048_576, _int(1), "webhook request size limit"
+    )
+    webhook_tolerance_seconds: dict[str, int] = _setting(
+        "CHIMEWAY_WEBHOOK_TOLERANCE_SECONDS", {}, _tolerances,
+        "how old a provider's signed timestamp may be, in seconds; provider=seconds pairs per provider",
     )
     webhook_retention_days: int = _setting(
         "CHIMEWAY_WEBHOOK_RETENTION_DAYS", 14, _int(1), "raw webhook rows older than this are pruned"

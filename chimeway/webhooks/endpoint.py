@@ -1,9 +1,10 @@
 """``handle(provider, headers, body, tenant_id=None) -> (status, body)``: the framework-free core.
 
-Order (DESIGN.md §8): unknown provider or tenant (404; see :mod:`chimeway.webhooks.tenancy`) → size
-limit (413) → the tenant's secrets (404 when it has none) → verify (401; a provider whose secret is
-unset answers 500 naming the setting) → parse (400) → one transaction (raw row, ledger,
-projection, suppressions) → commit → broadcast → 200. A database failure answers 503 so the provider
+Order (docs/architecture.md §6): unknown provider or tenant (404; see :mod:`chimeway.webhooks.tenancy`) →
+size limit (413) → the tenant's secrets (404 when it has none) → verify (401; a provider whose secret
+is unset answers 500 naming the setting; a format never accepted 406) → parse (400; an authentic
+request whose text the ledger cannot store is kept as a ``failed`` raw row) → one transaction (raw
+row, ledger, projection, suppressions) → commit → broadcast → 200. A database failure answers 503 so the provider
 retries. Bodies are short fixed texts: a response never echoes the payload, and nothing of the
 request (headers, addresses, body) reaches the logs or telemetry.
 
@@ -23,10 +24,16 @@ from playhouse.pool import MaxConnectionsExceeded
 from chimeway import db as dbmod
 from chimeway import telemetry
 from chimeway.errors import ChimewayError
-from chimeway.webhooks import tenancy
+from chimeway.webhooks import ledger, tenancy
 from chimeway.webhooks.ingest import ingest
 from chimeway.webhooks.providers import provider_class
-from chimeway.webhooks.providers.base import NotConfigured, Unauthorized, WebhookRejected, WebhookRequest
+from chimeway.webhooks.providers.base import (
+    NotConfigured,
+    Unauthorized,
+    Unstorable,
+    WebhookRejected,
+    WebhookRequest,
+)
 
 logger = logging.getLogger("chimeway.webhooks")
 
@@ -62,7 +69,9 @@ def handle(
     if not tenancy.valid(tenant):
         return Response(404, "unknown tenant")
     with telemetry.span("ingest", provider=provider, tenant_id=tenant) as report:
-        response = _handle(known, runtime, tenant, headers, body.encode() if isinstance(body, str) else bytes(body), report)
+        # A str body with a lone surrogate keeps it as invalid UTF-8, which the JSON decode then refuses (400).
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+        response = _handle(known, runtime, tenant, headers, raw, report)
         report["http_status"] = response.status
     return response
 
@@ -72,6 +81,7 @@ def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: by
     if len(body) > runtime.settings.webhook_max_bytes:
         return Response(413, "payload too large")
     request = WebhookRequest(headers=_lower(headers), body=body, received_at=dbmod.now())
+    unstorable = None
     try:
         settings = tenancy.settings_for(runtime.settings, tenant, provider_cls)
         if settings is None:
@@ -83,10 +93,22 @@ def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: by
     except Unauthorized as err:
         logger.warning("%s webhook failed verification: %s", name, err.reason)
         return Response(err.status, "unauthorized")
+    except Unstorable as err:
+        logger.warning("%s webhook kept as a failed raw request: %s", name, err.reason)
+        unstorable = err
     except WebhookRejected as err:
         logger.warning("%s webhook malformed: %s", name, err.reason)
         return Response(err.status, err.reason)
     try:
+        if unstorable is not None:
+            # Authentic, but its events cannot be stored: keep the raw bytes (status failed) for an
+            # operator and answer 400. A retry of the same request finds the row: a duplicate (200).
+            with dbmod.transaction(runtime.database):
+                kept = ledger.insert_raw(
+                    runtime.database, tenant_id=tenant, provider=name, request_id=unstorable.request_id,
+                    body=request.body, received_at=request.received_at, status="failed",
+                )
+            return Response(400, unstorable.reason) if kept else Response(200, "duplicate")
         result = ingest(name, tenant, request, parsed, runtime.database)
     except DATABASE_ERRORS as err:
         logger.error("%s webhook not stored, the provider will retry: %s", name, type(err).__name__)

@@ -55,9 +55,11 @@ def ingest(
         if raw_id is None:
             return IngestResult(duplicate=True)
         targets = find_deliveries(database, tenant_id, provider, [e.message_id for e in parsed.events])
+        echoed = find_deliveries_by_id(database, tenant_id, provider, [e.delivery_id for e in parsed.events])
         rows = []
         for index, event in enumerate(parsed.events):
-            target = targets.get(event.message_id) if event.message_id else None
+            # The delivery id the provider echoed back is the surest link; then the provider message id.
+            target = echoed.get(event.delivery_id) or (targets.get(event.message_id) if event.message_id else None)  # type: ignore[arg-type]
             key = ledger.idempotency_key(provider, event.event_id, 0) if event.event_id else (
                 ledger.idempotency_key(provider, parsed.request_id, index)
             )
@@ -82,7 +84,7 @@ def ingest(
         stored_ids = ledger.append(database, rows)
         new = [row for row in rows if row.id in stored_ids]
         linked = [row for row in new if row.delivery_id]
-        by_id = {target.delivery_id: target for target in targets.values()}
+        by_id = {target.delivery_id: target for target in (*targets.values(), *echoed.values())}
         suppressed = feedback.apply(
             database,
             [
@@ -106,12 +108,25 @@ def find_deliveries(
     database: peewee.Database, tenant_id: str, provider: str, message_ids: Sequence[str | None]
 ) -> dict[str, _Target]:
     """Deliveries of this tenant by provider message id: the same matching key reconcile uses."""
-    wanted = sorted({m for m in message_ids if m})
+    return _targets(database, tenant_id, provider, "provider_message_id", message_ids)
+
+
+def find_deliveries_by_id(
+    database: peewee.Database, tenant_id: str, provider: str, delivery_ids: Sequence[str | None]
+) -> dict[str, _Target]:
+    """Deliveries of this tenant sent through this provider, by id (ids the provider echoed back)."""
+    return _targets(database, tenant_id, provider, "id", delivery_ids)
+
+
+def _targets(
+    database: peewee.Database, tenant_id: str, provider: str, column: str, keys: Sequence[str | None]
+) -> dict[str, _Target]:
+    wanted = sorted({key for key in keys if key})
     if not wanted:
         return {}
     rows = dbmod.execute(
-        "SELECT provider_message_id, CAST(id AS text), recipient, channel, lock_version FROM chimeway_deliveries "
-        f"WHERE tenant_id = %s AND provider = %s AND provider_message_id IN ({', '.join(['%s'] * len(wanted))})",
+        f"SELECT CAST({column} AS text), CAST(id AS text), recipient, channel, lock_version FROM chimeway_deliveries "
+        f"WHERE tenant_id = %s AND provider = %s AND {column} IN ({', '.join(['%s'] * len(wanted))})",
         [tenant_id, provider, *wanted],
         db=database,
     ).fetchall()

@@ -73,16 +73,20 @@ def insert_raw(
     request_id: str,
     body: bytes,
     received_at: datetime,
+    status: str = "processed",
 ) -> str | None:
-    """Store the verified request; its id, or None when this request was stored before (a replay)."""
+    """Store the verified request; its id, or None when this request was stored before (a replay).
+
+    ``status="failed"`` keeps an authentic request whose events could not be stored: its bytes are
+    kept as they came (bytea / blob store any byte), retrievable by provider and request id."""
     raw_id = new_id()
     at = dbmod.to_db_time(received_at, database)
     row = dbmod.execute(
         "INSERT INTO chimeway_webhook_events "
         "(id, tenant_id, provider, provider_event_id, body, status, received_at, processed_at) "
-        "VALUES (%s, %s, %s, %s, %s, 'processed', %s, %s) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (provider, provider_event_id, tenant_id) DO NOTHING RETURNING id",
-        (raw_id, tenant_id, provider, request_id, body, at, at),
+        (raw_id, tenant_id, provider, request_id, body, status, at, at),
         db=database,
     ).fetchone()
     return None if row is None else raw_id

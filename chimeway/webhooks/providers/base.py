@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +28,19 @@ from typing import Any, ClassVar
 from chimeway.config import Settings
 from chimeway.states import EventType, RejectReason
 
-#: Signed timestamps further than this from our clock are refused (replayed or forged requests).
-TIMESTAMP_TOLERANCE_SECONDS = 300
+#: A signed timestamp further ahead of our clock than this is refused: clock skew, never a retry.
+FUTURE_TOLERANCE_SECONDS = 300
+
+#: A signed timestamp is whole seconds since the epoch: digits only ("nan", "1e9", " 1" are refused).
+_EPOCH_SECONDS = re.compile(r"[0-9]{1,12}")
+
+#: Containers deeper than this are refused: no provider nests so deep, and the recursive steps after
+#: parsing (checks, JSON encoding for the ledger) must stay far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+#: Text the ledger cannot store: NUL (PostgreSQL's text and jsonb refuse it) and unpaired UTF-16
+#: surrogates (no UTF-8 encoder accepts them). Refused on both dialects, so both behave the same.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class WebhookRejected(Exception):
@@ -46,6 +59,22 @@ class Unauthorized(WebhookRejected):
 
 class Malformed(WebhookRejected):
     status = 400
+
+
+class Unstorable(Malformed):
+    """An authentic request holding text the ledger cannot store (NUL, an unpaired surrogate).
+
+    ``request_id`` is the id the raw request is kept under (status ``failed``) so it stays retrievable."""
+
+    def __init__(self, reason: str, request_id: str) -> None:
+        super().__init__(reason)
+        self.request_id = request_id
+
+
+class NotAcceptable(WebhookRejected):
+    """A request format we will never accept; 406 tells providers such as Mailgun not to retry it."""
+
+    status = 406
 
 
 class NotConfigured(WebhookRejected):
@@ -71,9 +100,35 @@ class WebhookRequest:
     def document(self) -> Any:
         """The body as JSON, decoded once however many steps read it; Malformed (400) if it is not."""
         try:
-            return json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
+            document = json.loads(self.body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: "[" * 200000
             raise Malformed("body is not valid JSON") from err
+        if not _nesting_within(document, MAX_JSON_DEPTH):
+            raise Malformed("body is nested too deeply")
+        return document
+
+
+def _nesting_within(document: Any, limit: int) -> bool:
+    """Whether no container is deeper than ``limit``; iterative, so a deep document cannot exhaust the stack."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return False
+            pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return True
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python accepts them, RFC 8259 and the databases do not
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 would become Infinity, which no JSON column stores
+        raise ValueError("number out of range")
+    return value
 
 
 @dataclass(frozen=True)
@@ -84,6 +139,8 @@ class NormalizedEvent:
     event_id: str | None = None  #: the provider's id for this one event, when it gives one
     reject_reason: RejectReason | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The Chimeway delivery id the provider echoed back (SendGrid's custom_args): linked before the message id.
+    delivery_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +156,11 @@ class Provider:
     name: ClassVar[str]
     #: Settings (``Settings`` field names) that must be set before any request is accepted.
     required_settings: ClassVar[tuple[str, ...]] = ()
+    #: How old a signed timestamp may be unless ``CHIMEWAY_WEBHOOK_TOLERANCE_SECONDS`` says otherwise:
+    #: long enough for the provider's retries when they carry the original signature.
+    default_tolerance_seconds: ClassVar[int] = 300
+    #: Whether the provider batches events in a JSON list (an empty list is then a valid request).
+    batches: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
@@ -117,7 +179,12 @@ class Provider:
         for event in events:
             if not all(value is None or isinstance(value, str) for value in (event.message_id, event.event_id)):
                 raise Malformed("message and event ids must be strings")
-        return Parsed(request_id=self.request_id(request) or request.body_hash, events=events)
+        request_id = self.request_id(request) or request.body_hash
+        if not storable(request_id):
+            request_id = request.body_hash
+        if not all(storable((event.message_id, event.event_id, event.delivery_id, event.metadata)) for event in events):
+            raise Unstorable("event text contains NUL or an unpaired surrogate", request_id)
+        return Parsed(request_id=request_id, events=events)
 
     def require_settings(self) -> None:
         fields = Settings.__dataclass_fields__  # each field names its environment variable
@@ -134,7 +201,7 @@ class Provider:
         """The provider's events as decoded JSON; one object, or a list for batching providers."""
         document = request.document
         events = document if isinstance(document, list) else [document]
-        if not events or not all(isinstance(event, dict) for event in events):
+        if not (events or self.batches) or not all(isinstance(event, dict) for event in events):
             raise Malformed("expected a JSON object or a non-empty list of objects")
         return events
 
@@ -147,16 +214,30 @@ class Provider:
 
     # -- helpers for the steps -----------------------------------------------------------------
 
-    def check_timestamp(self, value: str | None) -> None:
-        """Refuse a signed timestamp outside the tolerance, in either direction."""
-        try:
-            signed = float(value) if value is not None else None
-        except ValueError:
-            signed = None
-        if signed is None:
+    def tolerance_seconds(self) -> int:
+        """How old a signed timestamp may be: the setting for this provider, else for all, else the default."""
+        configured = self.settings.webhook_tolerance_seconds
+        return configured.get(self.name, configured.get("*", self.default_tolerance_seconds))
+
+    def check_timestamp(self, value: str | None) -> int:
+        """The signed timestamp, refused when malformed, older than the tolerance or ahead of our clock."""
+        if not isinstance(value, str) or not _EPOCH_SECONDS.fullmatch(value):
             raise Unauthorized("missing or malformed signature timestamp")
-        if abs(self.clock().timestamp() - signed) > TIMESTAMP_TOLERANCE_SECONDS:
+        age = self.clock().timestamp() - int(value)
+        if age > self.tolerance_seconds() or -age > FUTURE_TOLERANCE_SECONDS:
             raise Unauthorized("signature timestamp outside tolerance")
+        return int(value)
+
+
+def storable(value: Any) -> bool:
+    """Whether every text in ``value`` (strings, dict keys, nested lists) can be stored by both databases."""
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is None
+    if isinstance(value, dict):
+        return all(storable(key) and storable(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return all(storable(item) for item in value)
+    return True
 
 
 def unknown(code: Any, raw: Any, occurred_at: datetime, **fields: Any) -> NormalizedEvent:
@@ -174,7 +255,10 @@ def parse_iso(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        return None
 
 
 def parse_epoch(value: Any) -> datetime | None:

@@ -4,6 +4,11 @@ The signature covers the timestamp and token only, not the event, so a captured 
 re-used with a forged event: the token is therefore the request id, and a token seen twice is a
 replay (the raw-row dedupe answers 200 and stores nothing). Anymail uses the token as the event id
 for the same reason — ``event-data.id`` is only unique within a day.
+
+Mailgun retries a failed POST for 8 hours (5 min, 10 min, 15 min, 1 h, 2 h, 4 h) and its documentation
+does not say that a retry is signed afresh, so the default window is 9 hours; the token dedupe still
+refuses a replay. Legacy form-encoded webhooks are answered 406, which Mailgun takes as "rejected, do
+not retry": configure the JSON webhooks instead.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from chimeway.states import RejectReason as R
 from chimeway.webhooks.providers.base import (
     Malformed,
     NormalizedEvent,
+    NotAcceptable,
     Provider,
     Unauthorized,
     WebhookRequest,
@@ -50,6 +56,10 @@ REJECT_REASONS: dict[str, R] = {
 class MailgunProvider(Provider):
     name = "mailgun"
     required_settings = ("mailgun_webhook_signing_key",)
+    default_tolerance_seconds = 9 * 3600
+
+    #: The legacy webhooks' content types (form fields instead of a JSON body).
+    LEGACY_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
     def _signature_block(self, request: WebhookRequest) -> dict[str, Any]:
         document = request.document  # the signature lives in the body: undecodable is 400
@@ -57,17 +67,20 @@ class MailgunProvider(Provider):
         return block if isinstance(block, dict) else {}
 
     def verify(self, request: WebhookRequest) -> None:
+        content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+        if content_type in self.LEGACY_CONTENT_TYPES:
+            raise NotAcceptable("legacy form-encoded Mailgun webhooks are not accepted: use the JSON webhooks")
         block = self._signature_block(request)
         token, timestamp, signature = block.get("token"), block.get("timestamp"), block.get("signature")
         if not all(isinstance(value, str | int) and value for value in (token, timestamp, signature)):
             raise Unauthorized("missing signature")
         self.check_timestamp(str(timestamp))
-        expected = hmac.new(
-            self.settings.mailgun_webhook_signing_key.encode("utf-8"),
-            f"{timestamp}{token}".encode(),
-            hashlib.sha256,
-        ).hexdigest()
-        if not hmac.compare_digest(str(signature).encode(), expected.encode()):
+        try:  # a lone surrogate in the token or signature cannot be encoded: it cannot match either
+            signed, given = f"{timestamp}{token}".encode(), str(signature).encode()
+        except UnicodeEncodeError:
+            raise Unauthorized("signature does not match") from None
+        key = self.settings.mailgun_webhook_signing_key.encode("utf-8")
+        if not hmac.compare_digest(given, hmac.new(key, signed, hashlib.sha256).hexdigest().encode()):
             raise Unauthorized("signature does not match")
 
     def request_id(self, request: WebhookRequest) -> str | None:

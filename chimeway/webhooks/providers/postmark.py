@@ -8,7 +8,6 @@ never suppress an address.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from typing import Any
 
@@ -75,7 +74,7 @@ class PostmarkProvider(Provider):
             raise Unauthorized("missing basic auth credentials")
         try:
             user, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error, and non-ASCII text b64decode refuses
             raise Unauthorized("malformed basic auth credentials") from None
         # Compare both parts, always, so timing reveals neither which part nor how much matched.
         user_ok = hmac.compare_digest(user.encode(), self.settings.postmark_webhook_user.encode())

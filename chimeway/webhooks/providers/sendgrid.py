@@ -4,8 +4,15 @@ Headers ``X-Twilio-Email-Event-Webhook-Signature`` (base64 DER signature) and
 ``X-Twilio-Email-Event-Webhook-Timestamp``; the verification key is the base64 DER (SPKI) public key
 from the Mail Settings page. Verification uses ``cryptography``, never hand-rolled maths.
 
-The message id is the part of ``sg_message_id`` before ``.filter…`` (or ``.recvd-…``): that prefix
-is the ``X-Message-Id`` SendGrid returned when the message was sent, which the adapter stored.
+Linking, most reliable first: ``chimeway_delivery_id``, which the adapter puts in ``custom_args`` and
+SendGrid echoes as a top-level field of every event; then the message id, the ``X-Message-Id``
+SendGrid returned at send time (which the adapter stored). That id is the local part of ``smtp-id``
+and the part of ``sg_message_id`` before ``.filter…`` / ``.recvd-…``; a ``dropped`` event's
+``sg_message_id`` is the filter part alone, so ``smtp-id`` is read first.
+
+Tolerance: SendGrid retries a batch for up to 24 hours after the event and its documentation does not
+say that a retry is signed afresh, so the default window covers the retries (25 hours); replays are
+refused by the body-hash and ``sg_event_id`` dedupe, as for any request.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import uuid
 from typing import Any
 
 from chimeway.states import EventType as E
@@ -82,9 +90,27 @@ def message_id_of(sg_message_id: Any) -> str | None:
     return sg_message_id
 
 
+def smtp_local_part(smtp_id: Any) -> str | None:
+    """``<W86EgYT6SQKk0lRflfLRsA@ismtpd0001p1lon1.sendgrid.net>`` -> ``W86EgYT6SQKk0lRflfLRsA``."""
+    if not isinstance(smtp_id, str):
+        return None
+    local, at, _ = smtp_id.strip().strip("<>").partition("@")
+    return local if at and local else None
+
+
+def delivery_id_of(value: Any) -> str | None:
+    """The echoed ``chimeway_delivery_id`` in canonical form, or None when it is not a UUID."""
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 class SendgridProvider(Provider):
     name = "sendgrid"
     required_settings = ("sendgrid_webhook_public_key",)
+    default_tolerance_seconds = 25 * 3600
+    batches = True
 
     def verify(self, request: WebhookRequest) -> None:
         from cryptography.exceptions import InvalidSignature
@@ -99,7 +125,7 @@ class SendgridProvider(Provider):
         try:
             key.verify(
                 base64.b64decode(signature, validate=True),
-                timestamp.encode("ascii") + request.body,  # type: ignore[union-attr]
+                str(timestamp).encode("ascii") + request.body,
                 ec.ECDSA(hashes.SHA256()),
             )
         except (binascii.Error, ValueError, UnicodeEncodeError, InvalidSignature):
@@ -108,7 +134,11 @@ class SendgridProvider(Provider):
     def normalize(self, raw: dict[str, Any], request: WebhookRequest) -> NormalizedEvent:
         code = raw.get("event")
         occurred_at = parse_epoch(raw.get("timestamp")) or request.received_at
-        fields = {"message_id": message_id_of(raw.get("sg_message_id")), "event_id": raw.get("sg_event_id") or None}
+        fields = {
+            "message_id": smtp_local_part(raw.get("smtp-id")) or message_id_of(raw.get("sg_message_id")),
+            "event_id": raw.get("sg_event_id") or None,
+            "delivery_id": delivery_id_of(raw.get("chimeway_delivery_id")),
+        }
         event_type = EVENT_TYPES.get(code)  # type: ignore[arg-type]
         if event_type is None:
             return unknown(code, raw, occurred_at, **fields)

@@ -181,7 +181,7 @@ def webhooks_with(database_url: str, secrets: Secrets) -> Iterator[Callable[...,
 
 @pytest.fixture
 def server(webhooks: runtime_mod.Runtime) -> Iterator[str]:
-    """The built-in WSGI server on a free port, serving ``webhooks`` from a thread; its base URL."""
+    """The development server (``chimeway webhooks serve``) on a free port, in a thread: its base URL."""
     httpd = make("127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
