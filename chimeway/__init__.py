@@ -25,6 +25,8 @@ _EXPORTS = {
     "reconcile": "chimeway.webhooks.reconciler:reconcile",
     "sweep": "chimeway.dispatch.sweep:sweep",
     "database": "chimeway.db:proxy",
+    "InvalidSendError": "chimeway.errors:InvalidSendError",
+    "IdempotencyConflictError": "chimeway.errors:IdempotencyConflictError",
 }
 
 #: submodules reachable as attributes without an import of their own (``chimeway.preferences.set``)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chimeway.errors import ChimewayError
+from chimeway.errors import ChimewayError, InvalidSendError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -90,6 +90,15 @@ def _send_arguments(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
 
 
+#: send()'s argument → the ``chimeway send`` option that sets it (the others are spelled alike)
+_SEND_OPTIONS = {
+    "payload": "--payload",
+    "tenant_id": "--tenant",
+    "idempotency_key": "--idempotency-key",
+    "max_attempts": "--max-attempts",
+}
+
+
 def _payload(args: argparse.Namespace) -> dict[str, Any]:
     if args.payload_file is not None:
         with args.payload_file:
@@ -115,16 +124,19 @@ def cmd_send(args: argparse.Namespace) -> int:
     from chimeway.dispatch.send import send
 
     _configure()
-    delivery = send(
-        args.channel,
-        args.recipient,
-        _payload(args),
-        adapter=args.adapter,
-        tenant_id=args.tenant,
-        idempotency_key=args.idempotency_key,
-        max_attempts=args.max_attempts,
-        category=args.category,
-    )
+    try:
+        delivery = send(
+            args.channel,
+            args.recipient,
+            _payload(args),
+            adapter=args.adapter,
+            tenant_id=args.tenant,
+            idempotency_key=args.idempotency_key,
+            max_attempts=args.max_attempts,
+            category=args.category,
+        )
+    except InvalidSendError as err:  # name the option the user typed, not the Python argument
+        raise UsageError(f"{_SEND_OPTIONS.get(err.argument, err.argument)}: {err.problem}") from err
     data = {"id": delivery.id, "status": delivery.status, "adapter": delivery.adapter, "channel": delivery.channel}
     emit(args, data, f"delivery {delivery.id} recorded ({delivery.status}, adapter {delivery.adapter})")
     return EXIT_OK

@@ -20,6 +20,12 @@ from chimeway.errors import ConfigurationError
 #: Where the embedded default keeps its database: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///chimeway.sqlite3"
 
+#: The largest attempt budget a delivery may have, by setting or per send.
+MAX_ATTEMPTS_LIMIT = 100
+
+#: PostgreSQL's jsonb holds at most 2**28 - 1 bytes: a larger payload limit could never be stored.
+_JSONB_MAX_BYTES = 268_435_455
+
 
 def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
@@ -219,7 +225,11 @@ class Settings:
     redis_namespace: str = _setting(
         "CHIMEWAY_REDIS_NAMESPACE", "chimeway", _name, "prefix of every Redis key Chimeway writes"
     )
-    max_attempts: int = _setting("CHIMEWAY_MAX_ATTEMPTS", 5, _int(1, 100), "attempt budget per delivery")
+    max_attempts: int = _setting("CHIMEWAY_MAX_ATTEMPTS", 5, _int(1, MAX_ATTEMPTS_LIMIT), "attempt budget per delivery")
+    max_payload_bytes: int = _setting(
+        "CHIMEWAY_MAX_PAYLOAD_BYTES", 262_144, _int(1, _JSONB_MAX_BYTES),
+        "send(): largest payload (and metadata), as stored JSON text",
+    )
     backoff_min_ms: int = _setting("CHIMEWAY_BACKOFF_MIN_MS", 15_000, _int(0), "retry backoff lower bound")
     backoff_max_ms: int = _setting("CHIMEWAY_BACKOFF_MAX_MS", 3_600_000, _int(0), "retry backoff upper bound")
     lease_seconds: int = _setting(

@@ -149,6 +149,55 @@ def to_db_json(value: Any) -> str:
     return _JSON_ENCODER.encode(value if value is not None else {})
 
 
+#: The same encoding, strict: a value JSON has no form for raises instead of being stored as its str(),
+#: and NaN or Infinity (which PostgreSQL's jsonb refuses) raise instead of being written as bare words.
+_STRICT_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def to_db_json_strict(value: Any) -> str:
+    """:func:`to_db_json` for a value that must be stored exactly as given, or not at all.
+
+    Raises TypeError (an object JSON has no form for) or ValueError (NaN, Infinity, a circular
+    reference, text no database here can store: see :func:`storable_text`).
+    """
+    try:
+        text = _STRICT_JSON_ENCODER.encode(value)
+    except ValueError as err:
+        if str(err).startswith("Out of range float"):  # the encoder's words for NaN and Infinity
+            raise ValueError("NaN and Infinity have no JSON form") from err
+        raise
+    # Such text shows in the JSON as a \u0000 or \udxxx escape, so the walk runs only when one may be
+    # there (any emoji too: the escapes of a surrogate pair are legal).
+    if ("\\u0000" in text or "\\ud" in text) and not all(map(storable_text, _strings(value))):
+        raise ValueError("a string holds a NUL character or an unpaired surrogate")
+    return text
+
+
+def storable_text(text: str) -> bool:
+    """Whether PostgreSQL can store this text: no NUL character, no unpaired surrogate (UTF-8 has no
+    form for one). SQLite could, but both dialects accept the same values."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON-shaped value, object keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
 def from_db_json(value: Any) -> Any:
     if value is None:
         return {}

@@ -13,6 +13,8 @@ Read API (also ``chimeway.get_delivery`` …): :func:`get_delivery`, :func:`atte
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any
 import peewee
 
 from chimeway import db, telemetry
-from chimeway.errors import DeliveryNotFound
+from chimeway.errors import DeliveryNotFound, IdempotencyConflictError, InvalidSendError
 from chimeway.models import JSON, Attempt, Delivery, UTCDateTime, UUIDText, new_id
 from chimeway.states import TERMINAL, Orchestration, Reason, Status
 
@@ -35,6 +37,7 @@ __all__ = [
     "defer",
     "exhaust",
     "find",
+    "fingerprint",
     "get_delivery",
     "load",
     "load_and_claim",
@@ -54,11 +57,15 @@ _FREE = "(status IN ('pending', 'failed') OR (status = 'dispatched' AND lease_un
 _INSERT = db.Statement("chimeway_insert_delivery", """
 INSERT INTO chimeway_deliveries (
     id, tenant_id, notification_id, channel, category, recipient, adapter, payload, metadata,
-    idempotency_key, status, orchestration_state, attempt_count, max_attempts, delay_fallback,
-    lock_version, created_at, updated_at
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', 'ready', 0, %s, %s, 0, %s, %s)
+    idempotency_key, idempotency_fingerprint, status, orchestration_state, attempt_count, max_attempts,
+    delay_fallback, lock_version, created_at, updated_at
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', 'ready', 0, %s, %s, 0, %s, %s)
 ON CONFLICT DO NOTHING
 """)
+
+#: What :func:`fingerprint` hashes: the parameters as sorted-key JSON. The payload goes in as the text
+#: it is stored as (sorted-key JSON already), so it is not encoded a second time for the fingerprint.
+_FINGERPRINTED = '{{"adapter":{},"channel":{},"notification_id":{},"payload":{},"recipient":{},"tenant_id":{}}}'
 
 #: The claim, without its RETURNING. Placeholders: lease_until, now, id, now, due, due.
 _CLAIM_UPDATE = f"""
@@ -133,23 +140,39 @@ def create(
     payload: Mapping[str, Any],
     metadata: Mapping[str, Any],
     tenant_id: str,
-    notification_id: str,
+    notification_id: str | None,
     idempotency_key: str | None,
     max_attempts: int,
     delay_fallback: bool,
     category: str | None,
+    max_json_bytes: int | None = None,
 ) -> tuple[Delivery, bool]:
     """Insert a pending delivery; ``(delivery, True)``, or ``(the existing one, False)`` when the
     idempotency key or (notification_id, channel) was already used in this tenant (another tenant's
     use is invisible: every key is scoped by tenant). Joins the caller's transaction;
-    ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL."""
+    ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL.
+
+    ``notification_id`` None starts a new notification. ``payload`` and ``metadata`` must be JSON
+    objects of at most ``max_json_bytes`` as stored; else :class:`InvalidSendError` names which.
+    A reused idempotency key whose first send had other parameters raises
+    :class:`IdempotencyConflictError`. Nothing is stored when this raises."""
+    payload_json = _document("payload", payload, max_json_bytes)
+    metadata_json = _document("metadata", metadata, max_json_bytes)
+    given_notification = notification_id
+    notification_id = new_id() if notification_id is None else notification_id
+    key_fingerprint = None
+    if idempotency_key is not None:
+        key_fingerprint = fingerprint(
+            tenant_id=tenant_id, channel=channel, recipient=recipient, adapter=adapter,
+            notification_id=notification_id, payload_json=payload_json,
+        )
     now = db.now()
     delivery_id = new_id()
     cursor = db.run(
         _INSERT,
         (
             delivery_id, tenant_id, notification_id, channel, category, recipient, adapter,
-            db.to_db_json(dict(payload)), db.to_db_json(dict(metadata)), idempotency_key,
+            payload_json, metadata_json, idempotency_key, key_fingerprint,
             max_attempts, bool(delay_fallback), _t(now), _t(now),
         ),
     )
@@ -157,7 +180,8 @@ def create(
         delivery = Delivery(
             id=delivery_id, tenant_id=tenant_id, notification_id=notification_id, channel=channel,
             category=category, recipient=recipient, adapter=adapter, payload=dict(payload),
-            metadata=dict(metadata), idempotency_key=idempotency_key, status=Status.PENDING.value,
+            metadata=dict(metadata), idempotency_key=idempotency_key,
+            idempotency_fingerprint=key_fingerprint, status=Status.PENDING.value,
             orchestration_state=Orchestration.READY.value, attempt_count=0, max_attempts=max_attempts,
             delay_fallback=bool(delay_fallback), lock_version=0, created_at=now, updated_at=now,
         )
@@ -166,11 +190,65 @@ def create(
     existing = None
     if idempotency_key is not None:
         existing = same_tenant.where(Delivery.idempotency_key == idempotency_key).first()
+        if existing is not None:
+            _check_same_send(existing, given_notification, channel, recipient, adapter, payload_json)
     if existing is None:  # the conflict was on the other key: same notification and channel
         existing = same_tenant.where((Delivery.notification_id == notification_id) & (Delivery.channel == channel)).first()
     if existing is None:  # every unique key includes the tenant: only a row deleted since the INSERT gets here
         raise ValueError(f"the {channel!r} delivery of notification_id {notification_id} conflicted but is gone")
     return existing, False
+
+
+def fingerprint(
+    *, tenant_id: str, channel: str, recipient: str, adapter: str, notification_id: str, payload_json: str
+) -> str:
+    """sha256 (hex) of a send's parameters as sorted-key JSON: stored with an idempotency key, so that
+    a second send with the key can tell whether it repeats the first. ``payload_json`` is the payload
+    as stored (:func:`chimeway.db.to_db_json_strict`, sorted keys already)."""
+    text = _FINGERPRINTED.format(
+        json.dumps(adapter), json.dumps(channel), json.dumps(str(notification_id)), payload_json,
+        json.dumps(recipient), json.dumps(tenant_id),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_same_send(
+    existing: Delivery, notification_id: str | None, channel: str, recipient: str, adapter: str, payload_json: str
+) -> None:
+    """Raise IdempotencyConflictError unless ``existing`` (found by the idempotency key) was sent with
+    these parameters. A send that names no notification takes the first send's; a row from before
+    fingerprints (NULL) is accepted, as it always was."""
+    if existing.idempotency_fingerprint is None:
+        return
+    notification = existing.notification_id if notification_id is None else notification_id
+    same = fingerprint(
+        tenant_id=existing.tenant_id, channel=channel, recipient=recipient, adapter=adapter,
+        notification_id=notification, payload_json=payload_json,
+    )
+    if same == existing.idempotency_fingerprint:
+        return
+    given = {"channel": channel, "recipient": recipient, "adapter": adapter, "notification_id": notification}
+    differing = [name for name, value in given.items() if str(getattr(existing, name)) != value]
+    if db.to_db_json(existing.payload) != payload_json:
+        differing.append("payload")
+    raise IdempotencyConflictError(existing.idempotency_key, differing)
+
+
+def _document(argument: str, value: Any, max_bytes: int | None) -> str:
+    """A payload or metadata as the JSON text to store: InvalidSendError naming ``argument`` when it is
+    not a JSON object, holds what JSON (or the database) cannot represent, or is over ``max_bytes``."""
+    if not isinstance(value, Mapping):
+        raise InvalidSendError(argument, f"must be a JSON object (a dict), not {type(value).__name__}")
+    try:
+        text = db.to_db_json_strict(value if isinstance(value, dict) else dict(value))
+    except (TypeError, ValueError, RecursionError) as err:
+        raise InvalidSendError(argument, f"cannot be stored as JSON: {err}") from err
+    # ASCII text (non-ASCII characters are escaped), so its length is its size in bytes.
+    if max_bytes is not None and len(text) > max_bytes:
+        raise InvalidSendError(
+            argument, f"is {len(text)} bytes as JSON, over the limit of {max_bytes} (CHIMEWAY_MAX_PAYLOAD_BYTES)"
+        )
+    return text
 
 
 # --- the hot path: claim and record ----------------------------------------------------------------

@@ -7,6 +7,8 @@
     ├── MigrationError                the schema cannot be brought to the code's version
     ├── EventLedgerImmutableError     UPDATE/DELETE on an append-only table (SQLSTATE 45A01)
     ├── DeliveryNotFound              no delivery with that id
+    ├── InvalidSendError (ValueError) send() refused an argument (names it); nothing was stored
+    │   └── IdempotencyConflictError  the idempotency key was first used for a different send
     ├── UnhandledOutcomeError         an attempt outcome no documented case handles
     └── DeliveryError                 raised by adapters to classify a failed send
         ├── TemporaryError            try again later (network, 4xx SMTP, 429/5xx HTTP)
@@ -48,6 +50,32 @@ class EventLedgerImmutableError(ChimewayError):
 
 class DeliveryNotFound(ChimewayError, LookupError):
     """No delivery has that id (in that tenant)."""
+
+
+class InvalidSendError(ChimewayError, ValueError):
+    """``send()`` refused one of its arguments, named by ``argument``; nothing was stored or enqueued.
+
+    Fix that argument: the message says what it accepts. It never quotes the value (recipients and
+    payloads do not belong in logs).
+    """
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"{argument}: {problem}")
+        self.argument = argument
+        self.problem = problem
+
+
+class IdempotencyConflictError(InvalidSendError):
+    """The idempotency key was first used for a send with other parameters (channel, recipient,
+    adapter, payload, notification id); nothing was stored. A retry must repeat the first send's
+    parameters; a different send needs a key of its own. ``differing`` names what differs, when known.
+    """
+
+    def __init__(self, key: str, differing: list[str]) -> None:
+        what = f"a different {', '.join(differing)}" if differing else "different parameters"
+        super().__init__("idempotency_key", f"key {key!r} was first used for a send with {what}")
+        self.key = key
+        self.differing = differing
 
 
 class UnhandledOutcomeError(ChimewayError):

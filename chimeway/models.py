@@ -71,6 +71,8 @@ class Delivery(BaseModel):
     payload = JSON(default=dict)
     metadata = JSON(default=dict)
     idempotency_key = peewee.TextField(null=True)
+    #: sha256 of the first send's parameters (deliveries.fingerprint); NULL without a key, or from before 0004
+    idempotency_fingerprint = peewee.TextField(null=True)
     status = peewee.TextField(default="pending")
     orchestration_state = peewee.TextField(default="ready")
     next_eligible_at = UTCDateTime(null=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from chimeway import deliveries
-from chimeway.errors import ConfigurationError
-from chimeway.models import Delivery, new_id
+from chimeway import db, deliveries
+from chimeway.config import MAX_ATTEMPTS_LIMIT
+from chimeway.errors import InvalidSendError
+from chimeway.models import Delivery
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -33,34 +35,72 @@ def send(
     transaction and the message is enqueued only after the outermost commit; a rollback enqueues
     nothing. Outside a transaction the row is committed and enqueued at once.
 
-    A second send with the same ``idempotency_key`` (per tenant), or the same ``notification_id``
-    and ``channel``, returns the first delivery and enqueues nothing.
+    A second send with the same ``idempotency_key`` (per tenant) and the same parameters, or the same
+    ``notification_id`` and ``channel``, returns the first delivery and enqueues nothing; the key
+    reused with another channel, recipient, adapter, payload or notification raises
+    :class:`~chimeway.errors.IdempotencyConflictError`.
+
+    What cannot be delivered is refused with :class:`~chimeway.errors.InvalidSendError` naming the
+    argument, and nothing is stored: a blank channel, recipient or tenant; a payload or metadata that
+    is not a JSON object, holds what JSON cannot represent (NaN, Infinity, objects) or is over
+    ``CHIMEWAY_MAX_PAYLOAD_BYTES`` as JSON; ``max_attempts`` outside 1..100; a notification id that
+    is not a UUID.
     """
     from chimeway.runtime import current
 
     runtime = current()
+    for argument, value in (("channel", channel), ("recipient", recipient), ("tenant_id", tenant_id)):
+        _check_text(argument, value)
+    if idempotency_key is not None:
+        _check_text("idempotency_key", idempotency_key)
     chosen = runtime.registry.resolve(adapter, channel)
-    budget = runtime.settings.max_attempts if max_attempts is None else int(max_attempts)
-    if budget < 1:
-        raise ConfigurationError(f"max_attempts must be at least 1, not {max_attempts!r}")
     delivery, created = deliveries.create(
         channel=channel,
         recipient=recipient,
         adapter=chosen,
-        payload=dict(payload or {}),
-        metadata=dict(metadata or {}),
+        payload={} if payload is None else payload,
+        metadata={} if metadata is None else metadata,
         tenant_id=tenant_id,
-        notification_id=str(notification_id) if notification_id is not None else new_id(),
+        notification_id=None if notification_id is None else _uuid("notification_id", notification_id),
         idempotency_key=idempotency_key,
-        max_attempts=budget,
+        max_attempts=runtime.settings.max_attempts if max_attempts is None else _budget(max_attempts),
         delay_fallback=delay_fallback,
         category=category,
+        max_json_bytes=runtime.settings.max_payload_bytes,
     )
     if created:
         runtime.database.after_commit(lambda: _enqueue_after_commit(runtime, delivery.id))
     else:
         logger.info("send: delivery %s already exists for this key; nothing enqueued", delivery.id)
     return delivery
+
+
+def _check_text(argument: str, value: Any) -> None:
+    # The value is never quoted: a recipient is personal data, and errors end up in logs.
+    if not isinstance(value, str):
+        raise InvalidSendError(argument, f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidSendError(argument, "must not be empty or blank")
+    if not db.storable_text(value):
+        raise InvalidSendError(argument, "must not hold a NUL character or an unpaired surrogate")
+
+
+def _uuid(argument: str, value: Any) -> str:
+    """The canonical form (lower-case, hyphenated) that both dialects store and compare alike."""
+    try:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidSendError(argument, "must be a UUID") from None
+
+
+def _budget(max_attempts: Any) -> int:
+    if isinstance(max_attempts, int) and not isinstance(max_attempts, bool):
+        if 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+            return max_attempts
+        shown = f", not {max_attempts}"
+    else:
+        shown = f", not a {type(max_attempts).__name__}"
+    raise InvalidSendError("max_attempts", f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}{shown}")
 
 
 def _enqueue_after_commit(runtime: Any, delivery_id: str) -> None:

@@ -73,6 +73,29 @@ def test_given_a_usage_error_then_the_exit_code_is_2_without_a_traceback(tmp_pat
     assert result.stderr.strip()
 
 
+def test_given_a_send_that_cannot_be_delivered_then_one_line_names_the_option_and_nothing_is_stored(tmp_path):
+    assert chimeway("migrate", cwd=tmp_path).returncode == 0
+    refused = {
+        "recipient": ["send", "email", "   "],
+        "--payload": ["send", "email", "a@example.com", "--payload", '{"total": NaN}'],
+        "--max-attempts": ["send", "email", "a@example.com", "--max-attempts", "0"],
+    }
+    for named, args in refused.items():
+        result = chimeway(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"chimeway send: error: {named}: "), lines
+    first = chimeway("send", "email", "a@example.com", "--idempotency-key", "k-1", "--set", "n=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    conflict = chimeway("send", "email", "a@example.com", "--idempotency-key", "k-1", "--set", "n=2", cwd=tmp_path)
+    assert conflict.returncode == 2
+    assert conflict.stderr.strip() == (
+        "chimeway send: error: --idempotency-key: key 'k-1' was first used for a send with a different payload"
+    )
+    status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
+    assert status["tables"]["chimeway_deliveries"] == 1
+
+
 def test_the_happy_path_of_each_data_command(tmp_path):
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     migrated = chimeway("migrate", "--json", cwd=tmp_path)

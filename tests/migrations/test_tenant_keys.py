@@ -76,7 +76,7 @@ def _refused(database: peewee.Database, insert, *args) -> bool:
 
 def test_given_a_database_of_the_previous_schema_when_migrating_then_rows_stay_and_keys_are_per_tenant(previous):
     # When
-    assert migrator.migrate(previous).applied == ["0003_tenant_keys"]
+    assert migrator.migrate(previous).applied[0] == "0003_tenant_keys"  # and every later migration
     # Then every row is still there, still linked
     rows = dbmod.execute(
         "SELECT d.tenant_id, a.attempt_number, e.tenant_id, w.tenant_id FROM chimeway_deliveries d "

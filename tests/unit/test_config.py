@@ -21,6 +21,9 @@ INVALID = [
     ("CHIMEWAY_RECONCILE_GRACE_SECONDS", "-5"),
     ("CHIMEWAY_RECONCILE_MAX_AGE_MINUTES", "0"),
     ("CHIMEWAY_WEBHOOK_MAX_BYTES", "big"),
+    ("CHIMEWAY_MAX_PAYLOAD_BYTES", "0"),
+    ("CHIMEWAY_MAX_PAYLOAD_BYTES", "256KiB"),
+    ("CHIMEWAY_MAX_PAYLOAD_BYTES", "268435456"),  # over what PostgreSQL's jsonb can hold
     ("CHIMEWAY_WEBHOOK_RETENTION_DAYS", "0"),
     ("CHIMEWAY_DEFAULT_ADAPTER", "no such!"),
     ("CHIMEWAY_CHANNEL_ADAPTERS", "email"),
@@ -54,6 +57,7 @@ def test_given_no_settings_when_loading_then_the_embedded_defaults_apply():
     assert (settings.backoff_min_ms, settings.backoff_max_ms) == (15_000, 3_600_000)
     assert settings.lease_seconds == 300
     assert settings.webhook_max_bytes == 1_048_576
+    assert settings.max_payload_bytes == 262_144
 
 
 def test_given_an_argument_and_a_variable_when_loading_then_the_argument_wins():

@@ -3,9 +3,12 @@ API; the deliver actor acting on policy decisions (SQLite and PostgreSQL, stub b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -206,3 +209,188 @@ def test_given_the_broker_is_unreachable_when_sending_then_the_row_is_committed_
         assert any(sent.id in r.getMessage() and "sweep" in r.getMessage() for r in caplog.records)
     finally:
         runtime_mod.reset()
+
+
+# --- send() refuses what it cannot deliver ---------------------------------------------------------
+
+SECRET = "s3cret-value"
+
+
+class Unserializable:
+    """An object JSON has no form for (the old code stored its str(), an address)."""
+
+
+def _circular():
+    payload = {"note": SECRET}
+    payload["self"] = payload
+    return payload
+
+
+REFUSED = [
+    ({"channel": ""}, "channel"),
+    ({"channel": "   "}, "channel"),
+    ({"channel": None}, "channel"),
+    ({"recipient": ""}, "recipient"),
+    ({"recipient": " \t\n"}, "recipient"),
+    ({"recipient": None}, "recipient"),
+    ({"recipient": f"{SECRET}\x00@example.com"}, "recipient"),
+    ({"recipient": f"{SECRET}\ud800@example.com"}, "recipient"),
+    ({"tenant_id": " "}, "tenant_id"),
+    ({"idempotency_key": ""}, "idempotency_key"),
+    ({"payload": [SECRET]}, "payload"),
+    ({"payload": SECRET}, "payload"),
+    ({"payload": {"at": Unserializable()}}, "payload"),
+    ({"payload": {"at": datetime(2026, 1, 1, tzinfo=UTC)}}, "payload"),
+    ({"payload": {"n": math.nan}}, "payload"),
+    ({"payload": {"n": math.inf}}, "payload"),
+    ({"payload": {"deep": [{"n": -math.inf}]}}, "payload"),
+    ({"payload": {"text": f"{SECRET}\x00"}}, "payload"),
+    ({"payload": {"text": f"{SECRET}\udc00"}}, "payload"),
+    ({"payload": {(SECRET, 1): "tuple key"}}, "payload"),
+    ({"payload": _circular()}, "payload"),
+    ({"payload": {"text": "x" * 262_144}}, "payload"),
+    ({"metadata": [SECRET]}, "metadata"),
+    ({"metadata": {"n": math.nan}}, "metadata"),
+    ({"metadata": {"at": Unserializable()}}, "metadata"),
+    ({"metadata": {"text": "x" * 262_144}}, "metadata"),
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"max_attempts": 101}, "max_attempts"),
+    ({"max_attempts": "3"}, "max_attempts"),
+    ({"max_attempts": 2.5}, "max_attempts"),
+    ({"max_attempts": True}, "max_attempts"),
+    ({"notification_id": "not-a-uuid"}, "notification_id"),
+]
+
+
+def _send(**overrides):
+    arguments = {"channel": "email", "recipient": "ann@example.com", "payload": {"subject": "hi"}}
+    arguments.update(overrides)
+    return chimeway.send(arguments.pop("channel"), arguments.pop("recipient"), **arguments)
+
+
+@pytest.mark.parametrize(("overrides", "argument"), REFUSED, ids=[f"{a}-{i}" for i, (_, a) in enumerate(REFUSED)])
+def test_given_an_argument_send_cannot_deliver_then_it_is_refused_by_name_and_nothing_is_stored_or_sent(
+    runtime, queued, overrides, argument
+):
+    with pytest.raises(chimeway.InvalidSendError) as raised:
+        _send(**overrides)
+    assert isinstance(raised.value, ValueError) and raised.value.argument == argument
+    assert str(raised.value).startswith(f"{argument}: ") and SECRET not in str(raised.value)
+    assert Delivery.select().count() == 0
+    assert queued() == 0
+
+
+def test_given_a_refused_send_inside_a_transaction_then_the_transaction_goes_on_and_commits_the_rest(runtime, queued):
+    with runtime.database.atomic():
+        kept = chimeway.send("email", "ann@example.com", {"subject": "hi"})
+        with pytest.raises(chimeway.InvalidSendError, match="payload"):
+            chimeway.send("email", "bob@example.com", {"total": math.nan})
+        after = chimeway.send("sms", "+15550100")  # PostgreSQL: the transaction was not aborted
+    assert {d.id for d in Delivery.select()} == {kept.id, after.id}
+    assert queued() == 2
+
+
+def test_given_the_edges_of_the_limits_then_the_largest_allowed_send_is_stored(runtime, queued):
+    at_limit = {"text": "x" * (262_144 - len('{"text":""}'))}
+    sent = chimeway.send("email", "ann@example.com", at_limit, metadata=at_limit, max_attempts=100)
+    emoji = chimeway.send("email", "ann@example.com", {"text": "caf\u00e9 \U0001f600 \\u0000 literal"}, max_attempts=1)
+    assert chimeway.get_delivery(sent.id).payload == at_limit
+    assert chimeway.get_delivery(emoji.id).payload == {"text": "caf\u00e9 \U0001f600 \\u0000 literal"}
+    assert queued() == 2
+
+
+@pytest.fixture
+def small_limit(database_url):
+    from chimeway import runtime as runtime_mod
+
+    configured = runtime_mod.configure(
+        database_url=database_url, redis_url="", environ={}, default_adapter="fake", max_payload_bytes=64
+    )
+    yield configured
+    runtime_mod.reset()
+
+
+def test_given_a_payload_limit_when_a_payload_is_one_byte_over_then_it_is_refused_naming_the_setting(small_limit):
+    fits = {"text": "x" * (64 - len('{"text":""}'))}
+    assert chimeway.send("email", "ann@example.com", fits).payload == fits
+    with pytest.raises(chimeway.InvalidSendError, match=r"^payload: is 65 bytes .*CHIMEWAY_MAX_PAYLOAD_BYTES"):
+        chimeway.send("email", "ann@example.com", {"text": fits["text"] + "x"})
+    assert Delivery.select().count() == 1
+
+
+# --- idempotency keys: the same send, or a conflict -----------------------------------------------
+
+KEY = "order-7"
+FIRST = {"channel": "email", "recipient": "ann@example.com", "payload": {"subject": "hi", "lines": [1, 2.5]}}
+DIFFERENT = [
+    ("channel", {"channel": "sms"}),
+    ("recipient", {"recipient": "bob@example.com"}),
+    ("adapter", {"adapter": "log"}),
+    ("payload", {"payload": {"subject": "hi", "lines": [1, 2.5, 3]}}),
+    ("notification_id", {"notification_id": "00000000-0000-4000-8000-000000000001"}),
+]
+
+
+@pytest.mark.parametrize(("differing", "overrides"), DIFFERENT, ids=[d for d, _ in DIFFERENT])
+def test_given_a_used_idempotency_key_when_reused_with_one_parameter_changed_then_it_conflicts_naming_the_key(
+    runtime, queued, differing, overrides
+):
+    first = _send(**FIRST, idempotency_key=KEY)
+    with pytest.raises(chimeway.IdempotencyConflictError) as raised:
+        _send(**{**FIRST, **overrides}, idempotency_key=KEY)
+    assert isinstance(raised.value, chimeway.InvalidSendError) and isinstance(raised.value, ValueError)
+    assert raised.value.key == KEY and KEY in str(raised.value)
+    assert raised.value.argument == "idempotency_key" and raised.value.differing == [differing]
+    assert [d.id for d in Delivery.select()] == [first.id]
+    assert queued() == 1
+
+
+def test_given_a_used_idempotency_key_when_the_same_send_is_repeated_then_the_first_delivery_is_returned(
+    runtime, queued
+):
+    notification = new_id()
+    first = _send(**FIRST, idempotency_key=KEY, notification_id=notification.upper())
+    same = [
+        _send(**FIRST, idempotency_key=KEY, notification_id=notification),
+        _send(**FIRST, idempotency_key=KEY),  # no notification named: the first's
+        _send(**FIRST, idempotency_key=KEY, adapter="fake"),  # the adapter the first one resolved to
+        _send(**{**FIRST, "payload": {"lines": [1, 2.5], "subject": "hi"}}, idempotency_key=KEY),  # key order
+        _send(**FIRST, idempotency_key=KEY, metadata={"campaign": "x"}, max_attempts=2),  # not parameters of the key
+    ]
+    assert {d.id for d in same} == {first.id}
+    assert first.notification_id == notification
+    assert Delivery.select().count() == 1
+    assert queued() == 1
+
+
+def test_given_a_caller_transaction_when_a_key_is_repeated_or_conflicts_then_the_transaction_goes_on(
+    runtime, queued
+):
+    with runtime.database.atomic():
+        first = _send(**FIRST, idempotency_key=KEY)
+        assert _send(**FIRST, idempotency_key=KEY).id == first.id
+        with pytest.raises(chimeway.IdempotencyConflictError, match=KEY):
+            _send(**{**FIRST, "recipient": "bob@example.com"}, idempotency_key=KEY)
+        other = _send(**FIRST, idempotency_key="order-8")  # PostgreSQL: the transaction was not aborted
+    assert {d.id for d in Delivery.select()} == {first.id, other.id}
+    assert queued() == 2
+
+
+def test_given_a_delivery_from_before_fingerprints_when_its_key_is_reused_then_the_first_is_returned(runtime, queued):
+    first = _send(**FIRST, idempotency_key=KEY)
+    db.execute("UPDATE chimeway_deliveries SET idempotency_fingerprint = NULL WHERE id = %s", (first.id,))
+    again = _send(**{**FIRST, "payload": {"subject": "something else"}}, idempotency_key=KEY)
+    assert again.id == first.id
+    assert queued() == 1
+
+
+def test_given_a_send_with_a_key_then_its_stored_fingerprint_is_the_canonical_one(runtime):
+    sent = _send(**FIRST, idempotency_key=KEY)
+    unkeyed = _send(**FIRST)
+    canonical = json.dumps(
+        {"adapter": "fake", "channel": "email", "notification_id": sent.notification_id,
+         "payload": FIRST["payload"], "recipient": "ann@example.com", "tenant_id": "default"},
+        sort_keys=True, separators=(",", ":"),
+    )
+    assert chimeway.get_delivery(sent.id).idempotency_fingerprint == hashlib.sha256(canonical.encode()).hexdigest()
+    assert chimeway.get_delivery(unkeyed.id).idempotency_fingerprint is None
