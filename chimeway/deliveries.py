@@ -83,7 +83,7 @@ _CLAIM = db.Statement("chimeway_claim", f"{_CLAIM_UPDATE}RETURNING attempt_count
 
 _RECORD_STATE = """
 UPDATE chimeway_deliveries
-   SET status = %s, suppression_reason = %s, next_attempt_at = %s, lease_until = NULL,
+   SET status = %s, reason = %s, next_attempt_at = %s, lease_until = NULL,
        provider = COALESCE(%s, provider), provider_message_id = COALESCE(%s, provider_message_id),
        updated_at = %s
  WHERE id = %s AND status = 'dispatched' AND attempt_count = %s
@@ -356,18 +356,18 @@ def cancel(delivery_id: str, tenant_id: str | None = None) -> bool:
     return False
 
 
-def mark_read(notification_id: str, tenant_id: str | None = None) -> int:
+def mark_read(notification_id: str, tenant_id: str = "default") -> int:
     """Record that the notification was read (delayed fallbacks are then suppressed as already_read);
-    returns how many deliveries were marked now."""
+    returns how many deliveries were marked now. Only ``tenant_id``'s: notification ids are unique
+    per tenant, so another tenant's notification with the same id is never touched."""
     if not _valid_id(notification_id):
         return 0
     now = db.now()
-    text = "UPDATE chimeway_deliveries SET read_at = %s, updated_at = %s WHERE notification_id = %s AND read_at IS NULL"
-    params: list[Any] = [_t(now), _t(now), str(notification_id)]
-    if tenant_id is not None:
-        text += " AND tenant_id = %s"
-        params.append(tenant_id)
-    return db.execute(text, params).rowcount
+    return db.execute(
+        "UPDATE chimeway_deliveries SET read_at = %s, updated_at = %s "
+        "WHERE notification_id = %s AND tenant_id = %s AND read_at IS NULL",
+        [_t(now), _t(now), str(notification_id), tenant_id],
+    ).rowcount
 
 
 def _finish(
@@ -383,7 +383,7 @@ def _finish(
         return False
     now = now or db.now()
     rows = db.execute(
-        f"UPDATE chimeway_deliveries SET status = %s, suppression_reason = %s, lease_until = NULL, "
+        f"UPDATE chimeway_deliveries SET status = %s, reason = %s, lease_until = NULL, "
         f"next_attempt_at = NULL, updated_at = %s WHERE id = %s AND {condition}{_RETURNING}",
         (status.value, reason.value, _t(now), str(delivery_id), _t(now), *extra),
     ).fetchall()

@@ -251,8 +251,8 @@ def _collect(report: DemoReport, ids: list[str]) -> None:
 
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        for row in Delivery.select(Delivery.status, Delivery.suppression_reason).where(Delivery.id.in_(chunk)):
-            report.statuses[(row.status, row.suppression_reason)] += 1
+        for row in Delivery.select(Delivery.status, Delivery.reason).where(Delivery.id.in_(chunk)):
+            report.statuses[(row.status, row.reason)] += 1
         report.attempts += Attempt.select().where(Attempt.delivery_id.in_(chunk)).count()
         for row in Event.select(Event.type).where(Event.delivery_id.in_(chunk)):
             report.events[row.type] += 1

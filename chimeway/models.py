@@ -7,6 +7,7 @@ decoded JSON, whichever dialect is behind :data:`chimeway.db.proxy`.
 from __future__ import annotations
 
 import uuid
+import warnings
 from typing import Any
 
 import peewee
@@ -76,7 +77,7 @@ class Delivery(BaseModel):
     status = peewee.TextField(default="pending")
     orchestration_state = peewee.TextField(default="ready")
     next_eligible_at = UTCDateTime(null=True)
-    suppression_reason = peewee.TextField(null=True)
+    reason = peewee.TextField(null=True)
     attempt_count = peewee.IntegerField(default=0)
     max_attempts = peewee.IntegerField(default=5)
     next_attempt_at = UTCDateTime(null=True)
@@ -105,6 +106,12 @@ class Delivery(BaseModel):
         from chimeway.states import TERMINAL
 
         return self.status in TERMINAL
+
+    @property
+    def suppression_reason(self) -> str | None:
+        """Deprecated alias of :attr:`reason` (the column's name before schema version 5); goes in the next release."""
+        warnings.warn("Delivery.suppression_reason is deprecated; use Delivery.reason", DeprecationWarning, stacklevel=2)
+        return self.reason
 
 
 class Attempt(BaseModel):

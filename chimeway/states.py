@@ -15,7 +15,7 @@ class Status(StrEnum):
     SUCCEEDED = "succeeded"  #: the provider accepted the send (terminal)
     FAILED = "failed"  #: the last attempt failed transiently; a retry is scheduled
     SUPPRESSED = "suppressed"  #: policy decided not to send (terminal)
-    CANCELLED = "cancelled"  #: given up: see suppression_reason (terminal)
+    CANCELLED = "cancelled"  #: given up: see reason (terminal)
 
 
 #: States that never change again. Provider feedback moves only the projection columns after these.
@@ -31,7 +31,7 @@ class Orchestration(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why a delivery was suppressed or cancelled (``suppression_reason``)."""
+    """Why a delivery was suppressed or cancelled (``reason``)."""
 
     CHANNEL_DISABLED = "channel_disabled"  #: the recipient turned this channel/category off
     RECIPIENT_SUPPRESSED = "recipient_suppressed"  #: the address is on the suppression list

@@ -24,8 +24,8 @@ def collect(runtime: Any) -> dict[str, Any]:
         return report
     report["tables"] = {model._meta.table_name: model.select().count() for model in ALL_MODELS}
     rows = db.execute(
-        "SELECT status, COALESCE(suppression_reason, ''), COUNT(*) FROM chimeway_deliveries "
-        "GROUP BY status, suppression_reason ORDER BY status, suppression_reason",
+        "SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
+        "GROUP BY status, reason ORDER BY status, reason",
         db=database,
     ).fetchall()
     report["deliveries"] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]

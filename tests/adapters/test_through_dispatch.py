@@ -101,7 +101,7 @@ def test_given_an_inactive_recipient_then_bounced_and_nothing_secret_or_personal
     stack: Stack,
 ) -> None:
     delivery = deliver(stack, "bounced")
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "bounced")
+    assert (delivery.status, delivery.reason) == ("cancelled", "bounced")
     [attempt] = chimeway.attempts(delivery.id)
     assert attempt.error_class == "bounced"
     assert attempt.provider_response["error_code"] == 406
@@ -110,7 +110,7 @@ def test_given_an_inactive_recipient_then_bounced_and_nothing_secret_or_personal
 
 def test_given_rate_limiting_on_the_last_attempt_then_exhausted_with_retry_after_kept(stack: Stack) -> None:
     delivery = deliver(stack, "rate_limited", max_attempts=1)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
     [attempt] = chimeway.attempts(delivery.id)
     assert attempt.provider_response == {
         "status": 429,

@@ -70,7 +70,7 @@ def dead_letter_messages(redis_client: Any, limit: int = 10) -> list[dict[str, A
 
 def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client: Any) -> dict[str, Any]:
     cur = conn.cursor()
-    cur.execute("SELECT id::text, idempotency_key, status, suppression_reason, max_attempts FROM chimeway_deliveries")
+    cur.execute("SELECT id::text, idempotency_key, status, reason, max_attempts FROM chimeway_deliveries")
     rows = {r[0]: r for r in cur.fetchall()}
     cur.execute("SELECT delivery_id::text, attempt_number FROM chimeway_delivery_attempts")
     attempts = cur.fetchall()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import chimeway
 
 
@@ -34,3 +36,11 @@ def test_an_unknown_attribute_raises_attribute_error():
         assert "no_such_thing" in str(err)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_given_a_delivery_when_reading_suppression_reason_then_it_warns_and_returns_reason():
+    from chimeway.models import Delivery
+
+    delivery = Delivery(status="cancelled", reason="retries_exhausted")
+    with pytest.warns(DeprecationWarning, match="use Delivery.reason"):
+        assert delivery.suppression_reason == "retries_exhausted"

@@ -48,7 +48,7 @@ def test_given_only_temporary_failures_when_max_attempts_run_out_then_cancelled_
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary"]}, max_attempts=3)
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
     assert outcomes_of(sent.id) == [(n, "failed", "temporary") for n in (1, 2, 3)]
     assert len(calls(sent.id)) == 3
 
@@ -65,7 +65,7 @@ def test_given_earlier_attempts_recorded_by_other_messages_when_a_fresh_message_
     with start_worker(runtime):
         assert drain(runtime) == []
     delivery = chimeway.get_delivery(delivery.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
     assert outcomes_of(delivery.id) == [(n, "failed", "temporary") for n in (1, 2, 3)]
     assert [c.attempt_number for c in calls(delivery.id)] == [3]
 
@@ -74,7 +74,7 @@ def test_given_a_permanent_error_when_delivered_then_cancelled_permanent_failure
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["permanent", "ok"]})
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "permanent_failure")
+    assert (delivery.status, delivery.reason) == ("cancelled", "permanent_failure")
     assert outcomes_of(sent.id) == [(1, "rejected", "permanent")]
 
 
@@ -82,7 +82,7 @@ def test_given_a_bounce_when_delivered_then_cancelled_bounced_after_one_attempt(
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["bounced", "ok"]})
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "bounced")
+    assert (delivery.status, delivery.reason) == ("cancelled", "bounced")
     assert outcomes_of(sent.id) == [(1, "bounced", "bounced")]
 
 
@@ -112,7 +112,7 @@ def test_given_an_unclassifiable_outcome_on_every_attempt_when_the_final_attempt
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": [script]}, max_attempts=2)
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
     assert outcomes_of(sent.id) == [(1, "rejected", "unknown_classification"), (2, "rejected", "unknown_classification")]
 
 
@@ -153,7 +153,7 @@ def test_given_a_crash_on_the_final_attempt_when_its_lease_expired_then_the_budg
     enqueue(sent.id, dedupe=False)
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
     assert calls(sent.id) == []
 
 
@@ -164,7 +164,7 @@ def test_given_dramatiqs_retries_are_spent_when_a_temporary_failure_happens_then
     runtime.actors["deliver"].send_with_options(args=(sent.id,), max_retries=0)
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
-    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
     assert outcomes_of(sent.id) == [(1, "failed", "temporary")]
 
 

@@ -17,14 +17,14 @@ from chimeway.testing import drain
 _REFUSE = {
     "sqlite": [
         "CREATE TRIGGER chimeway_test_refuse_exhaust BEFORE UPDATE ON chimeway_deliveries "
-        "WHEN NEW.suppression_reason = 'retries_exhausted' "
+        "WHEN NEW.reason = 'retries_exhausted' "
         "BEGIN SELECT RAISE(ABORT, 'test: refusing retries_exhausted'); END",
     ],
     "postgres": [
         "CREATE FUNCTION chimeway_test_refuse_exhaust() RETURNS trigger AS $$ BEGIN "
         "RAISE EXCEPTION 'test: refusing retries_exhausted'; END $$ LANGUAGE plpgsql",
         "CREATE TRIGGER chimeway_test_refuse_exhaust BEFORE UPDATE ON chimeway_deliveries FOR EACH ROW "
-        "WHEN (NEW.suppression_reason = 'retries_exhausted') EXECUTE FUNCTION chimeway_test_refuse_exhaust()",
+        "WHEN (NEW.reason = 'retries_exhausted') EXECUTE FUNCTION chimeway_test_refuse_exhaust()",
     ],
 }
 _ALLOW = {
@@ -152,5 +152,5 @@ def test_given_a_failed_exhaustion_write_when_the_delivery_is_re_enqueued_later_
     enqueue(sent.id, dedupe=False)  # what the sweep does with a failed delivery past its retry time
     drain(runtime)
     row = chimeway.get_delivery(sent.id)
-    assert (row.status, row.suppression_reason) == ("cancelled", "retries_exhausted")
+    assert (row.status, row.reason) == ("cancelled", "retries_exhausted")
     assert len(calls(sent.id)) == 2

@@ -117,7 +117,7 @@ def test_given_a_pending_delivery_when_cancelled_then_it_is_cancelled_by_user_an
     with start_worker(runtime):
         assert drain(runtime) == []
     row = chimeway.get_delivery(sent.id)
-    assert (row.status, row.suppression_reason) == ("cancelled", "cancelled_by_user")
+    assert (row.status, row.reason) == ("cancelled", "cancelled_by_user")
     assert calls(sent.id) == []
     with pytest.raises(DeliveryNotFound):
         chimeway.cancel(new_id())
@@ -165,7 +165,7 @@ def test_given_a_policy_suppression_when_delivered_then_suppressed_with_its_reas
     sent = chimeway.send("email", "ann@example.com", category="marketing")
     assert drain(runtime) == []
     row = chimeway.get_delivery(sent.id)
-    assert (row.status, row.suppression_reason) == ("suppressed", "channel_disabled")
+    assert (row.status, row.reason) == ("suppressed", "channel_disabled")
     assert calls(sent.id) == [] and chimeway.attempts(sent.id) == []
 
 
@@ -394,3 +394,13 @@ def test_given_a_send_with_a_key_then_its_stored_fingerprint_is_the_canonical_on
     )
     assert chimeway.get_delivery(sent.id).idempotency_fingerprint == hashlib.sha256(canonical.encode()).hexdigest()
     assert chimeway.get_delivery(unkeyed.id).idempotency_fingerprint is None
+
+
+def test_given_two_tenants_sharing_a_notification_id_when_one_marks_it_read_then_the_other_is_untouched(runtime):
+    notification = new_id()
+    chimeway.send("email", "ann@example.com", notification_id=notification, tenant_id="acme")
+    chimeway.send("email", "bob@example.com", notification_id=notification, tenant_id="globex")
+    assert chimeway.mark_read(notification) == 0  # the default tenant has none
+    assert chimeway.mark_read(notification, tenant_id="acme") == 1
+    unread = Delivery.select().where((Delivery.notification_id == notification) & Delivery.read_at.is_null())
+    assert [d.tenant_id for d in unread] == ["globex"]

@@ -230,7 +230,7 @@ _REFUSE_EXHAUST = [
     "CREATE FUNCTION chimeway_test_refuse_exhaust() RETURNS trigger AS $$ BEGIN "
     "RAISE EXCEPTION 'test: refusing retries_exhausted'; END $$ LANGUAGE plpgsql",
     "CREATE TRIGGER chimeway_test_refuse_exhaust BEFORE UPDATE ON chimeway_deliveries FOR EACH ROW "
-    "WHEN (NEW.suppression_reason = 'retries_exhausted') EXECUTE FUNCTION chimeway_test_refuse_exhaust()",
+    "WHEN (NEW.reason = 'retries_exhausted') EXECUTE FUNCTION chimeway_test_refuse_exhaust()",
 ]
 
 

@@ -105,7 +105,7 @@ def test_suppressed_deliveries_and_other_recipients_do_not_count_toward_the_cap(
 ) -> None:
     reconfigure(delivery_cap="1/3600")
     make_delivery(
-        created_at=NOW - timedelta(minutes=2), status=Status.SUPPRESSED, suppression_reason="channel_disabled"
+        created_at=NOW - timedelta(minutes=2), status=Status.SUPPRESSED, reason="channel_disabled"
     )
     make_delivery(created_at=NOW - timedelta(minutes=1), recipient="alice@example.com")
     assert policy.evaluate(make_delivery(created_at=NOW), NOW) == Proceed()

@@ -37,7 +37,7 @@ def test_a_send_to_a_suppressed_address_ends_suppressed_without_calling_the_adap
     with start_worker(runtime):
         assert drain(runtime) == []
     row = chimeway.get_delivery(sent.id)
-    assert (row.status, row.suppression_reason) == ("suppressed", "recipient_suppressed")
+    assert (row.status, row.reason) == ("suppressed", "recipient_suppressed")
     assert fake_calls(sent.id, runtime) == [] and chimeway.attempts(sent.id) == []
 
 
@@ -47,7 +47,7 @@ def test_a_send_in_a_category_the_recipient_turned_off_ends_channel_disabled(run
     receipt = chimeway.send("email", "ann@example.com", category="receipts")
     with start_worker(runtime):
         assert drain(runtime) == []
-    assert chimeway.get_delivery(news.id).suppression_reason == "channel_disabled"
+    assert chimeway.get_delivery(news.id).reason == "channel_disabled"
     assert chimeway.get_delivery(receipt.id).status == "succeeded"
     assert [call.delivery_id for call in fake_calls(runtime=runtime)] == [receipt.id]
 
@@ -58,7 +58,7 @@ def test_sends_beyond_the_delivery_cap_end_delivery_cap_reached(runtime) -> None
     with start_worker(runtime):
         assert drain(runtime) == []
     rows = [chimeway.get_delivery(d.id) for d in sent]
-    assert [(r.status, r.suppression_reason) for r in rows] == [
+    assert [(r.status, r.reason) for r in rows] == [
         ("succeeded", None),
         ("succeeded", None),
         ("suppressed", "delivery_cap_reached"),
@@ -75,7 +75,7 @@ def test_a_fallback_whose_notification_was_read_ends_already_read(runtime) -> No
         assert drain(runtime) == []
     assert chimeway.get_delivery(push.id).status == "succeeded"
     row = chimeway.get_delivery(email.id)
-    assert (row.status, row.suppression_reason) == ("suppressed", "already_read")
+    assert (row.status, row.reason) == ("suppressed", "already_read")
     assert fake_calls(email.id, runtime) == []
 
 

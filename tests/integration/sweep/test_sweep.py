@@ -90,7 +90,7 @@ def test_a_failed_delivery_whose_exhaustion_was_never_written_is_re_enqueued_and
         assert drain(configured) == []
     # Then it converges to cancelled(retries_exhausted) without another adapter call
     row = Delivery.get_by_id(delivery.id)
-    assert (row.status, row.suppression_reason, row.attempt_count) == ("cancelled", "retries_exhausted", 5)
+    assert (row.status, row.reason, row.attempt_count) == ("cancelled", "retries_exhausted", 5)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_a_failed_delivery_whose_exhaustion_was_never_written_is_re_enqueued_and
 def test_a_terminal_delivery_is_never_re_enqueued_however_old(lost, queued, status, reason) -> None:
     lost(
         status=status,
-        suppression_reason=reason,
+        reason=reason,
         updated=86_400,
         enqueued=None,
         lease=86_400,

@@ -43,7 +43,7 @@ def test_a_hard_bounce_suppresses_the_next_send_to_that_address(database_url, se
         with start_worker(runtime):
             assert drain(runtime) == []
         row = chimeway.get_delivery(second.id)
-        assert (row.status, row.suppression_reason) == ("suppressed", "recipient_suppressed")
+        assert (row.status, row.reason) == ("suppressed", "recipient_suppressed")
         assert fake_calls(second.id, runtime) == []
     finally:
         runtime_mod.reset()
