@@ -2,7 +2,7 @@
 
 Every change of a delivery's ``status`` goes through a writer below. Each writer is one conditional
 ``UPDATE … WHERE status IN (…)`` whose row count decides: two workers can never both win a claim,
-and a terminal delivery never changes again (DESIGN.md §4). Writers return whether they won; they
+and a terminal delivery never changes again (docs/architecture.md §4). Writers return whether they won; they
 never raise for a lost race. The hot path (:func:`claim`, :func:`record`) is hand-written SQL.
 
 Timestamps come from Python (:func:`chimeway.db.now`), not the database server, on both dialects.

@@ -1,4 +1,4 @@
-"""The closed vocabularies of the data model (DESIGN.md §3–§4), each in one place.
+"""The closed vocabularies of the data model (docs/architecture.md §3–§4), each in one place.
 
 The migrations' CHECK constraints list the same values; ``tests/migrations`` checks that the schema
 accepts every value named here.

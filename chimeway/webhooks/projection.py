@@ -1,6 +1,6 @@
 """The projection: a delivery's feedback columns, derived from its ledger events.
 
-Rules (DESIGN.md §8):
+Rules (docs/architecture.md §6):
 
 - the ``last_event_type`` / ``last_event_at`` pointer moves only forward in ``occurred_at``; on a
   tie the later stage of a message's life wins (:data:`TIE_RANK`), so the result does not depend on

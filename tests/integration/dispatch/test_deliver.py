@@ -1,4 +1,4 @@
-"""The deliver actor end to end on the stub broker, on SQLite and PostgreSQL (DESIGN.md §4–§5)."""
+"""The deliver actor end to end on the stub broker, on SQLite and PostgreSQL (docs/architecture.md §4–§5)."""
 
 from __future__ import annotations
 
