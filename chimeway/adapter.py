@@ -85,6 +85,8 @@ class Adapter:
     channel: ClassVar[str] = ""
     #: declared options: unknown ones are refused at configure time
     options: ClassVar[Mapping[str, Option]] = {}
+    #: other CHIMEWAY_* environment variables the adapter reads itself (known, so not refused as typos)
+    environment: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = options
