@@ -195,8 +195,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 @command("scheduler", "run the schedules: reconcile, sweep, prune (stop with SIGTERM or Ctrl-C)")
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    import logging
+
     from chimeway.scheduler import default_jobs, run
 
+    # Each tick's result (fired, or already fired by another scheduler) is an INFO line on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = _configure()
     schedule = ", ".join(f"{job.name} '{job.cron}'" for job in default_jobs(runtime))
     print(f"scheduler running: {schedule}", flush=True)
