@@ -249,8 +249,8 @@ def _confirm_demo_database(args: argparse.Namespace) -> None:
               f"suppressions to {mask_url(url)} (CHIMEWAY_DATABASE_URL)")
     if not sys.stdin.isatty():
         raise UsageError(f"{notice}; run it with --yes to go ahead")
-    print(notice, file=sys.stderr)
-    if input("continue? [y/N] ").strip().lower() not in ("y", "yes"):
+    print(f"{notice}; continue? [y/N] ", end="", file=sys.stderr, flush=True)  # stdout may be --json
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         raise UsageError("demo not run; nothing was written")
 
 

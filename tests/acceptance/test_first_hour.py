@@ -105,3 +105,27 @@ def test_given_a_demo_that_fails_after_sending_then_it_leaves_no_delivery_for_st
     assert unfinished == []
     assert {"status": "cancelled", "reason": "cancelled_by_user", "count": 40} in report["deliveries"]
     assert "cancelled its 40 unfinished deliveries" in progress.getvalue()
+
+
+@pytest.mark.parametrize(("answer", "runs"), [("n", False), ("y", True)])
+def test_given_a_named_database_when_running_the_demo_on_a_terminal_then_it_asks_first(tmp_path, answer, runs):
+    import pty
+    import subprocess
+    import sys
+
+    named = tmp_path / "app.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
+    env["CHIMEWAY_DATABASE_URL"] = f"sqlite:///{named}"
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, f"{answer}\n".encode())  # typed ahead: the demo reads it when it asks
+        result = subprocess.run([sys.executable, "-m", "chimeway", "demo", "--count", "20", "--json"], cwd=tmp_path,
+                                env=env, stdin=terminal, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert "will add about 20 deliveries" in result.stderr and "continue? [y/N]" in result.stderr
+    assert (result.returncode == 0) is runs, result.stderr
+    assert named.exists() is runs
+    if runs:
+        assert json.loads(result.stdout)["sent"] == 20  # the question never reaches the JSON on stdout
