@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chimeway.config import mask_url
-from chimeway.errors import ChimewayError
+from chimeway.errors import ChimewayError, ConfigurationError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -58,8 +58,6 @@ def _configure() -> Any:
 def _configure_with_redis(command: str) -> Any:
     """The runtime, refusing the in-memory broker: a message put on it vanishes when this command
     exits, so no worker would ever see it (the row would wait for a sweep run with Redis)."""
-    from chimeway.errors import ConfigurationError
-
     runtime = _configure()
     if runtime.settings.redis_url is None:
         raise ConfigurationError(
@@ -240,7 +238,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _confirm_demo_database(args: argparse.Namespace) -> None:
     """The demo writes real rows: outside the embedded default, say where and ask (or need --yes)."""
-    from chimeway.config import DEFAULT_DATABASE_URL, load_settings, mask_url
+    from chimeway.config import DEFAULT_DATABASE_URL, load_settings
 
     url = load_settings().database_url
     if url == DEFAULT_DATABASE_URL or args.yes:
