@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/chimeway demo
+	$(BIN)/chimeway demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -63,6 +63,7 @@ def scripted_outcome(payload: Any, attempt_number: int) -> str:
 class FakeAdapter(Adapter):
     name = "fake"
     channel = "any"
+    environment = (CALL_LOG_ENV,)
     #: Every call made in this process, in order (chimeway.testing clears it between tests).
     calls: ClassVar[list[Call]] = []
 

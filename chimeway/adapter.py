@@ -12,7 +12,9 @@ unclassified outcome. Register it under the ``chimeway.adapters`` entry-point gr
 
 Options are declared with :class:`Option` and set with ``configure(adapters={"acme": {...}})`` or
 the environment variable ``CHIMEWAY_<NAME>_<OPTION>`` (``CHIMEWAY_ACME_API_KEY``); a bad or
-unknown one fails at configure time naming the variable.
+unknown one fails at configure time naming the variable, a missing required one when a worker starts
+or a send uses the adapter. Any other ``CHIMEWAY_*`` variable the adapter reads itself is listed in
+``environment``, or configure refuses it as a typo.
 """
 
 from __future__ import annotations
@@ -52,13 +54,20 @@ class SendRequest:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across attempts of one delivery: send it to providers that dedupe on a key."""
+        """``chimeway-<delivery_id>``: stable across attempts of one delivery, for providers that dedupe
+        on a key. It is not the application's ``send(idempotency_key=...)``, which dedupes ``send()``
+        calls inside Chimeway and never reaches the adapter."""
         return f"chimeway-{self.delivery_id}"
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """The provider accepted the send. ``response`` is a small redacted summary kept on the attempt."""
+    """The provider accepted the send. ``response`` is a small redacted summary kept on the attempt.
+
+    ``provider`` must be the name of the webhook provider whose events report on this message
+    (``postmark``, ``sendgrid``, ``mailgun``, ``standard``): webhook events link to their delivery on
+    (tenant, provider, provider_message_id), so any other name leaves every event an orphan.
+    """
 
     provider: str
     provider_message_id: str | None = None
@@ -85,6 +94,8 @@ class Adapter:
     channel: ClassVar[str] = ""
     #: declared options: unknown ones are refused at configure time
     options: ClassVar[Mapping[str, Option]] = {}
+    #: other CHIMEWAY_* environment variables the adapter reads itself (known, so not refused as typos)
+    environment: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = options

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chimeway.errors import ChimewayError, InvalidSendError
+from chimeway.config import mask_url
+from chimeway.errors import ChimewayError, ConfigurationError, InvalidSendError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -52,6 +53,19 @@ def _configure() -> Any:
     from chimeway.runtime import current
 
     return current()
+
+
+def _configure_with_redis(command: str) -> Any:
+    """The runtime, refusing the in-memory broker: a message put on it vanishes when this command
+    exits, so no worker would ever see it (the row would wait for a sweep run with Redis)."""
+    runtime = _configure()
+    if runtime.settings.redis_url is None:
+        raise ConfigurationError(
+            f"chimeway {command} needs CHIMEWAY_REDIS_URL (the workers' Redis): without it the message would "
+            "go to an in-memory broker that vanishes when this command exits; nothing was written",
+            variable="CHIMEWAY_REDIS_URL",
+        )
+    return runtime
 
 
 @command("migrate", "apply the schema migrations (safe to run twice or concurrently)", _json_flag)
@@ -123,12 +137,13 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_send(args: argparse.Namespace) -> int:
     from chimeway.dispatch.send import send
 
-    _configure()
+    payload = _payload(args)  # a usage error comes before any configuration error
+    _configure_with_redis("send")
     try:
         delivery = send(
             args.channel,
             args.recipient,
-            _payload(args),
+            payload,
             adapter=args.adapter,
             tenant_id=args.tenant,
             idempotency_key=args.idempotency_key,
@@ -163,7 +178,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from chimeway.dispatch.sweep import sweep
 
-    _configure()
+    _configure_with_redis("sweep")
     result = sweep()
     data = {**result.by_kind(), "reenqueued": result.reenqueued, "skipped": result.skipped}
     human = "another sweep is running; skipped" if result.skipped else (
@@ -190,8 +205,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 @command("scheduler", "run the schedules: reconcile, sweep, prune (stop with SIGTERM or Ctrl-C)")
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    import logging
+
     from chimeway.scheduler import default_jobs, run
 
+    # Each tick's result (fired, or already fired by another scheduler) is an INFO line on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = _configure()
     schedule = ", ".join(f"{job.name} '{job.cron}'" for job in default_jobs(runtime))
     print(f"scheduler running: {schedule}", flush=True)
@@ -224,7 +243,25 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=_positive, default=300, help="deliveries to send (default 300)")
     parser.add_argument("--seed", type=int, help="random seed for a repeatable outcome mix")
+    parser.add_argument("--yes", action="store_true",
+                        help="add the demo's rows to CHIMEWAY_DATABASE_URL without asking")
     _json_flag(parser)
+
+
+def _confirm_demo_database(args: argparse.Namespace) -> None:
+    """The demo writes real rows: outside the embedded default, say where and ask (or need --yes)."""
+    from chimeway.config import DEFAULT_DATABASE_URL, load_settings
+
+    url = load_settings().database_url
+    if url == DEFAULT_DATABASE_URL or args.yes:
+        return
+    notice = (f"the demo will add about {args.count} deliveries, their attempts, webhook events and "
+              f"suppressions to {mask_url(url)} (CHIMEWAY_DATABASE_URL)")
+    if not sys.stdin.isatty():
+        raise UsageError(f"{notice}; run it with --yes to go ahead")
+    print(f"{notice}; continue? [y/N] ", end="", file=sys.stderr, flush=True)  # stdout may be --json
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise UsageError("demo not run; nothing was written")
 
 
 @command("demo", "send a few hundred notifications end to end and summarize (no server needed)", _demo_arguments)
@@ -234,6 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from chimeway.demo import run
 
+    _confirm_demo_database(args)
     # The demo shows Chimeway's errors as single lines (the one unclassified outcome is meant to be
     # loud); per-delivery warnings and Dramatiq's retry tracebacks would drown the summary.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -273,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         kind = "" if isinstance(err, ChimewayError) else f"{type(err).__name__}: "
-        print(f"chimeway: error: {kind}{err}", file=sys.stderr)
+        print(f"chimeway: error: {kind}{mask_url(str(err))}", file=sys.stderr)  # a driver may echo a URL
         return EXIT_FAILURE
 
 

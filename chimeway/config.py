@@ -9,8 +9,10 @@ later inside a worker.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from typing import Any
@@ -19,6 +21,16 @@ from chimeway.errors import ConfigurationError
 
 #: Where the embedded default keeps its database: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///chimeway.sqlite3"
+#: CHIMEWAY_* variables with these prefixes are never settings: Chimeway's own test suite and
+#: harnesses use them (CHIMEWAY_TEST_POSTGRES, CHIMEWAY_HARNESS_PG_BIN…), so they are not refused.
+RESERVED_PREFIXES = ("CHIMEWAY_TEST_", "CHIMEWAY_HARNESS_")
+
+_URL_PASSWORD = re.compile(r"(//[^/@:]*:)[^/@]*@")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@host`` URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 #: The largest attempt budget a delivery may have, by setting or per send.
 MAX_ATTEMPTS_LIMIT = 100
@@ -353,7 +365,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         try:
             values[name] = parse(raw)
         except (TypeError, ValueError):
-            shown = "<hidden>" if f.metadata.get("secret") else repr(raw)
+            shown = "<hidden>" if f.metadata.get("secret") else repr(mask_url(str(raw)))
             raise ConfigurationError(
                 f"invalid {source}: {shown}; expected {parse.accepts}", variable=env
             ) from None
@@ -363,3 +375,31 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             "CHIMEWAY_BACKOFF_MIN_MS must not exceed CHIMEWAY_BACKOFF_MAX_MS", variable="CHIMEWAY_BACKOFF_MIN_MS"
         )
     return settings
+
+
+def check_environment(environ: Mapping[str, str], adapter_variables: Callable[[], Iterable[str]]) -> None:
+    """Refuse a ``CHIMEWAY_*`` variable that names no setting and no installed adapter's option, so a
+    typo fails at configure time (as a mistyped argument does) instead of being silently ignored.
+
+    ``adapter_variables`` lists the adapters' variables; it is only called when some variable is not
+    a setting, because it imports every installed adapter.
+    """
+    settings = {f.metadata["env"] for f in dataclasses.fields(Settings) if f.metadata.get("env")}
+    candidates = sorted(
+        name for name in environ
+        if name.startswith("CHIMEWAY_") and name not in settings and not name.startswith(RESERVED_PREFIXES)
+    )
+    if not candidates:
+        return
+    known = settings | set(adapter_variables())
+    unknown = [name for name in candidates if name not in known]
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}?" if close else "no setting or installed adapter option has this name"
+    raise ConfigurationError(
+        f"unknown environment variable {name}: {hint} (prefixes {', '.join(p + '*' for p in RESERVED_PREFIXES)} "
+        "are reserved for Chimeway's own tests)",
+        variable=name,
+    )

@@ -57,6 +57,20 @@ class WalSqliteDatabase(peewee.SqliteDatabase):
                 time.sleep(0.05)
 
 
+def session_options(statement_timeout_ms: int = 30_000) -> str:
+    """The PostgreSQL session settings of every connection Chimeway opens, as libpq ``options``.
+
+    Chimeway never changes the sessions of a database handed to ``configure(database=app_db)``: an
+    application that wants the same guarantees passes this to its own database,
+    ``PostgresqlDatabase(..., options=chimeway.db.session_options())``.
+    """
+    timeout = statement_timeout_ms
+    return (
+        f"-c statement_timeout={timeout} -c lock_timeout={timeout} "
+        f"-c idle_in_transaction_session_timeout={max(timeout * 2, 60_000)} -c timezone=UTC"
+    )
+
+
 def connect(settings: Settings) -> peewee.Database:
     """A new (unconnected) Peewee database for ``settings.database_url``."""
     url = settings.database_url
@@ -74,11 +88,7 @@ def connect(settings: Settings) -> peewee.Database:
         raise ConfigurationError(
             "invalid CHIMEWAY_DATABASE_URL: no database name in the URL", variable="CHIMEWAY_DATABASE_URL"
         )
-    timeout = settings.statement_timeout_ms
-    options = (
-        f"-c statement_timeout={timeout} -c lock_timeout={timeout} "
-        f"-c idle_in_transaction_session_timeout={max(timeout * 2, 60_000)} -c timezone=UTC"
-    )
+    options = session_options(settings.statement_timeout_ms)
     params: dict[str, Any] = {
         "host": parts.hostname or None,
         "port": parts.port or None,

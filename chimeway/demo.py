@@ -172,45 +172,52 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
         webhook(item, "delivered")
     report.early_events = len(early)
 
-    bar = Progress("sending", len(planned), progress)
-    started = time.perf_counter()
-    for item in planned:
-        delivery = send(
-            "email",
-            recipient(item, run_tag),
-            {"subject": "Your order shipped", "fake_outcomes": item.script, "fake_provider": PROVIDER,
-             "fake_provider_message_id": item.message_id},
-            adapter="fake",
-            max_attempts=item.max_attempts,
-            metadata={"demo_run": run_tag},
-        )
-        item.delivery_id = delivery.id
-        report.sent += 1
-        bar.update(report.sent)
-    bar.finish()
+    written: list[str] = []  # every delivery this run recorded, for the clean-up of a failed run
+    try:
+        bar = Progress("sending", len(planned), progress)
+        started = time.perf_counter()
+        for item in planned:
+            delivery = send(
+                "email",
+                recipient(item, run_tag),
+                {"subject": "Your order shipped", "fake_outcomes": item.script, "fake_provider": PROVIDER,
+                 "fake_provider_message_id": item.message_id},
+                adapter="fake",
+                max_attempts=item.max_attempts,
+                metadata={"demo_run": run_tag},
+            )
+            item.delivery_id = delivery.id
+            written.append(delivery.id)
+            report.sent += 1
+            bar.update(report.sent)
+        bar.finish()
 
-    ids = [p.delivery_id for p in planned]
-    _drain(runtime, ids, Progress("delivering", len(ids), progress))
-    report.drain_seconds = time.perf_counter() - started
+        ids = [p.delivery_id for p in planned]
+        _drain(runtime, ids, Progress("delivering", len(ids), progress))
+        report.drain_seconds = time.perf_counter() - started
 
-    for item in planned:
-        if item not in early and item.script[-1] == "ok":
-            webhook(item, "delivered")
-            if item.index % 4 == 0:
-                webhook(item, "opened")
-    late = [p for p in planned if p.script[-1] == "ok" and p not in early]
-    for item in late[:3]:  # accepted, then bounced by the receiving server: a hard bounce suppresses
-        webhook(item, "failed", severity="permanent", reason="bounce")
-    replayed = mailgun_body(key, planned[0].message_id, "clicked")
-    for _ in range(2):  # a provider retrying the same request: stored once
-        status, _ = handle(PROVIDER, headers, replayed)
-        report.webhooks[f"{status}"] += 1
+        for item in planned:
+            if item not in early and item.script[-1] == "ok":
+                webhook(item, "delivered")
+                if item.index % 4 == 0:
+                    webhook(item, "opened")
+        late = [p for p in planned if p.script[-1] == "ok" and p not in early]
+        for item in late[:3]:  # accepted, then bounced by the receiving server: a hard bounce suppresses
+            webhook(item, "failed", severity="permanent", reason="bounce")
+        replayed = mailgun_body(key, planned[0].message_id, "clicked")
+        for _ in range(2):  # a provider retrying the same request: stored once
+            status, _ = handle(PROVIDER, headers, replayed)
+            report.webhooks[f"{status}"] += 1
 
-    # The address that hard-bounced is now suppressed: the next send to it never reaches the adapter.
-    follow_up = send("email", recipient(late[0], run_tag), {"subject": "Are you there?"}, adapter="fake")
-    _drain(runtime, [follow_up.id], None)
-    ids.append(follow_up.id)
-
+        # The address that hard-bounced is now suppressed: the next send to it never reaches the adapter.
+        follow_up = send("email", recipient(late[0], run_tag), {"subject": "Are you there?"}, adapter="fake")
+        written.append(follow_up.id)
+        _drain(runtime, [follow_up.id], None)
+        ids.append(follow_up.id)
+    except BaseException:
+        # A failed run must not leave its deliveries behind looking stalled to `chimeway status`.
+        _cancel_unfinished(written, progress)
+        raise
     result = reconcile()
     report.linked = result.linked
     _collect(report, ids)
@@ -220,7 +227,7 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
 
 def _drain(runtime: Any, ids: list[str], bar: Progress | None) -> None:
     """Run an in-process worker until every delivery of this run is terminal."""
-    from chimeway.testing import start_worker
+    from chimeway.dispatch.broker import start_worker
 
     terminal = tuple(s.value for s in TERMINAL)
     deadline = time.monotonic() + 120
@@ -234,6 +241,15 @@ def _drain(runtime: Any, ids: list[str], bar: Progress | None) -> None:
             time.sleep(0.05)
     if bar:
         bar.finish()
+
+
+def _cancel_unfinished(ids: list[str], progress: TextIO) -> None:
+    """Cancel (through the public API) every delivery of a failed run that is not terminal yet."""
+    from chimeway.deliveries import cancel
+
+    cancelled = sum(1 for delivery_id in ids if cancel(delivery_id))
+    if cancelled:
+        progress.write(f"demo failed: cancelled its {cancelled} unfinished deliveries\n")
 
 
 def _count_terminal(ids: list[str], terminal: tuple[str, ...]) -> int:

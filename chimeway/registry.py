@@ -42,11 +42,36 @@ class Registry:
         self._options = settings.adapters
         self.default_adapter = settings.default_adapter
         self.channel_adapters = dict(settings.channel_adapters)
-        # Fail now, not in a worker: every adapter named by the settings must exist and accept its options.
+        self._checked: set[str] = set()  #: adapters whose required options are known to be present
+        # Fail now, not in a worker: every adapter named by the settings must exist and accept its
+        # options. Missing required options (secrets) are checked only where the adapter is used, so
+        # `chimeway status` or `migrate` never need every adapter's API key: see check() and resolve().
         for name, variable in self._named_in_settings():
             self._check_known(name, variable)
-        for name in set(self._options) | set(self.channel_adapters.values()) | {self.default_adapter}:
+        for name in self._named():
+            self.options_for(name, require=False)
+
+    def _named(self) -> set[str]:
+        return set(self._options) | set(self.channel_adapters.values()) | {self.default_adapter}
+
+    def check(self) -> None:
+        """Every adapter the settings name has its required options: a worker calls it at start."""
+        for name in sorted(self._named()):
+            self._require(name)
+
+    def _require(self, name: str) -> None:
+        if name not in self._checked:
             self.options_for(name)
+            self._checked.add(name)
+
+    def variables(self) -> list[str]:
+        """Every CHIMEWAY_* variable the installed adapters read (imports each of them)."""
+        found = []
+        for name in self.known:
+            cls = self.adapter_class(name)
+            found += [env_name(name, option) for option in cls.options]
+            found += list(cls.environment)
+        return found
 
     def _named_in_settings(self) -> list[tuple[str, str]]:
         named = [(self.default_adapter, "CHIMEWAY_DEFAULT_ADAPTER")]
@@ -73,6 +98,7 @@ class Registry:
         """The adapter name a send uses; raises ConfigurationError naming the known ones if unknown."""
         chosen = name or self.adapter_for_channel(channel)
         self._check_known(chosen, None if name else "CHIMEWAY_CHANNEL_ADAPTERS")
+        self._require(chosen)  # a send to an adapter that could never perform it fails now, not in a worker
         return chosen
 
     def adapter_class(self, name: str) -> type[Adapter]:
@@ -84,8 +110,9 @@ class Registry:
             self._classes[name] = loaded
         return self._classes[name]
 
-    def options_for(self, name: str) -> dict[str, Any]:
-        """Validated options: ``adapters={name: {...}}`` arguments, else CHIMEWAY_<NAME>_<OPTION>, else defaults."""
+    def options_for(self, name: str, *, require: bool = True) -> dict[str, Any]:
+        """Validated options: ``adapters={name: {...}}`` arguments, else CHIMEWAY_<NAME>_<OPTION>, else
+        defaults; a missing required option raises unless ``require`` is false."""
         cls = self.adapter_class(name)
         given = dict(self._options.get(name, {}))
         unknown = sorted(set(given) - set(cls.options))
@@ -102,6 +129,8 @@ class Registry:
                 raw = given[option_name]
             elif self._environ.get(variable) not in (None, ""):
                 raw = self._environ[variable]
+            elif option.required and not require:
+                continue
             elif option.required:
                 raise ConfigurationError(
                     f"adapter {name!r} needs {variable} (or adapters={{{name!r}: {{{option_name!r}: ...}}}})",

@@ -7,6 +7,7 @@ environment.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 import peewee
 
 from chimeway import db
-from chimeway.config import Settings, load_settings
+from chimeway.config import Settings, check_environment, load_settings
 from chimeway.registry import Registry
 
 
@@ -62,6 +63,7 @@ def configure(
     global _current
     loaded: Settings = load_settings(environ, **settings)
     registry = Registry(loaded, environ)
+    check_environment(os.environ if environ is None else environ, registry.variables)
     database_obj = database if database is not None else db.connect(loaded)
     db.use_prepared_statements(database_obj, loaded.db_prepared_statements)
     runtime = Runtime(settings=loaded, database=database_obj, registry=registry, owns_database=database is None)

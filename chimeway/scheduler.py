@@ -91,14 +91,16 @@ class Scheduler:
                 claimed = False
             if not claimed:
                 self.result.skipped[job.name] = self.result.skipped.get(job.name, 0) + 1
+                logger.info("scheduler: %s tick %s already fired by another scheduler", job.name, tick.isoformat())
                 continue
             self.result.fired[job.name] = self.result.fired.get(job.name, 0) + 1
             fired.append((job.name, tick))
-            logger.info("scheduler: %s tick %s", job.name, tick.isoformat())
             try:
                 job.action(tick)
             except Exception:
                 logger.exception("scheduler: %s tick %s failed", job.name, tick.isoformat())
+            else:
+                logger.info("scheduler: %s tick %s fired", job.name, tick.isoformat())
         return fired
 
     def seconds_until_next(self, now: datetime) -> float:

@@ -86,7 +86,9 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"stalled deliveries      {report['stalled']}",
-            f"orphan backlog          {orphans['backlog']}"
-            + (f" (oldest {age} s; {orphans['past_max_age']} past max age, unlikely to reconcile)" if age else ""),
+            f"orphan backlog          {orphans['backlog']}" + (f" (oldest {age} s)" if age is not None else ""),
         ]
+        if orphans["backlog"]:
+            # Its own line: tacked onto the backlog it read as if the whole backlog would never reconcile.
+            lines.append(f"  past max age, no longer reconciled  {orphans['past_max_age']}")
     return "\n".join(lines)

@@ -33,17 +33,11 @@ def _runtime(runtime: Any = None) -> Any:
     return current()
 
 
-@contextlib.contextmanager
-def start_worker(runtime: Any = None, *, threads: int = 4) -> Iterator[Any]:
+def start_worker(runtime: Any = None, *, threads: int = 4) -> contextlib.AbstractContextManager[Any]:
     """A Dramatiq worker on the runtime's broker for the duration of the block."""
-    from dramatiq import Worker
+    from chimeway.dispatch.broker import start_worker as start
 
-    worker = Worker(_runtime(runtime).broker, worker_threads=threads, worker_timeout=50)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
+    return start(_runtime(runtime), threads=threads)
 
 
 def drain(runtime: Any = None, *, timeout_ms: int = 30_000) -> list[Any]:

@@ -11,6 +11,8 @@ actor to whatever broker happened to be global at import time.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -60,3 +62,15 @@ def add_middleware(broker: dramatiq.Broker, database: Any) -> None:
             broker.add_middleware(middleware, **place)
     if CurrentMessage not in existing:
         broker.add_middleware(CurrentMessage())
+
+
+@contextlib.contextmanager
+def start_worker(runtime: Any, *, threads: int = 4) -> Iterator[dramatiq.Worker]:
+    """An in-process Dramatiq worker on the runtime's broker for the duration of the block (the demo
+    and ``chimeway.testing`` use it; production workers are ``dramatiq chimeway.worker`` processes)."""
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=50)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()

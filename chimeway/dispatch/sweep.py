@@ -111,13 +111,11 @@ def sweep(batch_size: int = 500, *, tenant_id: str | None = None) -> SweepResult
                 break
         report.update(reenqueued=len(ids), scanned=len(ids))
     result = SweepResult(**counts, skipped=skipped, delivery_ids=tuple(ids))
-    if result.reenqueued or skipped:
-        logger.info(
-            "sweep re-enqueued %d lost deliveries %s%s",
-            result.reenqueued,
-            result.by_kind(),
-            " (another sweep holds the lock)" if skipped else "",
-        )
+    if skipped:
+        logger.info("sweep: skipped, another sweep holds the lock")
+    else:  # every run says what it did, "re-enqueued 0" included: a silent worker looks stuck
+        kinds = ", ".join(f"{kind} {n}" for kind, n in result.by_kind().items())
+        logger.info("sweep: re-enqueued %d (%s)", result.reenqueued, kinds)
     return result
 
 

@@ -103,6 +103,7 @@ def reconcile(
             report.update(scanned=scanned, linked=linked)
     finally:
         publisher.shutdown(wait=True)
+    logger.info("reconcile: linked %d of %d orphans", linked, scanned)
     return ReconcileResult(scanned=scanned, linked=linked)
 
 

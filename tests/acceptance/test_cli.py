@@ -17,7 +17,7 @@ def chimeway(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
     clean.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "chimeway.cli", *args], cwd=cwd, env=clean, capture_output=True, text=True,
+        [sys.executable, "-m", "chimeway", *args], cwd=cwd, env=clean, capture_output=True, text=True,
         timeout=timeout,
     )
 
@@ -73,7 +73,8 @@ def test_given_a_usage_error_then_the_exit_code_is_2_without_a_traceback(tmp_pat
     assert result.stderr.strip()
 
 
-def test_given_a_send_that_cannot_be_delivered_then_one_line_names_the_option_and_nothing_is_stored(tmp_path):
+def test_given_a_send_that_cannot_be_delivered_then_one_line_names_the_option_and_nothing_is_stored(tmp_path, redis_url, redis_namespace):
+    with_redis = {"CHIMEWAY_REDIS_URL": redis_url, "CHIMEWAY_REDIS_NAMESPACE": redis_namespace}
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     refused = {
         "recipient": ["send", "email", "   "],
@@ -81,13 +82,15 @@ def test_given_a_send_that_cannot_be_delivered_then_one_line_names_the_option_an
         "--max-attempts": ["send", "email", "a@example.com", "--max-attempts", "0"],
     }
     for named, args in refused.items():
-        result = chimeway(*args, cwd=tmp_path)
+        result = chimeway(*args, cwd=tmp_path, env=with_redis)
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"chimeway send: error: {named}: "), lines
-    first = chimeway("send", "email", "a@example.com", "--idempotency-key", "k-1", "--set", "n=1", cwd=tmp_path)
+    first = chimeway("send", "email", "a@example.com", "--idempotency-key", "k-1", "--set", "n=1", cwd=tmp_path,
+                     env=with_redis)
     assert first.returncode == 0, first.stderr
-    conflict = chimeway("send", "email", "a@example.com", "--idempotency-key", "k-1", "--set", "n=2", cwd=tmp_path)
+    conflict = chimeway("send", "email", "a@example.com", "--idempotency-key", "k-1", "--set", "n=2", cwd=tmp_path,
+                        env=with_redis)
     assert conflict.returncode == 2
     assert conflict.stderr.strip() == (
         "chimeway send: error: --idempotency-key: key 'k-1' was first used for a send with a different payload"
@@ -96,7 +99,8 @@ def test_given_a_send_that_cannot_be_delivered_then_one_line_names_the_option_an
     assert status["tables"]["chimeway_deliveries"] == 1
 
 
-def test_the_happy_path_of_each_data_command(tmp_path):
+def test_the_happy_path_of_each_data_command(tmp_path, redis_url, redis_namespace):
+    with_redis = {"CHIMEWAY_REDIS_URL": redis_url, "CHIMEWAY_REDIS_NAMESPACE": redis_namespace}
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     migrated = chimeway("migrate", "--json", cwd=tmp_path)
     from chimeway.migrator import load_migrations
@@ -104,14 +108,15 @@ def test_the_happy_path_of_each_data_command(tmp_path):
     assert json.loads(migrated.stdout) == {"applied": [], "version": len(load_migrations("sqlite"))}
 
     sent = chimeway("send", "email", "a@example.com", "--adapter", "log", "--set", "subject=Hi", "--json",
-                    cwd=tmp_path)
+                    cwd=tmp_path, env=with_redis)
     assert sent.returncode == 0, sent.stderr
     delivery = json.loads(sent.stdout)
     assert delivery["status"] == "pending" and delivery["adapter"] == "log"
 
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({"subject": "From a file"}))
-    from_file = chimeway("send", "email", "b@example.com", "--payload-file", str(payload_file), cwd=tmp_path)
+    from_file = chimeway("send", "email", "b@example.com", "--payload-file", str(payload_file), cwd=tmp_path,
+                         env=with_redis)
     assert from_file.returncode == 0 and "recorded" in from_file.stdout
 
     status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
@@ -123,7 +128,7 @@ def test_the_happy_path_of_each_data_command(tmp_path):
 
     reconciled = json.loads(chimeway("reconcile", "--json", cwd=tmp_path).stdout)
     assert reconciled == {"scanned": 0, "linked": 0}
-    swept = chimeway("sweep", "--json", cwd=tmp_path)
+    swept = chimeway("sweep", "--json", cwd=tmp_path, env=with_redis)
     assert swept.returncode == 0 and json.loads(swept.stdout)["reenqueued"] == 0  # both are fresh, not lost
     pruned = json.loads(chimeway("prune", "--days", "1", "--json", cwd=tmp_path).stdout)
     assert pruned == {"deleted": 0}

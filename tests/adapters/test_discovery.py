@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from chimeway.adapter import SendRequest, SendResult
 from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
 from chimeway.registry import Registry, discover
+from tests.adapters.distribution import write_pigeon_distribution
 
 BUILT_INS = {"fake", "log", "smtp", "webhook", "postmark", "sendgrid", "twilio"}
 
@@ -29,34 +28,7 @@ BUILT_INS = {"fake", "log", "smtp", "webhook", "postmark", "sendgrid", "twilio"}
 @pytest.fixture
 def third_party_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An installed-looking distribution 'chimeway-pigeon' whose entry point registers adapter ``pigeon``."""
-    package = f"chimeway_pigeon_{uuid.uuid4().hex[:8]}"
-    (tmp_path / package).mkdir()
-    (tmp_path / package / "__init__.py").write_text(
-        textwrap.dedent(
-            '''
-            """A carrier-pigeon adapter, as a third party would write it: only the contract is imported."""
-            from chimeway.adapter import Adapter, Option, PermanentError, SendResult
-
-            SENT = []
-
-
-            class PigeonAdapter(Adapter):
-                name = "pigeon"
-                channel = "pigeon"
-                options = {"loft": Option(required=True, doc="expected the loft name")}
-
-                def send(self, request):
-                    if not request.payload.get("note"):
-                        raise PermanentError("a pigeon needs a note")
-                    SENT.append((self.config["loft"], request.recipient, dict(request.payload)))
-                    return SendResult(provider="pigeon", provider_message_id=f"leg-band-{len(SENT)}")
-            '''
-        )
-    )
-    dist_info = tmp_path / "chimeway_pigeon-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: chimeway-pigeon\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(f"[chimeway.adapters]\npigeon = {package}:PigeonAdapter\n")
+    package = write_pigeon_distribution(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     yield package
@@ -113,12 +85,28 @@ def test_given_a_third_party_adapter_when_its_option_comes_from_the_environment_
         registry.close()
 
 
-def test_given_a_third_party_adapter_missing_its_required_option_then_configure_names_the_variable(
+def test_given_a_third_party_adapter_missing_its_required_option_then_a_worker_check_or_a_send_names_the_variable(
     third_party_adapter: str,
 ) -> None:
+    registry = Registry(load_settings(environ={}, default_adapter="pigeon"), environ={})  # status, migrate: fine
+    with pytest.raises(ConfigurationError) as at_worker_start:
+        registry.check()
+    assert at_worker_start.value.variable == "CHIMEWAY_PIGEON_LOFT"
+    with pytest.raises(ConfigurationError) as at_send:
+        registry.resolve(None, "pigeon")
+    assert at_send.value.variable == "CHIMEWAY_PIGEON_LOFT"
+
+
+def test_given_a_third_party_adapter_with_a_bad_option_name_in_the_environment_then_configure_suggests_the_right_one(
+    third_party_adapter: str, tmp_path: Path,
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        Registry(load_settings(environ={}, default_adapter="pigeon"), environ={})
-    assert caught.value.variable == "CHIMEWAY_PIGEON_LOFT"
+        chimeway.configure(
+            environ={"CHIMEWAY_PIGEON_LOFTS": "north", "CHIMEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+                     "CHIMEWAY_REDIS_URL": ""},
+        )
+    assert caught.value.variable == "CHIMEWAY_PIGEON_LOFTS"
+    assert "did you mean CHIMEWAY_PIGEON_LOFT?" in str(caught.value)
 
 
 def test_given_an_unknown_adapter_name_when_configuring_then_the_error_names_the_known_ones(

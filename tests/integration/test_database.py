@@ -100,3 +100,47 @@ def test_given_a_postgresql_url_without_a_database_name_then_configure_fails_nam
     with pytest.raises(ConfigurationError) as caught:
         runtime_mod.configure(database_url="postgresql://postgres@127.0.0.1:5432", redis_url="", environ={})
     assert caught.value.variable == "CHIMEWAY_DATABASE_URL"
+
+
+def _application_database(pg_url: str, **connect_params) -> peewee.PostgresqlDatabase:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    return peewee.PostgresqlDatabase(parts.path.lstrip("/"), host=parts.hostname, port=parts.port,
+                                     user=parts.username, **connect_params)
+
+
+def _session(database: peewee.Database) -> tuple[str, str]:
+    return database.execute_sql("SELECT current_setting('statement_timeout'), current_setting('TimeZone')").fetchone()
+
+
+def test_given_an_application_database_with_chimeways_session_options_when_sending_then_its_connection_has_them(pg_url):
+    app_db = _application_database(pg_url, options=dbmod.session_options(4321))
+    runtime_mod.configure(database=app_db, redis_url="", environ={})
+    try:
+        with app_db.connection_context(), app_db.atomic():  # what a web request does around send()
+            delivery = _send_one("a@example.com")
+            assert _session(app_db) == ("4321ms", "UTC")
+        assert Delivery.get_by_id(delivery.id).status == "pending"
+    finally:
+        runtime_mod.reset()
+        app_db.close()
+
+
+def test_given_an_application_database_without_them_then_chimeway_leaves_its_sessions_alone(pg_url):
+    """As the README says: Chimeway changes no session setting of a database it was handed."""
+    app_db = _application_database(pg_url)
+    runtime_mod.configure(database=app_db, redis_url="", environ={})
+    try:
+        with app_db.connection_context():
+            _send_one("b@example.com")
+            assert _session(app_db)[0] == "0"
+    finally:
+        runtime_mod.reset()
+        app_db.close()
+
+
+def _send_one(recipient: str) -> Delivery:
+    import chimeway
+
+    return chimeway.send("email", recipient, {"subject": "Hi"}, adapter="log")

@@ -100,3 +100,62 @@ def test_given_an_adapter_option_passed_as_none_then_its_default_applies():
     options = registry.options_for("smtp")
     assert options["host"] == "localhost"
     assert options["timeout"] == 10
+
+
+# -- unknown CHIMEWAY_* variables and masked URLs ----------------------------------------------------
+
+
+def _configure(tmp_path, **environ):
+    from chimeway import runtime
+
+    try:
+        return runtime.configure(environ={"CHIMEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite3'}", **environ})
+    finally:
+        runtime.reset()
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("CHIMEWAY_MAX_ATTEMPS", "CHIMEWAY_MAX_ATTEMPTS"), ("CHIMEWAY_POSTMARK_BASEURL", "CHIMEWAY_POSTMARK_BASE_URL")],
+)
+def test_given_a_mistyped_variable_when_configuring_then_it_is_refused_with_the_closest_known_name(
+    tmp_path, typo, meant
+):
+    with pytest.raises(ConfigurationError) as caught:
+        _configure(tmp_path, **{typo: "3"})
+    assert caught.value.variable == typo
+    assert f"did you mean {meant}?" in str(caught.value)
+
+
+def test_given_a_variable_like_nothing_known_when_configuring_then_it_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigurationError) as caught:
+        _configure(tmp_path, CHIMEWAY_ZZZ="1")
+    assert "unknown environment variable CHIMEWAY_ZZZ" in str(caught.value)
+
+
+def test_given_the_variables_the_repository_itself_uses_when_configuring_then_none_is_refused(tmp_path):
+    """Every CHIMEWAY_* name written in the tests, harnesses, Makefile, CI script and README is a
+    setting, an installed adapter's variable or under a reserved prefix."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [*root.glob("tests/**/*.py"), root / "Makefile", root / ".ci" / "run", root / "README.md"]
+    names = set()
+    for path in files:
+        names |= set(re.findall(r"\bCHIMEWAY_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
+    examples = {  # names the tests write on purpose: typos, a test adapter, example adapters in prose
+        "CHIMEWAY_MAX_ATTEMPS", "CHIMEWAY_POSTMARK_BASEURL", "CHIMEWAY_ZZZ", "CHIMEWAY_PIGEON_LOFT",
+        "CHIMEWAY_PIGEON_LOFTS", "CHIMEWAY_ACME_API_KEY", "CHIMEWAY_ACME_BASEURL",
+    }
+    environ = {name: "" for name in names - examples}  # empty values: only the names are checked
+    assert _configure(tmp_path, **environ) is not None
+
+
+def test_given_a_bad_url_with_a_password_when_loading_then_the_error_hides_the_password():
+    for variable, url in [("CHIMEWAY_DATABASE_URL", "mysql://app:s3cr3t-pw@db.internal/app"),
+                          ("CHIMEWAY_REDIS_URL", "http://:s3cr3t-pw@cache.internal:6379/0")]:
+        with pytest.raises(ConfigurationError) as caught:
+            load_settings(environ={variable: url})
+        assert "s3cr3t-pw" not in str(caught.value)
+        assert "***" in str(caught.value) and variable in str(caught.value)
