@@ -198,15 +198,16 @@ _callable.accepts = "a function"  # type: ignore[attr-defined]
 
 def _tolerances(value: Any) -> dict[str, int]:
     """``seconds`` for every provider, and/or ``provider=seconds`` pairs: ``86400`` or ``600,mailgun=32400``."""
-    from chimeway.webhooks.providers import PROVIDERS  # a table of names; the provider modules stay unloaded
+    from chimeway.webhooks.providers import discover  # entry-point names; the provider modules stay unloaded
 
     pairs = value.items() if isinstance(value, Mapping) else (
         part.partition("=")[::2] if "=" in part else ("*", part) for part in str(value).split(",") if part.strip()
     )
     result = {}
+    known = discover()
     for name, seconds in pairs:
         name = str(name).strip()
-        if name != "*" and name not in PROVIDERS:
+        if name != "*" and name not in known:
             raise ValueError
         result[name] = _int(1, 31 * 86400)(str(seconds).strip())
     return result

@@ -1,24 +1,71 @@
-"""Webhook providers by name. Modules load on first use (the crypto libraries are an extra)."""
+"""Webhook providers by name, found through the ``chimeway.webhook_providers`` entry-point group.
+
+Built-in providers register exactly as third-party ones do (setup.cfg); nothing here imports them
+by module path, and the entry-point name is the URL segment (``/webhooks/<provider>``). Names are
+known without importing any provider (``CHIMEWAY_WEBHOOK_TOLERANCE_SECONDS`` is validated against
+them); a provider's module is imported when a request first names it, since some need an extra
+(SendGrid's crypto).
+
+The installed entry points are read once per process: a distribution installed while the process
+runs is found after a restart (tests call ``discover.cache_clear()``).
+"""
 
 from __future__ import annotations
 
-from importlib import import_module
+import functools
+from importlib.metadata import EntryPoint, entry_points
 
+from chimeway.errors import ConfigurationError
 from chimeway.webhooks.providers.base import Provider
 
-#: provider name (the URL segment) -> "module:class"
-PROVIDERS: dict[str, str] = {
-    "postmark": "chimeway.webhooks.providers.postmark:PostmarkProvider",
-    "sendgrid": "chimeway.webhooks.providers.sendgrid:SendgridProvider",
-    "mailgun": "chimeway.webhooks.providers.mailgun:MailgunProvider",
-    "standard": "chimeway.webhooks.providers.standard:StandardProvider",
-}
+GROUP = "chimeway.webhook_providers"
+
+
+@functools.cache
+def discover() -> dict[str, EntryPoint]:
+    """Every webhook provider name installed in this environment, without importing any of them.
+
+    Two distributions registering one name is a ConfigurationError naming both: which one answers
+    that provider's webhooks must not depend on the order of ``sys.path``."""
+    found: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=GROUP):
+        other = found.setdefault(entry.name, entry)
+        if other is not entry:
+            raise ConfigurationError(
+                f"webhook provider {entry.name!r} is registered by two distributions: "
+                f"{_origin(other)} and {_origin(entry)}; uninstall one of them"
+            )
+    return found
+
+
+def _origin(entry: EntryPoint) -> str:
+    distribution = entry.dist.name if entry.dist is not None else "an unknown distribution"
+    return f"{distribution} ({entry.value})"
+
+
+def names() -> list[str]:
+    """The installed provider names, sorted; imports no provider."""
+    return sorted(discover())
 
 
 def provider_class(name: str) -> type[Provider] | None:
-    """The provider registered under ``name``, or None for an unknown provider."""
-    target = PROVIDERS.get(name)
-    if target is None:
+    """The provider registered under ``name``, or None for an unknown provider (the endpoint's 404).
+
+    ConfigurationError when the registered object is not a :class:`Provider` subclass, or is one
+    whose ``name`` differs from its entry point's: events are stored under ``Provider.name``, so a
+    provider must answer under the same name it is stored and linked by."""
+    entry = discover().get(name)
+    if entry is None:  # the name comes from a URL: nothing is cached or imported for it
         return None
-    module, _, attribute = target.partition(":")
-    return getattr(import_module(module), attribute)
+    loaded = entry.load()  # after the first request, a lookup in sys.modules
+    if not (isinstance(loaded, type) and issubclass(loaded, Provider)):
+        raise ConfigurationError(
+            f"webhook provider {name!r} from {_origin(entry)} does not subclass "
+            "chimeway.webhooks.providers.base.Provider"
+        )
+    if getattr(loaded, "name", None) != name:
+        raise ConfigurationError(
+            f"webhook provider {name!r} from {_origin(entry)} has name = {getattr(loaded, 'name', None)!r}; "
+            "the entry point and Provider.name must be the same"
+        )
+    return loaded
