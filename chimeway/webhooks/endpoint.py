@@ -1,6 +1,7 @@
 """``handle(provider, headers, body, tenant_id=None) -> (status, body)``: the framework-free core.
 
-Order (docs/architecture.md §6): unknown provider or tenant (404; see :mod:`chimeway.webhooks.tenancy`) →
+Order (docs/architecture.md §6): unknown provider or tenant (404; see :mod:`chimeway.webhooks.tenancy`;
+a provider whose installation is broken answers 500, the reason in the log) →
 size limit (413) → the tenant's secrets (404 when it has none) → verify (401; a provider whose secret
 is unset answers 500 naming the setting; a format never accepted 406) → parse (400; an authentic
 request whose text the ledger cannot store is kept as a ``failed`` raw row) → one transaction (raw
@@ -23,7 +24,7 @@ from playhouse.pool import MaxConnectionsExceeded
 
 from chimeway import db as dbmod
 from chimeway import telemetry
-from chimeway.errors import ChimewayError
+from chimeway.errors import ChimewayError, ConfigurationError
 from chimeway.webhooks import ledger, tenancy
 from chimeway.webhooks.ingest import ingest
 from chimeway.webhooks.providers import provider_class
@@ -63,7 +64,11 @@ def handle(
 
         runtime = current()
     tenant = tenancy.DEFAULT_TENANT if tenant_id is None else tenant_id
-    known = provider_class(provider)
+    try:
+        known = provider_class(provider)
+    except ConfigurationError as err:  # an installation problem (names a registered provider, never the request)
+        logger.error("webhook provider refused: %s", err)
+        return Response(500, "provider misconfigured")
     if known is None:
         return Response(404, "unknown provider")
     if not tenancy.valid(tenant):

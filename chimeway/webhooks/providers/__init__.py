@@ -22,19 +22,12 @@ GROUP = "chimeway.webhook_providers"
 
 
 @functools.cache
-def discover() -> dict[str, EntryPoint]:
-    """Every webhook provider name installed in this environment, without importing any of them.
-
-    Two distributions registering one name is a ConfigurationError naming both: which one answers
-    that provider's webhooks must not depend on the order of ``sys.path``."""
-    found: dict[str, EntryPoint] = {}
+def discover() -> dict[str, tuple[EntryPoint, ...]]:
+    """Every webhook provider name installed in this environment, with the entry points registering
+    it (one each, unless distributions clash), without importing any provider."""
+    found: dict[str, tuple[EntryPoint, ...]] = {}
     for entry in entry_points(group=GROUP):
-        other = found.setdefault(entry.name, entry)
-        if other is not entry:
-            raise ConfigurationError(
-                f"webhook provider {entry.name!r} is registered by two distributions: "
-                f"{_origin(other)} and {_origin(entry)}; uninstall one of them"
-            )
+        found[entry.name] = (*found.get(entry.name, ()), entry)
     return found
 
 
@@ -51,12 +44,20 @@ def names() -> list[str]:
 def provider_class(name: str) -> type[Provider] | None:
     """The provider registered under ``name``, or None for an unknown provider (the endpoint's 404).
 
-    ConfigurationError when the registered object is not a :class:`Provider` subclass, or is one
-    whose ``name`` differs from its entry point's: events are stored under ``Provider.name``, so a
-    provider must answer under the same name it is stored and linked by."""
-    entry = discover().get(name)
-    if entry is None:  # the name comes from a URL: nothing is cached or imported for it
+    ConfigurationError when two distributions register ``name``, or when the registered object is
+    not a :class:`Provider` subclass or is one whose ``name`` differs from its entry point's: events
+    are stored under ``Provider.name``, so a provider must answer under the name it is linked by."""
+    entries = discover().get(name)
+    if entries is None:  # the name comes from a URL: nothing is cached or imported for it
         return None
+    if len(entries) > 1:
+        # Which one answers must not depend on the order of sys.path. Only this name fails: the
+        # other providers keep answering.
+        raise ConfigurationError(
+            f"webhook provider {name!r} is registered by {len(entries)} distributions: "
+            f"{' and '.join(map(_origin, entries))}; uninstall all but one"
+        )
+    (entry,) = entries
     loaded = entry.load()  # after the first request, a lookup in sys.modules
     if not (isinstance(loaded, type) and issubclass(loaded, Provider)):
         raise ConfigurationError(

@@ -42,7 +42,7 @@ PACKAGE = textwrap.dedent(
     import os
 
     from chimeway.adapter import Adapter, Option, PermanentError, SendResult
-    from chimeway.states import EventType
+    from chimeway.states import EventType, RejectReason
     from chimeway.webhooks.providers.base import NormalizedEvent, NotConfigured, Provider, Unauthorized, parse_iso, unknown
 
     SENT = []  # what the stand-in for Acme's API accepted
@@ -61,8 +61,11 @@ PACKAGE = textwrap.dedent(
             return SendResult(provider="acme", provider_message_id=f"acme-{len(SENT)}")
 
 
-    #: Acme's report status -> ledger type; anything else is kept as unknown
-    STATUSES = {"delivered": EventType.DELIVERED, "undeliverable": EventType.BOUNCED}
+    #: Acme's report status -> (ledger type, reject reason); any other status is kept as unknown
+    STATUSES = {
+        "delivered": (EventType.DELIVERED, None),
+        "undeliverable": (EventType.BOUNCED, RejectReason.BOUNCED),  # a hard bounce: suppresses the number
+    }
 
 
     class AcmeWebhooks(Provider):
@@ -81,7 +84,8 @@ PACKAGE = textwrap.dedent(
             fields = {"message_id": raw.get("message_id"), "event_id": raw.get("report_id")}
             if raw.get("status") not in STATUSES:
                 return unknown(raw.get("status"), raw, occurred_at, **fields)
-            return NormalizedEvent(type=STATUSES[raw["status"]], occurred_at=occurred_at, **fields)
+            event_type, reason = STATUSES[raw["status"]]
+            return NormalizedEvent(type=event_type, occurred_at=occurred_at, reject_reason=reason, **fields)
     '''
 )
 

@@ -29,11 +29,12 @@ from chimeway.models import Delivery, Event
 from chimeway.runtime import configure, reset
 from chimeway.testing import drain, start_worker
 from chimeway.webhooks.providers import discover, provider_class
-from tests.integration.webhooks.acme_distribution import pip_install, write_acme_source
+from tests.integration.webhooks.acme_distribution import PACKAGE, PYPROJECT, pip_install, write_acme_source
 
 BUILT_INS = {"postmark": "PostmarkProvider", "sendgrid": "SendgridProvider", "mailgun": "MailgunProvider",
              "standard": "StandardProvider"}
 SECRET = "acme-hook-secret-3f9a"
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,8 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 
 def test_every_built_in_provider_is_an_entry_point_under_chimeway_webhook_providers() -> None:
     found = discover()
-    assert {name: entry.value for name, entry in found.items() if name in BUILT_INS} == {
-        name: f"chimeway.webhooks.providers.{name}:{cls}" for name, cls in BUILT_INS.items()
+    assert {name: [entry.value for entry in entries] for name, entries in found.items() if name in BUILT_INS} == {
+        name: [f"chimeway.webhooks.providers.{name}:{cls}"] for name, cls in BUILT_INS.items()
     }
     for name in BUILT_INS:
         assert provider_class(name).name == name
@@ -131,6 +132,10 @@ def test_given_acme_installed_with_pip_when_it_sends_and_acme_reports_delivery_t
         reset()
 
 
+def test_the_readme_worked_example_is_the_package_these_tests_install() -> None:
+    assert PACKAGE in README and PYPROJECT in README
+
+
 def test_given_acme_installed_then_its_name_is_a_valid_tolerance_without_importing_it(acme: Path) -> None:
     settings = load_settings(environ={"CHIMEWAY_WEBHOOK_TOLERANCE_SECONDS": "acme=60,mailgun=600"})
     assert settings.webhook_tolerance_seconds == {"acme": 60, "mailgun": 600}
@@ -154,8 +159,8 @@ def test_given_an_unknown_provider_then_the_endpoint_answers_404(configured: obj
     assert chimeway.webhooks.handle("carrier-pigeon", {}, b"{}") == (404, "unknown provider")
 
 
-def test_given_two_distributions_registering_one_provider_name_then_the_error_names_both(
-    acme_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_given_two_distributions_registering_one_provider_name_then_using_it_fails_naming_both(
+    acme_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configured: object,
 ) -> None:
     other = write_distribution(
         tmp_path, "roadrunner-chimeway", "roadrunner_chimeway",
@@ -164,8 +169,8 @@ def test_given_two_distributions_registering_one_provider_name_then_the_error_na
     with _on_path(acme_site, monkeypatch), _on_path(other, monkeypatch):
         with pytest.raises(ConfigurationError) as caught:
             provider_class("acme")
-        with pytest.raises(ConfigurationError):
-            load_settings(environ={"CHIMEWAY_WEBHOOK_TOLERANCE_SECONDS": "600"})
+        assert provider_class("postmark").name == "postmark", "only the clashing name fails"
+        assert chimeway.webhooks.handle("acme", {}, b"{}") == (500, "provider misconfigured")
     message = str(caught.value)
     assert "'acme'" in message and "acme-chimeway" in message and "roadrunner-chimeway" in message
 
