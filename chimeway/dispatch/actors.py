@@ -257,7 +257,8 @@ def _log_unhandled(
     )
     try:
         raise UnhandledOutcomeError(**fields) from (
-            AdapterRaised(_cause_of(delivery.adapter, result)).with_traceback(result.__traceback__)
+            AdapterRaised(f"{_cause_of(delivery.adapter, result)} (its message is on the attempt row)")
+            .with_traceback(result.__traceback__)
             if isinstance(result, BaseException) else None
         )
     except UnhandledOutcomeError as error:

@@ -1,5 +1,6 @@
 """Fixtures for the dispatch tests: Chimeway on each dialect with the stub broker, fast backoff, a
-worker, and the fake adapter's calls."""
+worker, and the fake adapter's calls; and real ``dramatiq chimeway.worker`` processes on PostgreSQL
+and Redis (``workers``, with ``redis_runtime`` for this process and the cross-process ``call_log``)."""
 
 from __future__ import annotations
 
