@@ -233,7 +233,7 @@ def _retry_or_exhaust(
 
     cause = _cause_of(delivery.adapter, result)
     if outcome.unhandled:
-        _log_unhandled(delivery, attempt, outcome, result, retry)
+        _log_unhandled(delivery, attempt, outcome, result, cause, retry)
     if retry is None:
         if deliveries.exhaust(delivery.id):
             logger.warning("delivery %s: attempt %d/%d via %s %s (%s); no attempt left: cancelled(retries_exhausted)",
@@ -246,7 +246,7 @@ def _retry_or_exhaust(
 
 
 def _log_unhandled(
-    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, retry: backoff.RetryAt | None
+    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, cause: str, retry: backoff.RetryAt | None
 ) -> None:
     """One ERROR per unhandled attempt naming UnhandledOutcomeError, with every field and a traceback
     that reaches into the adapter when it raised (for alerting and error trackers, which skip
@@ -257,13 +257,13 @@ def _log_unhandled(
     )
     try:
         raise UnhandledOutcomeError(**fields) from (
-            AdapterRaised(f"{_cause_of(delivery.adapter, result)} (its message is on the attempt row)")
+            AdapterRaised(f"{cause} (its message is on the attempt row)")
             .with_traceback(result.__traceback__)
             if isinstance(result, BaseException) else None
         )
     except UnhandledOutcomeError as error:
         logger.error(
-            "UnhandledOutcomeError: %s (%s); %s", error, _cause_of(delivery.adapter, result),
+            "UnhandledOutcomeError: %s (%s); %s", error, cause,
             f"next attempt at {retry.when.isoformat()}" if retry else "no attempt left",
             exc_info=True, extra={"unhandled_outcome": fields},
         )
