@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from chimeway import db, deliveries, logcontext, telemetry
 from chimeway.adapter import SendRequest, SendResult
@@ -38,6 +39,9 @@ logger = logging.getLogger("chimeway.dispatch")
 #: each one's failure sends a fresh message (``_retry_or_exhaust``), so this count and the durable
 #: attempt count never share a budget. When these run out, the ExhaustionGuard takes over.
 DRAMATIQ_MAX_RETRIES = 20
+
+#: The deliver message's option noting the leases its tries' claims would write (see ``_note_lease``).
+_LEASE_OPTION = "chimeway_lease_until"
 
 #: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart).
 QUEUE = "chimeway"
@@ -87,8 +91,11 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     from chimeway import policy
 
     now = db.now()
+    lease_seconds = runtime.settings.lease_seconds
+    message = CurrentMessage.get_current_message()  # None when the actor is called directly
+    earlier_leases = _note_lease(message, now + timedelta(seconds=lease_seconds))
     if policy.decided_by_facts():  # a delivery the loaded facts clear is claimed by the same statement
-        delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=runtime.settings.lease_seconds)
+        delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=lease_seconds)
     else:
         delivery, attempt = deliveries.load(delivery_id, now), None  # with the facts the first rules need
     if delivery is None:
@@ -96,6 +103,10 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
         return
     report.update(tenant_id=delivery.tenant_id, channel=delivery.channel, adapter=delivery.adapter)
     logcontext.update(tenant=delivery.tenant_id, adapter=delivery.adapter)
+    if attempt is None and _holds(delivery, earlier_leases, now):
+        attempt = delivery.attempt_count
+        logger.info("delivery %s: attempt %d was claimed by an earlier try of this message that failed "
+                    "before recording it; carrying it on", delivery_id, attempt)
     if attempt is None:
         attempt = _claim_after_policy(runtime, delivery, now, report)
         if attempt is None:
@@ -103,6 +114,28 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     logcontext.update(attempt=attempt)
     report["attempt"] = attempt
     _attempt(runtime, delivery, attempt, report)
+
+
+def _note_lease(message: Any, lease_until: datetime) -> list[datetime]:
+    """Note on the message, before claiming, the lease a claim by this try would write, and return
+    the leases its earlier tries noted. A try can fail after its claim committed (the connection cut
+    while the claim's answer, or the record, was on the wire): Dramatiq's retry of this message then
+    recognizes its own claim by its lease and carries the attempt on, instead of leaving the claim to
+    expire, which would spend an attempt and wait for the sweep. Every try's lease is kept (at most
+    one per Dramatiq retry): a try that failed may have claimed without knowing it."""
+    if message is None:
+        return []
+    earlier = list(message.options.get(_LEASE_OPTION, ()))
+    message.options[_LEASE_OPTION] = [*earlier, lease_until.isoformat()]
+    return [datetime.fromisoformat(noted) for noted in earlier]
+
+
+def _holds(delivery: Delivery, leases: list[datetime], now: datetime) -> bool:
+    """Whether the delivery is under a live claim that wrote one of ``leases``."""
+    lease_until = delivery.lease_until
+    return delivery.status == Status.DISPATCHED and lease_until is not None and lease_until > now and (
+        lease_until in leases
+    )
 
 
 def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report: dict[str, Any]) -> int | None:

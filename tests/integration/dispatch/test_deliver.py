@@ -265,3 +265,34 @@ def test_given_a_claim_when_recorded_then_state_and_attempt_row_are_written_toge
         deliveries.record(delivery.id, 2, outcome="nonsense", error_class=None, adapter="fake", status=Status.SUCCEEDED)
     assert chimeway.get_delivery(delivery.id).status == "dispatched"
     assert len(deliveries.attempts(delivery.id)) == 1
+
+
+_LOSE_FIRST_RECORD = [
+    "CREATE SEQUENCE chimeway_test_records",
+    "CREATE FUNCTION chimeway_test_lose_record() RETURNS trigger AS $$ BEGIN "
+    "IF nextval('chimeway_test_records') = 1 THEN RAISE EXCEPTION 'test: the connection broke'; END IF; "
+    "RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER chimeway_test_lose_record BEFORE INSERT ON chimeway_delivery_attempts FOR EACH ROW "
+    "EXECUTE FUNCTION chimeway_test_lose_record()",
+]
+
+
+def test_given_a_try_that_claimed_and_failed_before_recording_when_dramatiq_retries_it_then_it_carries_its_claim_on(
+    runtime, dialect, create, worker, calls
+):
+    if dialect != "postgres":
+        pytest.skip("the failing record is a PostgreSQL trigger (a sequence survives the rollback)")
+    for statement in _LOSE_FIRST_RECORD:
+        db.execute(statement)
+    try:
+        sent = create(["ok"])
+        enqueue(sent.id)
+        assert drain(runtime) == []
+    finally:
+        db.execute("DROP TRIGGER chimeway_test_lose_record ON chimeway_delivery_attempts")
+        db.execute("DROP FUNCTION chimeway_test_lose_record()")
+        db.execute("DROP SEQUENCE chimeway_test_records")
+    # The retry recognized its own live claim (a 300 s lease) instead of waiting for it to expire.
+    assert chimeway.get_delivery(sent.id).status == "succeeded"
+    assert outcomes_of(sent.id) == [(1, "succeeded", None)]
+    assert [c.attempt_number for c in calls(sent.id)] == [1, 1]
