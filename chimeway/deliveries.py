@@ -328,9 +328,10 @@ def suppress(delivery_id: str, reason: Reason, *, now: datetime | None = None) -
 
 
 def exhaust(delivery_id: str, *, now: datetime | None = None) -> bool:
-    """cancelled(retries_exhausted): a failed delivery whose final attempt (or message) is spent, or
-    any unclaimed delivery whose attempt budget is spent (a worker crashed during its last attempt)."""
-    condition = f"(status = 'failed' OR (attempt_count >= max_attempts AND {_FREE}))"
+    """cancelled(retries_exhausted): an unclaimed delivery whose attempt budget is spent (its final
+    attempt failed, or a worker crashed during it). Never one with attempts left, whatever the broker's
+    own retry count says: the durable attempt count is the only budget."""
+    condition = f"(attempt_count >= max_attempts AND {_FREE})"
     return _finish(delivery_id, Status.CANCELLED, Reason.RETRIES_EXHAUSTED, condition, now)
 
 

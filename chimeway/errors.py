@@ -79,10 +79,12 @@ class IdempotencyConflictError(InvalidSendError):
 
 
 class UnhandledOutcomeError(ChimewayError):
-    """An attempt produced an outcome that no documented case handles, and it could not converge.
+    """An attempt produced an outcome that no documented case handles.
 
-    The attempt row is already stored; the message is retried like any failure so that the final
-    attempt converges the delivery. Seeing this means an adapter returned something it must not:
+    The worker logs it at ERROR (with every field and a traceback reaching into the adapter) rather
+    than raising it: the attempt row is stored, with the adapter's exception type and message, and
+    the delivery is retried at its ``next_attempt_at`` like a transient failure, so that the final
+    attempt converges it. Seeing this means an adapter returned or raised something it must not:
     fix the adapter to return a ``SendResult`` or raise one of the ``DeliveryError`` classes.
     """
 

@@ -1,8 +1,9 @@
 """The actors: ``deliver`` (one attempt of one delivery), ``sweep_actor`` and ``reconcile_orphans``.
 
-``deliver(delivery_id)`` reads top to bottom as DESIGN.md §5 draws it::
+``deliver(delivery_id)`` reads top to bottom as docs/architecture.md §5 draws it::
 
     load → short-circuit → policy → claim → adapter (outside any transaction) → classify → record
+      → next attempt (a fresh message, due at the row's next_attempt_at) or convergence
 
 On PostgreSQL, when the policy reads nothing but the facts loaded with the row
 (``policy.decided_by_facts()``), load and claim are one statement for a delivery those facts clear
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -26,31 +27,29 @@ from dramatiq.middleware import CurrentMessage
 from chimeway import db, deliveries, logcontext, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
-from chimeway.dispatch.middleware import DELIVER_ACTOR, AttemptsExhausted, ExhaustionGuard
+from chimeway.dispatch.middleware import DELIVER_ACTOR
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
 from chimeway.states import TERMINAL, AttemptOutcome, ErrorClass, Orchestration, Reason, Status
 
 logger = logging.getLogger("chimeway.dispatch")
 
-#: Dramatiq retries the deliver actor gets beyond max_attempts, for failures that spend no attempt.
-DRAMATIQ_RETRY_SLACK = 10
+#: Dramatiq's retries of one deliver message, for failures that spend no attempt (the database
+#: unreachable while loading or recording, a pool timeout). Attempts are never retried by Dramatiq:
+#: each one's failure sends a fresh message (``_retry_or_exhaust``), so this count and the durable
+#: attempt count never share a budget. When these run out, the ExhaustionGuard takes over.
+DRAMATIQ_MAX_RETRIES = 20
+
+#: The deliver message's option noting the leases its tries' claims would write (see ``_note_lease``).
+_LEASE_OPTION = "chimeway_lease_until"
 
 #: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart).
 QUEUE = "chimeway"
 
 
-class RetriedUnhandledOutcome(UnhandledOutcomeError, dramatiq.Retry):
-    """An UnhandledOutcomeError that Dramatiq retries at the same time the row says (``delay``)."""
-
-    def __init__(self, *, delay: int, **fields: Any) -> None:
-        super().__init__(**fields)
-        self.delay = delay
-
-
 @dataclass(frozen=True)
 class Outcome:
-    """What an attempt produced, classified (DESIGN.md §5)."""
+    """What an attempt produced, classified (docs/architecture.md §5)."""
 
     outcome: AttemptOutcome
     error_class: ErrorClass | None
@@ -92,8 +91,11 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     from chimeway import policy
 
     now = db.now()
+    lease_seconds = runtime.settings.lease_seconds
+    message = CurrentMessage.get_current_message()  # None when the actor is called directly
+    earlier_leases = _note_lease(message, now + timedelta(seconds=lease_seconds))
     if policy.decided_by_facts():  # a delivery the loaded facts clear is claimed by the same statement
-        delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=runtime.settings.lease_seconds)
+        delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=lease_seconds)
     else:
         delivery, attempt = deliveries.load(delivery_id, now), None  # with the facts the first rules need
     if delivery is None:
@@ -101,6 +103,10 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
         return
     report.update(tenant_id=delivery.tenant_id, channel=delivery.channel, adapter=delivery.adapter)
     logcontext.update(tenant=delivery.tenant_id, adapter=delivery.adapter)
+    if attempt is None and _holds(delivery, earlier_leases, now):
+        attempt = delivery.attempt_count
+        logger.info("delivery %s: attempt %d was claimed by an earlier try of this message that failed "
+                    "before recording it; carrying it on", delivery_id, attempt)
     if attempt is None:
         attempt = _claim_after_policy(runtime, delivery, now, report)
         if attempt is None:
@@ -108,6 +114,28 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     logcontext.update(attempt=attempt)
     report["attempt"] = attempt
     _attempt(runtime, delivery, attempt, report)
+
+
+def _note_lease(message: Any, lease_until: datetime) -> list[datetime]:
+    """Note on the message, before claiming, the lease a claim by this try would write, and return
+    the leases its earlier tries noted. A try can fail after its claim committed (the connection cut
+    while the claim's answer, or the record, was on the wire): Dramatiq's retry of this message then
+    recognizes its own claim by its lease and carries the attempt on, instead of leaving the claim to
+    expire, which would spend an attempt and wait for the sweep. Every try's lease is kept (at most
+    one per Dramatiq retry): a try that failed may have claimed without knowing it."""
+    if message is None:
+        return []
+    earlier = list(message.options.get(_LEASE_OPTION, ()))
+    message.options[_LEASE_OPTION] = [*earlier, lease_until.isoformat()]
+    return [datetime.fromisoformat(noted) for noted in earlier]
+
+
+def _holds(delivery: Delivery, leases: list[datetime], now: datetime) -> bool:
+    """Whether the delivery is under a live claim that wrote one of ``leases``."""
+    lease_until = delivery.lease_until
+    return delivery.status == Status.DISPATCHED and lease_until is not None and lease_until > now and (
+        lease_until in leases
+    )
 
 
 def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report: dict[str, Any]) -> int | None:
@@ -166,22 +194,20 @@ def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
 
 
 def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, Any]) -> None:
-    """Call the adapter outside any transaction, classify, record; raise to retry or exhaust."""
+    """Call the adapter outside any transaction, classify, record; then the next attempt or convergence."""
     result, duration_ms = _call_adapter(runtime, delivery, attempt)
     outcome = classify(result)
     telemetry.emit(
         "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=delivery.adapter,
         attempt=attempt, outcome=outcome.outcome.value, error_class=outcome.error_class, duration_ms=duration_ms,
     )
-    decision: Any = None
-    final = False
-    if outcome.transient:  # only a failure that may be retried needs a backoff and the final-message check
+    retry: backoff.RetryAt | None = None
+    if outcome.transient:  # only a failure that may be retried needs a backoff
         decision = backoff.decide(
             attempt, delivery.max_attempts, now=db.now(), min_ms=runtime.settings.backoff_min_ms,
             max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
         )
-        message = CurrentMessage.get_current_message()
-        final = isinstance(decision, backoff.GiveUp) or ExhaustionGuard.last_message(runtime.broker, message)
+        retry = decision if isinstance(decision, backoff.RetryAt) else None
     accepted = result if isinstance(result, SendResult) else None
     recorded = deliveries.record(
         delivery.id, attempt,
@@ -190,7 +216,7 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
         adapter=delivery.adapter,
         status=outcome.status,
         reason=outcome.reason,
-        next_attempt_at=decision.when if outcome.transient and not final else None,
+        next_attempt_at=retry and retry.when,
         provider=accepted and accepted.provider,
         provider_message_id=accepted and accepted.provider_message_id,
         provider_response=_response_of(result),
@@ -200,8 +226,15 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
     report.update(outcome=outcome.outcome.value, error_class=outcome.error_class, status=outcome.status.value)
     if not recorded:
         logger.warning("delivery %s: attempt %d finished after its claim was lost; not recorded", delivery.id, attempt)
+    elif accepted:
+        logger.debug("delivery %s: attempt %d/%d via %s succeeded", delivery.id, attempt, delivery.max_attempts,
+                     delivery.adapter)
     elif outcome.transient:
-        _retry_or_exhaust(delivery, attempt, outcome, result, decision, final)
+        _retry_or_exhaust(runtime, delivery, attempt, outcome, result, retry)
+    else:
+        logger.info("delivery %s: attempt %d/%d via %s %s (%s); %s(%s)", delivery.id, attempt, delivery.max_attempts,
+                    delivery.adapter, outcome.outcome.value, _cause_of(delivery.adapter, result),
+                    outcome.status.value, outcome.reason and outcome.reason.value)
 
 
 def _call_adapter(runtime: Any, delivery: Delivery, attempt: int) -> tuple[Any, int]:
@@ -221,24 +254,65 @@ def _call_adapter(runtime: Any, delivery: Delivery, attempt: int) -> tuple[Any, 
 
 
 def _retry_or_exhaust(
-    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, decision: Any, final: bool
+    runtime: Any, delivery: Delivery, attempt: int, outcome: Outcome, result: Any, retry: backoff.RetryAt | None
 ) -> None:
-    """Raise what tells Dramatiq (and the ExhaustionGuard) what happens next to a failed attempt."""
-    unhandled = None
+    """After a recorded transient (or unhandled) failure: send the next attempt's message, due at the
+    row's ``next_attempt_at``, or converge when no attempt is left.
+
+    The next attempt is a fresh message, never a Dramatiq retry: Dramatiq's retry count is kept for
+    failures that spend no attempt (see :data:`DRAMATIQ_MAX_RETRIES`), so it can never run out
+    before the durable attempt count does."""
+    from chimeway.dispatch.enqueue import enqueue
+
+    cause = _cause_of(delivery.adapter, result)
     if outcome.unhandled:
-        fields = dict(
-            delivery_id=delivery.id, outcome=outcome.outcome.value, error_class=outcome.error_class.value,
-            status=Status.FAILED.value, attempt=attempt, max_attempts=delivery.max_attempts,
+        _log_unhandled(delivery, attempt, outcome, result, cause, retry)
+    if retry is None:
+        if deliveries.exhaust(delivery.id):
+            logger.warning("delivery %s: attempt %d/%d via %s %s (%s); no attempt left: cancelled(retries_exhausted)",
+                           delivery.id, attempt, delivery.max_attempts, delivery.adapter, outcome.outcome.value, cause)
+        return
+    if not outcome.unhandled:  # the unhandled outcome's ERROR already says all of this
+        logger.info("delivery %s: attempt %d/%d via %s %s (%s); next attempt at %s", delivery.id, attempt,
+                    delivery.max_attempts, delivery.adapter, outcome.outcome.value, cause, retry.when.isoformat())
+    enqueue(delivery.id, delay_ms=retry.delay_ms, dedupe=False, runtime=runtime)
+
+
+def _log_unhandled(
+    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, cause: str, retry: backoff.RetryAt | None
+) -> None:
+    """One ERROR per unhandled attempt naming UnhandledOutcomeError, with every field and a traceback
+    that reaches into the adapter when it raised (for alerting and error trackers, which skip
+    Dramatiq's quiet retries)."""
+    fields = dict(
+        delivery_id=delivery.id, outcome=outcome.outcome.value, error_class=ErrorClass.UNKNOWN_CLASSIFICATION.value,
+        status=Status.FAILED.value, attempt=attempt, max_attempts=delivery.max_attempts,
+    )
+    try:
+        raise UnhandledOutcomeError(**fields) from (
+            AdapterRaised(f"{cause} (its message is on the attempt row)")
+            .with_traceback(result.__traceback__)
+            if isinstance(result, BaseException) else None
         )
-        unhandled = UnhandledOutcomeError(**fields)
-        logger.error("%s (adapter %s returned %s)", unhandled, delivery.adapter, type(result).__name__,
-                     extra={"unhandled_outcome": fields})
-        telemetry.emit("unhandled_outcome", "stop", adapter=delivery.adapter, **fields)
-        if not final:
-            raise RetriedUnhandledOutcome(delay=decision.delay_ms, **fields)
-    if final:
-        raise AttemptsExhausted(delivery.id, attempt, delivery.max_attempts) from unhandled
-    raise dramatiq.Retry(f"delivery {delivery.id}: attempt {attempt} failed temporarily", delay=decision.delay_ms)
+    except UnhandledOutcomeError as error:
+        logger.error(
+            "UnhandledOutcomeError: %s (%s); %s", error, cause,
+            f"next attempt at {retry.when.isoformat()}" if retry else "no attempt left",
+            exc_info=True, extra={"unhandled_outcome": fields},
+        )
+    telemetry.emit("unhandled_outcome", "stop", adapter=delivery.adapter, **fields)
+
+
+class AdapterRaised(Exception):  # noqa: N818 - named for what the log line says
+    """Stands in, in logs, for an exception an adapter raised: its type and traceback, not its message
+    (which may quote a recipient; it is kept on the attempt row)."""
+
+
+def _cause_of(adapter: str, result: Any) -> str:
+    """What the adapter did, for a log line: never the exception's message (see AdapterRaised)."""
+    if isinstance(result, BaseException):
+        return f"adapter {adapter} raised {type(result).__qualname__}"
+    return f"adapter {adapter} returned {type(result).__name__}, not a SendResult"
 
 
 def _response_of(result: Any) -> dict[str, Any]:
@@ -273,14 +347,12 @@ def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]
     """The actors, bound to ``broker`` (reused when that broker already declared them)."""
     specs = {
         "deliver": (deliver, DELIVER_ACTOR, {
-            # The durable attempt count is the real budget (the claim enforces max_attempts). Dramatiq's
-            # count also grows on failures that spend no attempt (a database outage while loading or
-            # recording), so it gets slack: a PostgreSQL restart must not dead-letter a message near
-            # its budget. The ExhaustionGuard still converges a message whose Dramatiq retries run out.
-            "max_retries": settings.max_attempts + DRAMATIQ_RETRY_SLACK,
+            # The durable attempt count is the budget (the claim enforces max_attempts); Dramatiq
+            # retries only failures that spend no attempt. When those retries run out, the
+            # ExhaustionGuard re-enqueues a delivery that still has attempts (it never cancels one).
+            "max_retries": DRAMATIQ_MAX_RETRIES,
             "min_backoff": max(1, settings.backoff_min_ms),
             "max_backoff": max(1, settings.backoff_max_ms),
-            "throws": (AttemptsExhausted,),
             # An attempt must not outlive its lease: past it, another worker may claim the delivery.
             **({"time_limit": settings.lease_seconds * 1000} if "time_limit" in broker.actor_options else {}),
         }),

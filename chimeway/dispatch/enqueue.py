@@ -11,9 +11,10 @@
   broker directly and never come here, so dedupe can never drop a legitimate retry; the database
   claim is the real guarantee against double sends either way.
 - ``delay_ms``: deliver no earlier than that many milliseconds from now (quiet hours, the sweep).
-- Sets the row's ``enqueued_at`` and gives the message a Dramatiq retry budget equal to the
-  delivery's ``max_attempts``. Returns False when the message was dropped as a duplicate or the
-  delivery does not exist (nothing is sent then), True when a message was sent.
+- Sets the row's ``enqueued_at``. The message gets the actor's Dramatiq retries, which only failures
+  that spend no attempt use: the delivery's ``max_attempts`` is enforced by the claim, on the row.
+  Returns False when the message was dropped as a duplicate or the delivery does not exist (nothing
+  is sent then), True when a message was sent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ logger = logging.getLogger("chimeway.dispatch")
 #: Fresh sends of one delivery within this window are dropped as duplicates.
 DEDUPE_WINDOW_MS = 60_000
 
-_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING max_attempts"
+_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING id"
 
 
 class RedisDedupe:
@@ -86,10 +87,8 @@ def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = Tru
         if not rows:
             logger.warning("delivery %s: not enqueued, no such delivery", delivery_id)
             return False
-        options: dict[str, Any] = {"max_retries": int(rows[0][0])}
-        if delay_ms is not None:
-            options["delay"] = max(0, int(delay_ms))
-        runtime.actors["deliver"].send_with_options(args=(delivery_id,), **options)
+        delay = None if delay_ms is None else max(0, int(delay_ms))
+        runtime.actors["deliver"].send_with_options(args=(delivery_id,), delay=delay)
     except BaseException:
         if dedupe:  # nothing was sent: do not let the dedupe mark block the next attempt
             _forget_quietly(runtime, delivery_id)

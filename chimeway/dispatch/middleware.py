@@ -2,8 +2,8 @@
 
 Both sit just before Dramatiq's ``Retries`` in the broker's list. Dramatiq runs ``before_*`` hooks
 in list order and ``after_*`` hooks in reverse, so after a message the order is: ``Retries`` decides
-(retry or dead-letter) → ``ExhaustionGuard`` may overrule a dead letter → ``DatabaseConnections``
-hands the connection back last, after the guard has written.
+(retry or give up) → ``ExhaustionGuard`` decides what a message given up on becomes →
+``DatabaseConnections`` hands the connection back last, after the guard has written.
 """
 
 from __future__ import annotations
@@ -13,24 +13,13 @@ import logging
 from typing import Any
 
 import peewee
-from dramatiq.middleware import Middleware, Retries
+from dramatiq.middleware import Middleware
 from playhouse.pool import _PooledPostgresqlDatabase
-
-from chimeway.errors import ChimewayError
 
 logger = logging.getLogger("chimeway.dispatch")
 
 #: The actor name the guard watches (a Chimeway-owned name, so a shared broker has no clash).
 DELIVER_ACTOR = "chimeway_deliver"
-
-
-class AttemptsExhausted(ChimewayError):
-    """The deliver actor's final attempt failed transiently. Declared in the actor's ``throws``, so
-    ``Retries`` does not retry it; the :class:`ExhaustionGuard` converges the delivery."""
-
-    def __init__(self, delivery_id: str, attempt: int, max_attempts: int) -> None:
-        super().__init__(f"delivery {delivery_id}: final attempt {attempt}/{max_attempts} failed")
-        self.delivery_id = delivery_id
 
 
 class DatabaseConnections(Middleware):
@@ -48,7 +37,13 @@ class DatabaseConnections(Middleware):
         database = self.database
         if isinstance(database, _PooledPostgresqlDatabase) and "_is_closed" not in vars(database):
             database._is_closed = functools.partial(_closed_without_round_trip, database)
-        database.connect(reuse_if_open=True)
+        try:
+            database.connect(reuse_if_open=True)
+        except peewee.OperationalError:
+            # Unreachable: the message's first statement connects again and fails, and Dramatiq
+            # retries it (no attempt spent) with one ERROR. Raising here would add a CRITICAL
+            # "Unexpected failure in before_process_message" and run the message anyway.
+            logger.debug("database unreachable before a message; its first statement will retry", exc_info=True)
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
         self._release()
@@ -91,54 +86,49 @@ def _closed_without_round_trip(database: Any, conn: Any) -> bool:
 
 
 class ExhaustionGuard(Middleware):
-    """The final-attempt guard: a deliver message that would be dead-lettered converges instead.
+    """What happens to a deliver message Dramatiq gives up on (its retries, which only failures that
+    spend no attempt use, ran out): never a cancelled delivery that still has attempts.
 
-    Final means the actor's durable attempt count reached ``max_attempts`` (it raises
-    :class:`AttemptsExhausted`) or Dramatiq's own retry count ran out (``Retries`` failed the
-    message). Either way the delivery becomes cancelled(retries_exhausted) and the message is
-    completed, not dead-lettered. If that write fails, the message stays failed (dead-lettered) and
-    a CRITICAL log names the delivery; the sweep converges it later. Nothing is left silently.
+    - the attempt budget is spent (a worker died in the last attempt, or converging kept failing):
+      cancelled(retries_exhausted), and the message is completed;
+    - the delivery is terminal or gone: the message is completed;
+    - attempts remain: a fresh message is enqueued (due no earlier than the row's next attempt or
+      lease, and at the slowest backoff), the message is completed, and a WARNING says so.
+
+    If that fails too (the database or Redis still down), the message is dead-lettered and a CRITICAL
+    log names the delivery: the sweep re-enqueues it. Nothing is left silently.
     """
 
-    @staticmethod
-    def last_message(broker: Any, message: Any) -> bool:
-        """Whether Dramatiq dead-letters ``message`` if it fails now (read before ``Retries`` counts it)."""
-        if message is None:
-            return False
-        max_retries = message.options.get("max_retries")
-        if max_retries is None:
-            max_retries = broker.get_actor(message.actor_name).options.get("max_retries")
-        if max_retries is None:
-            retries_mw = next((m for m in broker.middleware if isinstance(m, Retries)), None)
-            max_retries = retries_mw.max_retries if retries_mw else None
-        return max_retries is not None and message.options.get("retries", 0) >= max_retries
-
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
-        if exception is None or message.actor_name != DELIVER_ACTOR:
-            return
-        if not (message.failed or isinstance(exception, AttemptsExhausted)):
-            return  # Retries scheduled a retry: this was not the final message
-        from chimeway import deliveries
+        if exception is None or message.actor_name != DELIVER_ACTOR or not message.failed:
+            return  # succeeded, or Retries scheduled a retry
+        from chimeway import db, deliveries
+        from chimeway.dispatch.enqueue import enqueue
+        from chimeway.runtime import current
 
         delivery_id = message.args[0] if message.args else None
         try:
-            converged = deliveries.exhaust(delivery_id)
-            delivery = None if converged else deliveries.find(delivery_id)
+            if deliveries.exhaust(delivery_id):
+                logger.warning("delivery %s: its attempt budget is spent; cancelled(retries_exhausted)", delivery_id)
+                delivery = None
+            else:
+                delivery = deliveries.find(delivery_id)
+            if delivery is not None and not delivery.is_terminal:
+                now = db.now()
+                due = max([now, *(t for t in (delivery.next_attempt_at, delivery.lease_until) if t)])
+                delay_ms = current().settings.backoff_max_ms + int((due - now).total_seconds() * 1000)
+                enqueue(delivery_id, delay_ms=delay_ms, dedupe=False)
+                logger.warning(
+                    "delivery %s: Dramatiq gave up on message %s after %s retries that spent no attempt "
+                    "(%d/%d attempts spent); re-enqueued as a fresh message in %d ms", delivery_id,
+                    message.message_id, message.options.get("retries"), delivery.attempt_count,
+                    delivery.max_attempts, delay_ms,
+                )
         except Exception:
-            message.fail()
             logger.critical(
-                "delivery %s: its final attempt failed and writing cancelled(retries_exhausted) failed; "
-                "the message is dead-lettered and the sweep will converge the delivery", delivery_id,
-                exc_info=True,
+                "delivery %s: Dramatiq gave up on its message and neither converging nor re-enqueueing the "
+                "delivery worked; the message is dead-lettered and the sweep will re-enqueue the delivery",
+                delivery_id, exc_info=True,
             )
             return
-        if converged:
-            logger.warning("delivery %s: cancelled(retries_exhausted) after its final attempt", delivery_id)
-        if converged or delivery is None or delivery.is_terminal:
-            message.failed = False  # completed: there is nothing left to retry
-            return
-        message.fail()
-        logger.critical(
-            "delivery %s: its final message failed while the delivery is %s; the message is "
-            "dead-lettered and the sweep will converge the delivery", delivery_id, delivery.status,
-        )
+        message.failed = False  # completed: converged, or carried on by the fresh message

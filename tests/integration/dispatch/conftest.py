@@ -1,15 +1,18 @@
 """Fixtures for the dispatch tests: Chimeway on each dialect with the stub broker, fast backoff, a
-worker, and the fake adapter's calls."""
+worker, and the fake adapter's calls; and real ``dramatiq chimeway.worker`` processes on PostgreSQL
+and Redis (``workers``, with ``redis_runtime`` for this process and the cross-process ``call_log``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chimeway import runtime as runtime_mod
 from chimeway.testing import fake_calls, start_worker
+from tests.harness.workers import Workers, worker_environment
 
 
 @pytest.fixture
@@ -61,3 +64,34 @@ def create(runtime: runtime_mod.Runtime) -> Callable[..., Any]:
         return delivery
 
     return make
+
+
+# --- real worker processes on PostgreSQL and Redis -------------------------------------------------
+
+
+@pytest.fixture
+def call_log(tmp_path: Path) -> Path:
+    """The fake adapter's cross-process call log (one JSON line per call, from every worker)."""
+    return tmp_path / "fake-calls.jsonl"
+
+
+@pytest.fixture
+def worker_env(pg_url: str, redis_url: str, redis_namespace: str, call_log: Path) -> dict[str, str]:
+    return worker_environment(pg_url, redis_url, redis_namespace, call_log)
+
+
+@pytest.fixture
+def redis_runtime(pg_url: str, redis_url: str, redis_namespace: str) -> Iterator[runtime_mod.Runtime]:
+    """This process's Chimeway, on the same database and Redis namespace as the workers (sends only)."""
+    configured = runtime_mod.configure(database_url=pg_url, redis_url=redis_url, redis_namespace=redis_namespace,
+                                       default_adapter="fake", environ={})
+    yield configured
+    runtime_mod.reset()
+
+
+@pytest.fixture
+def workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    """``dramatiq chimeway.worker`` processes started by the test (``workers.start()``), stopped after."""
+    started = Workers(worker_env, tmp_path)
+    yield started
+    started.stop_all()

@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 import chimeway
 import chimeway.dispatch
 from chimeway import runtime as runtime_mod
-from chimeway.dispatch.actors import DRAMATIQ_RETRY_SLACK, QUEUE
+from chimeway.dispatch.actors import DRAMATIQ_MAX_RETRIES, QUEUE
 from chimeway.dispatch.enqueue import DEDUPE_WINDOW_MS, enqueue
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.models import Delivery
@@ -32,22 +32,24 @@ def test_given_a_broker_then_the_guard_and_connections_run_inside_retries_once_e
     broker = StubBroker()
     broker.emit_after("process_boot")
     for _ in range(2):  # configuring twice on one broker adds nothing twice
-        configured = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, broker=broker)
+        runtime_mod.configure(database_url=database_url, redis_url="", environ={}, broker=broker)
     try:
         kinds = [type(m) for m in broker.middleware]
         assert kinds.count(DatabaseConnections) == kinds.count(ExhaustionGuard) == kinds.count(CurrentMessage) == 1
         assert kinds.index(DatabaseConnections) < kinds.index(ExhaustionGuard) < kinds.index(Retries)
-        assert configured.actors["deliver"].options["throws"]
     finally:
         runtime_mod.reset()
 
 
-def test_given_a_runtime_then_dramatiqs_retries_of_deliver_leave_slack_above_the_attempt_budget(runtime):
-    # A database outage fails messages without spending an attempt: those must not dead-letter a
-    # message near its budget (the durable attempt count is the budget).
+def test_given_a_runtime_then_dramatiq_retries_deliver_messages_on_a_budget_of_its_own(runtime, create):
+    # Dramatiq retries only failures that spend no attempt; a message carries no budget of the delivery's.
     options = runtime.actors["deliver"].options
-    assert options["max_retries"] == runtime.settings.max_attempts + DRAMATIQ_RETRY_SLACK
-    assert DRAMATIQ_RETRY_SLACK >= 10
+    assert options["max_retries"] == DRAMATIQ_MAX_RETRIES >= 10
+    assert "throws" not in options
+    delivery = create(max_attempts=2)
+    enqueue(delivery.id)
+    message = dramatiq.Message.decode(runtime.broker.queues[QUEUE].get_nowait())
+    assert message.args == (delivery.id,) and "max_retries" not in message.options
 
 
 def test_given_an_application_global_broker_when_chimeway_is_configured_then_it_is_left_alone(database_url):

@@ -15,7 +15,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,98 +23,12 @@ import pytest
 
 import chimeway
 from chimeway import db, deliveries
-from chimeway import runtime as runtime_mod
 from chimeway.dispatch.actors import QUEUE
 from chimeway.dispatch.enqueue import enqueue
 from chimeway.models import new_id
+from tests.harness.workers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
-
-WORKER_READY = "Worker process is ready for action."
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Workers:
-    """Starts ``dramatiq chimeway.worker`` processes for one test and always stops them."""
-
-    def __init__(self, env: dict[str, str], directory: Path) -> None:
-        self.env = env
-        self.directory = directory
-        self.started: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, *, processes: int = 1, threads: int = 2, extra: tuple[str, ...] = (),
-              env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
-        log = self.directory / f"worker-{len(self.started)}.log"
-        command = [sys.executable, "-m", "dramatiq", "chimeway.worker", *extra, "--processes", str(processes),
-                   "--threads", str(threads), "--worker-shutdown-timeout", "3000"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(command, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.directory, start_new_session=True)
-        self.started.append((proc, log))
-        wait_for(lambda: log.read_text().count(WORKER_READY) >= processes or proc.poll() is not None, 30,
-                 "the worker to boot")
-        assert proc.poll() is None, log.read_text()
-        return proc, log
-
-    def stop_all(self) -> None:
-        for proc, _ in self.started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _ in self.started:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-
-@pytest.fixture
-def call_log(tmp_path: Path) -> Path:
-    return tmp_path / "fake-calls.jsonl"
-
-
-@pytest.fixture
-def worker_env(pg_url: str, redis_url: str, redis_namespace: str, call_log: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
-    env.update({
-        "CHIMEWAY_DATABASE_URL": pg_url,
-        "CHIMEWAY_REDIS_URL": redis_url,
-        "CHIMEWAY_REDIS_NAMESPACE": redis_namespace,
-        "CHIMEWAY_DEFAULT_ADAPTER": "fake",
-        "CHIMEWAY_FAKE_CALL_LOG": str(call_log),
-        "CHIMEWAY_BACKOFF_MIN_MS": "1",
-        "CHIMEWAY_BACKOFF_MAX_MS": "20",
-        "CHIMEWAY_LEASE_SECONDS": "2",
-        # A killed worker's messages come back after one second, found by any live worker's next command.
-        "CHIMEWAY_BROKER_HEARTBEAT_MS": "1000",
-        "CHIMEWAY_BROKER_MAINTENANCE_CHANCE": "1000000",
-    })
-    return env
-
-
-@pytest.fixture
-def runtime(pg_url: str, redis_url: str, redis_namespace: str) -> Iterator[runtime_mod.Runtime]:
-    """This process's Chimeway, on the same database and Redis namespace as the workers (sends only)."""
-    configured = runtime_mod.configure(database_url=pg_url, redis_url=redis_url, redis_namespace=redis_namespace,
-                                       default_adapter="fake", environ={})
-    yield configured
-    runtime_mod.reset()
-
-
-@pytest.fixture
-def workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(worker_env, tmp_path)
-    yield started
-    started.stop_all()
 
 
 def logged_calls(call_log: Path, delivery_id: str) -> list[dict[str, Any]]:
@@ -138,15 +51,15 @@ def create(outcomes: list[str], max_attempts: int = 5) -> Any:
     return delivery
 
 
-def all_messages_done(runtime: runtime_mod.Runtime) -> bool:
+def all_messages_done(redis_runtime: Any) -> bool:
     """No deliver message is queued, delayed or unacknowledged in this test's namespace."""
-    namespace = runtime.settings.redis_namespace
-    return runtime.redis.hlen(f"{namespace}:{QUEUE}.msgs") == 0 and runtime.redis.hlen(
+    namespace = redis_runtime.settings.redis_namespace
+    return redis_runtime.redis.hlen(f"{namespace}:{QUEUE}.msgs") == 0 and redis_runtime.redis.hlen(
         f"{namespace}:{QUEUE}.DQ.msgs") == 0
 
 
 def test_given_a_worker_killed_with_sigkill_mid_send_then_the_delivery_still_succeeds_with_at_most_one_extra_call(
-    runtime, workers, call_log
+    redis_runtime, workers, call_log
 ):
     workers.start(threads=1, env={"CHIMEWAY_LEASE_SECONDS": "5"})
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["sleep:20000", "ok"]})
@@ -162,14 +75,14 @@ def test_given_a_worker_killed_with_sigkill_mid_send_then_the_delivery_still_suc
 
 
 def test_given_ten_duplicate_messages_on_ten_worker_threads_then_the_adapter_is_called_once(
-    runtime, workers, call_log
+    redis_runtime, workers, call_log
 ):
     workers.start(processes=2, threads=5)
     delivery = create(["sleep:500"])
     for _ in range(10):
         assert enqueue(delivery.id, dedupe=False)
     wait_for(lambda: status_of(delivery.id) == "succeeded", 30, "the delivery to succeed")
-    wait_for(lambda: all_messages_done(runtime), 30, "every duplicate to be processed")
+    wait_for(lambda: all_messages_done(redis_runtime), 30, "every duplicate to be processed")
     assert len(logged_calls(call_log, delivery.id)) == 1
     assert [a.attempt_number for a in chimeway.attempts(delivery.id)] == [1]
 
@@ -185,7 +98,7 @@ _CLAIM_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_given_five_processes_claiming_one_delivery_at_the_same_moment_then_exactly_one_wins(runtime, pg_url):
+def test_given_five_processes_claiming_one_delivery_at_the_same_moment_then_exactly_one_wins(redis_runtime, pg_url):
     delivery = create(["ok"])
     start_at = str(time.time() + 3)
     procs = [subprocess.Popen([sys.executable, "-c", _CLAIM_SCRIPT, pg_url, delivery.id, start_at],
@@ -200,7 +113,7 @@ def test_given_five_processes_claiming_one_delivery_at_the_same_moment_then_exac
 
 
 def test_given_200_messages_on_4_worker_threads_then_at_most_4_database_connections_are_open(
-    runtime, workers, pg_url
+    redis_runtime, workers, pg_url
 ):
     application = f"cw-conn-{uuid.uuid4().hex[:10]}"
     created = [create(["sleep:10"]) for _ in range(200)]
@@ -235,7 +148,7 @@ _REFUSE_EXHAUST = [
 
 
 @pytest.fixture
-def exhaustion_write_fails(runtime):
+def exhaustion_write_fails(redis_runtime):
     for statement in _REFUSE_EXHAUST:
         db.execute(statement)
     yield
@@ -244,12 +157,12 @@ def exhaustion_write_fails(runtime):
 
 
 def test_given_the_exhaustion_write_fails_in_a_worker_then_the_message_is_dead_lettered_and_logged_critical(
-    runtime, workers, exhaustion_write_fails
+    redis_runtime, workers, exhaustion_write_fails
 ):
     _, log = workers.start(threads=2)
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary"]}, max_attempts=2)
-    dead_letters = f"{runtime.settings.redis_namespace}:{QUEUE}.XQ"
-    wait_for(lambda: runtime.redis.zcard(dead_letters) == 1, 30, "the message to be dead-lettered")
+    dead_letters = f"{redis_runtime.settings.redis_namespace}:{QUEUE}.XQ"
+    wait_for(lambda: redis_runtime.redis.zcard(dead_letters) == 1, 30, "the message to be dead-lettered")
     row = chimeway.get_delivery(sent.id)
     assert (row.status, row.attempt_count) == ("failed", 2)
     wait_for(lambda: any("CRITICAL" in line and sent.id in line for line in log.read_text().splitlines()), 10,
@@ -269,7 +182,7 @@ _TELEMETRY_PROBE = textwrap.dedent("""
 
 
 def test_given_a_worker_process_then_its_telemetry_metadata_never_holds_the_recipient_or_payload(
-    runtime, workers, tmp_path
+    redis_runtime, workers, tmp_path
 ):
     (tmp_path / "chimeway_telemetry_probe.py").write_text(_TELEMETRY_PROBE)
     telemetry_log = tmp_path / "telemetry.jsonl"
@@ -279,7 +192,7 @@ def test_given_a_worker_process_then_its_telemetry_metadata_never_holds_the_reci
     ids = [chimeway.send("email", recipient, {"body": body, "fake_outcomes": script}, max_attempts=2).id
            for script in (["ok"], ["temporary", "ok"], ["permanent"], ["garbage"], ["crash"])]
     wait_for(lambda: all(chimeway.get_delivery(i).is_terminal for i in ids), 30, "every delivery to finish")
-    wait_for(lambda: all_messages_done(runtime), 30, "every message to be acknowledged")
+    wait_for(lambda: all_messages_done(redis_runtime), 30, "every message to be acknowledged")
     text = telemetry_log.read_text()
     events = [json.loads(line) for line in text.splitlines()]
     assert {(event, phase) for event, phase, _ in events} >= {("perform", "stop"), ("attempt_record", "stop")}
