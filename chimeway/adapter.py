@@ -13,6 +13,10 @@ unclassified outcome. Register it under the ``chimeway.adapters`` entry-point gr
 Options are declared with :class:`Option` and set with ``configure(adapters={"acme": {...}})`` or
 the environment variable ``CHIMEWAY_<NAME>_<OPTION>`` (``CHIMEWAY_ACME_API_KEY``); a bad or
 unknown one fails at configure time naming the variable.
+
+An adapter that talks HTTP classifies a provider's error answer with :func:`http_error` (the rules
+the built-in HTTP adapters follow, see :mod:`chimeway.http`) and reads ``Retry-After`` with
+:func:`parse_retry_after`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, ClassVar
 
 from chimeway.config import parse_flag
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError
+from chimeway.http import TEMPORARY_STATUSES, Outcome, http_error, parse_retry_after, status_outcome
 
 __all__ = [
     "Adapter",
@@ -32,8 +37,13 @@ __all__ = [
     "PermanentError",
     "SendRequest",
     "SendResult",
+    "TEMPORARY_STATUSES",
     "TemporaryError",
+    "Outcome",
+    "http_error",
     "parse_flag",
+    "parse_retry_after",
+    "status_outcome",
 ]
 
 
