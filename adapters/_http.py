@@ -123,14 +123,22 @@ def _target(address: IPAddress) -> IPAddress:
     return address
 
 
+#: ranges ``ipaddress`` does not flag (as of Python 3.11) that still never lead to the public internet
+_SPECIAL = {
+    "carrier_grade_nat": ipaddress.IPv4Network("100.64.0.0/10"),  # RFC 6598; Alibaba's metadata service
+    "special_purpose": ipaddress.IPv4Network("192.0.0.0/24"),  # RFC 6890; Oracle's metadata at .192
+}
+
+
 def _kind(address: IPAddress) -> str | None:
     """Why an address is not on the public internet (None when it is)."""
-    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved", "site_local"):
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private", "site_local"):
         if getattr(address, f"is_{kind}", False):
             return kind
-    if not address.is_global:  # 100.64.0.0/10 (carrier-grade NAT) and the other special-purpose ranges
-        return "not_global"
-    return None
+    for kind, network in _SPECIAL.items():
+        if address in network:
+            return kind
+    return None if address.is_global else "special_purpose"
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,8 @@ class AddressPolicy:
         target = _target(address)
         if any(address in network or target in network for network in self.allowed):
             return None
-        return _kind(target)
+        # ::1 and :: sit in the IPv4-compatible prefix too, but are what they are
+        return _kind(address if address.is_loopback or address.is_unspecified else target)
 
 
 def parse_networks(value: Any) -> AddressPolicy:
