@@ -224,12 +224,13 @@ class _Backend(httpcore.NetworkBackend):
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as err:
             raise httpcore.ConnectError(f"cannot resolve the host ({type(err).__name__})") from err
+        # (an IPv6 scope "%eth0" is dropped: only link-local addresses carry one, and those are refused)
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].partition("%")[0]) for info in found))
         if self.policy is not None:
-            refused = [kind for kind in map(self.policy.refusal, addresses) if kind]
-            addresses = [address for address in addresses if not self.policy.refusal(address)]
-            if not addresses:
-                raise AddressRefused(refused[0] if refused else "none")
+            verdicts = {address: self.policy.refusal(address) for address in addresses}
+            addresses = [address for address, refusal in verdicts.items() if refusal is None]
+            if not addresses:  # a name answering public and private addresses gets the public ones only
+                raise AddressRefused(next(iter(verdicts.values()), None) or "unresolved")
         error: Exception = httpcore.ConnectError("no address to connect to")
         for address in addresses:  # the checked addresses, as numbers: no second lookup
             try:

@@ -12,13 +12,13 @@ receivers that dedupe on that header instead.
 
 Options (``configure(adapters={"webhook": {...}})`` or ``CHIMEWAY_WEBHOOK_<OPTION>``):
 
-================  =====================================================  =========
-option            meaning                                                default
-================  =====================================================  =========
-secret            signing secret, ``whsec_<base64>`` (secret)            required
-timeout           seconds the whole call may take                        10
+================  =======================================================  ========
+option            meaning                                                  default
+================  =======================================================  ========
+secret            signing secret, ``whsec_<base64>`` (secret)              required
+timeout           seconds the whole call may take                          10
 allowed_networks  CIDRs opened besides public addresses (``127.0.0.0/8``)  none
-================  =====================================================  =========
+================  =======================================================  ========
 
 The recipient URL is the sender's, so where it may lead is checked (server-side request forgery):
 its host is resolved once and only public addresses are connected to — never loopback, private

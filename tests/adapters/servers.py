@@ -95,9 +95,9 @@ class Speaker:
 
 
 class LocalHttpServer:
-    """ThreadingHTTPServer on 127.0.0.1:<free port>; every handler thread is joined on close."""
+    """ThreadingHTTPServer on 127.0.0.1:<free port> (HTTPS with ``tls``); every handler thread is joined on close."""
 
-    def __init__(self, speaker: Speaker) -> None:
+    def __init__(self, speaker: Speaker, tls: ssl.SSLContext | None = None) -> None:
         self.speaker = speaker
         self.requests: list[Recorded] = []
         self.scenarios: list[str] = []
@@ -159,7 +159,10 @@ class LocalHttpServer:
         self.httpd = CountingServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = False  # joined by server_close(): no thread outlives the test
         self.httpd.block_on_close = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.start()
 
@@ -197,8 +200,8 @@ def http_server() -> Iterator[Callable[[Speaker], LocalHttpServer]]:
     """A factory of local HTTP servers, each closed (and its threads joined) after the test."""
     servers: list[LocalHttpServer] = []
 
-    def start(speaker: Speaker) -> LocalHttpServer:
-        server = LocalHttpServer(speaker)
+    def start(speaker: Speaker, tls: ssl.SSLContext | None = None) -> LocalHttpServer:
+        server = LocalHttpServer(speaker, tls)
         servers.append(server)
         return server
 

@@ -188,3 +188,20 @@ def test_given_a_huge_answer_then_only_64_kib_is_read(
     assert adapter.seen == [MAX_RESPONSE_BYTES]
     server.close()  # joins the handler: it has finished writing, or given up
     assert server.sent_whole_body == [False]
+
+
+# -- TLS through the checked address -----------------------------------------------------------------
+
+
+def test_given_https_then_the_certificate_is_verified_for_the_urls_host(
+    http_server: Callable[..., LocalHttpServer], webhook: Callable[..., Any], certificates: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = http_server(Answering(), certificates.server_context())
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_file))  # the test CA, trusted
+    assert post(webhook(allowed_networks="127.0.0.0/8"), f"{server.url}/hook").response == {"status": 204}
+    monkeypatch.delenv("SSL_CERT_FILE")  # the same server, no longer trusted
+    with pytest.raises(TemporaryError) as caught:
+        post(webhook(allowed_networks="127.0.0.0/8"), f"{server.url}/hook")
+    assert caught.value.response == {"error": "connection"}
+    assert len(server.requests) == 1
