@@ -6,93 +6,85 @@ lookup tables, as django-anymail's backends do::
     send(request)
     ├── build(request) -> HttpCall           provider: method, path or URL, JSON/form body, headers
     ├── auth_headers(), idempotency_header   provider: credentials; the key where one is documented
-    ├── POST through one shared httpx.Client here: timeouts, connection reuse, transport errors
+    ├── POST through one shared httpx.Client here: one deadline, connection reuse, transport errors,
+    │         the address policy (``address_policy``), at most MAX_RESPONSE_BYTES of the answer read
     ├── 2xx → message_id(response, request)  provider: where the provider puts its message id
     │         accepted_error(response)       provider: a 2xx that still reports a failure
-    └── else → classify(response)            here: error_code() looked up (lookup()) in ``error_codes``,
-                                             else ``status_outcomes``, else the HTTP status class;
-                                             retry_after() for temporary ones
+    └── else → classify(response)            chimeway.http.http_error(): error_code() looked up
+                                             (lookup()) in ``error_codes``, else ``status_outcomes``,
+                                             else the HTTP status class; retry_after() for temporary ones
 
-Foreign errors are translated once, here (STYLE #5): httpx timeouts and connection failures become
-:class:`TemporaryError`, an unusable URL a :class:`PermanentError`, and an HTTP error response one of
-the three :class:`DeliveryError` classes chosen by the provider's code table. Nothing else leaves
-``send()``.
+Foreign errors are translated once, here (docs/architecture.md, habit 5): httpx timeouts and connection failures become
+:class:`TemporaryError`, an unusable URL or a refused address a :class:`PermanentError`, and an HTTP
+error response one of the three :class:`DeliveryError` classes chosen by the provider's code table.
+Nothing else leaves ``send()``.
+
+Connections go through :class:`_Backend`, an httpcore network backend: it resolves the host once,
+drops the addresses the adapter's :class:`AddressPolicy` refuses and connects to an address it
+checked, so a name cannot answer a public address to a check and a private one to the connection;
+the URL keeps the host name, so the Host header, TLS SNI and certificate verification are for it.
+Every socket wait is also cut at the call's deadline (``timeout`` bounds the whole call: httpx's own
+timeouts bound each read, which a server trickling one byte at a time never trips).
 
 Redaction: the ``response`` dict kept on the attempt row and every exception message are built only
 from the HTTP status, the provider's *error code* and the description in *our* table, plus the
 parsed Retry-After. The provider's own error text is never copied, because providers echo the
 recipient in it (Postmark 406 names the inactive address, Twilio 21211 the phone number); request
 headers (credentials) and bodies never reach a result, an error or a log line.
-
-httpx is an optional dependency (the ``http`` extra): without it, loading an HTTP adapter — which
-the registry does at configure time — raises :class:`ConfigurationError` naming the install command.
 """
 
 from __future__ import annotations
 
 import contextvars
-import email.utils
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, ClassVar
 
+import httpcore
 import httpx
 
 from chimeway.adapter import (
     Adapter,
     DeliveryError,
     Option,
+    Outcome,
     PermanentError,
     SendRequest,
     SendResult,
     TemporaryError,
+    http_error,
+    parse_retry_after,
 )
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "TEMPORARY_STATUSES",
+    "MAX_RESPONSE_BYTES",
+    "AddressPolicy",
     "HttpAdapter",
     "HttpCall",
-    "Outcome",
     "base_url_option",
     "email_parts",
-    "parse_retry_after",
+    "parse_networks",
     "positive_seconds",
     "timeout_option",
 ]
 
-#: seconds an HTTP adapter waits to connect, and then for each read, unless its ``timeout`` option says otherwise
+#: seconds an HTTP call may take as a whole (connect, send, read the answer), unless its ``timeout`` option says otherwise
 DEFAULT_TIMEOUT = 10.0
 
-#: HTTP statuses that mean "try again later" when the provider's body gives no code we know
-TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-#: One classification: which DeliveryError class to raise, and our own words for why.
-Outcome = tuple[type[DeliveryError], str]
+#: bytes of an answer read at most: providers answer in a few hundred; the rest is not read
+MAX_RESPONSE_BYTES = 64 * 1024
 
 logger = logging.getLogger("chimeway.adapters.http")
 
-#: True while this thread (context) is inside an adapter's HTTP call
-_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("chimeway_adapter_sending", default=False)
-
-
-class _QuietWhileSending(logging.Filter):
-    """Drops httpx's own INFO line ("HTTP Request: POST <url> …") for our calls only.
-
-    A webhook URL is the recipient and often embeds a token (Slack, Teams…); the application's other
-    httpx calls keep logging as before.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not _SENDING.get()
-
-
-_QUIET = _QuietWhileSending()
+#: time.monotonic() by which the call in progress in this thread (context) must end; None outside a call
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("chimeway_http_deadline", default=None)
 
 
 def positive_seconds(value: Any) -> float:
@@ -105,24 +97,170 @@ def positive_seconds(value: Any) -> float:
     return seconds
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+class AddressRefused(Exception):
+    """Raised inside the connection step when every address of the host is refused (translated in ``_post``)."""
 
-    Returns None when the header is absent or unreadable, and never a negative number.
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+#: IPv6 prefixes whose last 32 bits are an IPv4 address a packet may end up at (mapped, compatible, NAT64)
+_EMBEDDING_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("::ffff:0:0/96", "::/96", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _target(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one leads to (IPv4-mapped, -compatible, NAT64, 6to4), else itself."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if any(address in prefix for prefix in _EMBEDDING_IPV4):
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
+#: ranges ``ipaddress`` does not flag (as of Python 3.11) that still never lead to the public internet
+_SPECIAL = {
+    "carrier_grade_nat": ipaddress.IPv4Network("100.64.0.0/10"),  # RFC 6598; Alibaba's metadata service
+    "special_purpose": ipaddress.IPv4Network("192.0.0.0/24"),  # RFC 6890; Oracle's metadata at .192
+}
+
+
+def _kind(address: IPAddress) -> str | None:
+    """Why an address is not on the public internet (None when it is)."""
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private", "site_local"):
+        if getattr(address, f"is_{kind}", False):
+            return kind
+    for kind, network in _SPECIAL.items():
+        if address in network:
+            return kind
+    return None if address.is_global else "special_purpose"
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses a call may connect to: public ones, plus the ``allowed`` networks.
+
+    Refused: loopback, private, link-local (cloud metadata at 169.254.169.254), carrier-grade NAT,
+    multicast, unspecified and reserved addresses, and IPv6 forms that lead to one of them.
     """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP-date is always GMT
-        when = when.replace(tzinfo=UTC)
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """None when the address may be connected to, else the kind of address it is."""
+        target = _target(address)
+        if any(address in network or target in network for network in self.allowed):
+            return None
+        # ::1 and :: sit in the IPv4-compatible prefix too, but are what they are
+        return _kind(address if address.is_loopback or address.is_unspecified else target)
+
+
+def parse_networks(value: Any) -> AddressPolicy:
+    """Option parser: comma-separated CIDRs (``127.0.0.0/8,10.1.0.0/16``) opened to outbound calls."""
+    if isinstance(value, AddressPolicy):
+        return value
+    parts = value if isinstance(value, list | tuple) else str(value).split(",")
+    return AddressPolicy(tuple(ipaddress.ip_network(str(part).strip()) for part in parts if str(part).strip()))
+
+
+def _remaining(timeout: float | None, error: type[Exception]) -> float | None:
+    """The socket timeout of one wait: httpx's own, cut at the call's deadline; ``error`` once it passed."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the call's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the call's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _Backend(httpcore.NetworkBackend):
+    """Resolves a host once, keeps the addresses the policy allows, connects to one of those."""
+
+    def __init__(self, policy: AddressPolicy | None) -> None:
+        self.policy = policy
+        self._sockets = httpcore.SyncBackend()  # httpcore's own sockets, given a numeric address
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            raise httpcore.ConnectError(f"cannot resolve the host ({type(err).__name__})") from err
+        # (an IPv6 scope "%eth0" is dropped: only link-local addresses carry one, and those are refused)
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].partition("%")[0]) for info in found))
+        if self.policy is not None:
+            verdicts = {address: self.policy.refusal(address) for address in addresses}
+            addresses = [address for address, refusal in verdicts.items() if refusal is None]
+            if not addresses:  # a name answering public and private addresses gets the public ones only
+                raise AddressRefused(next(iter(verdicts.values()), None) or "unresolved")
+        error: Exception = httpcore.ConnectError("no address to connect to")
+        for address in addresses:  # the checked addresses, as numbers: no second lookup
+            try:
+                stream = self._sockets.connect_tcp(
+                    str(address), port, _remaining(timeout, httpcore.ConnectTimeout), local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
+                error = err
+                continue
+            return _DeadlineStream(stream)
+        raise error
+
+    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by the HTTP adapters")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport on :class:`_Backend` (httpx offers no parameter for it: its pool is replaced)."""
+
+    def __init__(self, policy: AddressPolicy | None) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),  # as httpx's own: certifi, or SSL_CERT_FILE
+            max_connections=100,  # httpx's default limits
+            max_keepalive_connections=20,
+            network_backend=_Backend(policy),
+        )
 
 
 @dataclass(frozen=True)
@@ -160,10 +298,15 @@ class HttpAdapter(Adapter):
             base_url=options.get("base_url") or "",
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,  # a redirect would resend a signed or authenticated request elsewhere
-            headers={"User-Agent": "chimeway"},
+            # identity: a compressed answer could inflate far past MAX_RESPONSE_BYTES once decoded
+            headers={"User-Agent": "chimeway", "Accept-Encoding": "identity"},
+            transport=_Transport(self.address_policy()),
         )
         self._closed = threading.Event()
-        logging.getLogger("httpx").addFilter(_QUIET)  # idempotent: a filter is added once
+
+    def address_policy(self) -> AddressPolicy | None:
+        """The addresses this adapter may connect to; None: any (the URL is the operator's, not a sender's)."""
+        return None
 
     # -- steps a provider fills ------------------------------------------------------------------
 
@@ -206,7 +349,7 @@ class HttpAdapter(Adapter):
         if 200 <= response.status_code < 300:
             failure = self.accepted_error(response)
             if failure is not None:
-                self._raise(failure, response, code=self.error_code(response))
+                raise self.error(response, self.error_code(response), failure)
             summary = {"status": response.status_code}
             message_id = self.message_id(response, request)
             if message_id is None:
@@ -233,14 +376,19 @@ class HttpAdapter(Adapter):
         except httpx.InvalidURL as err:
             raise PermanentError(f"{what}: the URL is not usable", response={"error": "invalid_url"}) from err
         started = time.monotonic()
-        token = _SENDING.set(True)
+        token = _DEADLINE.set(started + self.timeout)
         try:
-            response = self._client.send(outgoing)
-            response.read()
+            response = _capped(self._client.send(outgoing, stream=True))
             logger.debug(
                 "%s: HTTP %d in %.0f ms", self.name, response.status_code, (time.monotonic() - started) * 1000
             )
             return response
+        except AddressRefused as err:
+            raise PermanentError(
+                f"{what} refused: the URL's host is a {err.kind.replace('_', '-')} address, not a public one "
+                f"(CHIMEWAY_{self.name.upper()}_ALLOWED_NETWORKS opens chosen networks)",
+                response={"error": "refused_address", "address_kind": err.kind},
+            ) from err
         except httpx.TimeoutException as err:
             raise TemporaryError(
                 f"{what} timed out after {self.timeout:g}s ({type(err).__name__})",
@@ -257,40 +405,22 @@ class HttpAdapter(Adapter):
                 response={"error": "connection"},
             ) from err
         finally:
-            _SENDING.reset(token)
+            _DEADLINE.reset(token)
 
     def classify(self, response: httpx.Response) -> None:
         """Raise the DeliveryError an error response calls for: the code table, else the status."""
         code = self.error_code(response)
-        outcome = self.lookup(code, response)
-        if outcome is None:
-            outcome = self.status_outcome(response.status_code)
-        self._raise(outcome, response, code=code)
+        raise self.error(response, code, self.lookup(code, response))
 
-    def status_outcome(self, status: int) -> Outcome:
-        if status in self.status_outcomes:
-            return self.status_outcomes[status]
-        if status in TEMPORARY_STATUSES or status >= 500:
-            return TemporaryError, f"HTTP {status}: the provider is unavailable or rate limiting"
-        if 300 <= status < 400:
-            return PermanentError, f"HTTP {status}: redirects are not followed"
-        return PermanentError, f"HTTP {status}: the provider refused the request"
-
-    def _raise(self, outcome: Outcome, response: httpx.Response, *, code: Any) -> None:
-        error_class, reason = outcome
-        summary: dict[str, Any] = {"status": response.status_code}
-        if code is not None:
-            summary["error_code"] = code
-        summary["reason"] = reason
-        shown = f" (error code {code})" if code is not None else ""
-        message = f"{self.name}: HTTP {response.status_code}{shown}: {reason}"
-        if error_class is TemporaryError:
-            retry_after = self.retry_after(response)
-            if retry_after is not None:
-                summary["retry_after"] = retry_after
-                message += f"; retry after {retry_after:g}s"
-            raise TemporaryError(message, retry_after=retry_after, response=summary)
-        raise error_class(message, response=summary)
+    def error(self, response: httpx.Response, code: Any, outcome: Outcome | None) -> DeliveryError:
+        return http_error(
+            self.name,
+            response.status_code,
+            outcome=outcome,
+            code=code,
+            status_outcomes=self.status_outcomes,
+            retry_after=self.retry_after(response),
+        )
 
     # -- helpers for providers -------------------------------------------------------------------
 
@@ -328,7 +458,28 @@ class HttpAdapter(Adapter):
             self._client.close()
 
 
-def timeout_option(doc: str = "seconds to wait for the provider (connect and each read)") -> Option:
+def _capped(response: httpx.Response) -> httpx.Response:
+    """The answer with at most MAX_RESPONSE_BYTES of its body read; the connection is released."""
+    body = bytearray()
+    try:
+        # We asked for identity: a body compressed anyway is not read (classified by its status alone).
+        if response.headers.get("Content-Encoding", "identity").lower() == "identity":
+            for chunk in response.iter_raw():
+                body += chunk
+                if len(body) >= MAX_RESPONSE_BYTES:
+                    break  # the rest is never read: closing drops the connection instead of reusing it
+    finally:
+        response.close()
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(body[:MAX_RESPONSE_BYTES]),
+        request=response.request,
+    )
+
+
+def timeout_option(doc: str = "seconds the whole call may take (connect, send, read the answer)") -> Option:
     return Option(default=DEFAULT_TIMEOUT, parse=positive_seconds, doc=doc)
 
 

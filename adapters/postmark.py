@@ -19,7 +19,7 @@ server_token    Server API token, sent as X-Postmark-Server-Token     required (
 from            default sender when the payload has no ``from``       none
 message_stream  Postmark message stream                               ``outbound``
 base_url        API base URL                                          ``https://api.postmarkapp.com``
-timeout         seconds to connect and for each read                  10
+timeout         seconds the whole call may take                       10
 ==============  ====================================================  ===============================
 
 Provider message id: ``MessageID`` of the response. Idempotency: Postmark does not support an
@@ -37,9 +37,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, TemporaryError
+from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest, TemporaryError
 
-from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
+from ._http import HttpAdapter, HttpCall, base_url_option, email_parts, timeout_option
 
 if TYPE_CHECKING:
     import httpx

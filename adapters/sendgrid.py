@@ -18,7 +18,7 @@ option    meaning                                                default
 api_key   API key, sent as ``Authorization: Bearer …``           required (secret)
 from      default sender when the payload has no ``from``        none
 base_url  API base URL (``https://api.eu.sendgrid.com`` for EU)  ``https://api.sendgrid.com``
-timeout   seconds to connect and for each read                   10
+timeout   seconds the whole call may take                        10
 ========  =====================================================  ===========================
 
 Provider message id: the ``X-Message-Id`` header of the 202 response (SendGrid's event webhook
@@ -38,9 +38,9 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
+from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest
 
-from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, email_parts, timeout_option
+from ._http import HttpAdapter, HttpCall, base_url_option, email_parts, timeout_option
 
 if TYPE_CHECKING:
     import httpx

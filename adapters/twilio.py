@@ -18,7 +18,7 @@ from                   default sender number or alphanumeric sender id     none
 messaging_service_sid  send through a Messaging Service (``MG…``) instead  none
 status_callback        URL Twilio posts status changes to                  none
 base_url               API base URL                                        ``https://api.twilio.com``
-timeout                seconds to connect and for each read                10
+timeout                seconds the whole call may take                     10
 =====================  ==================================================  ========================
 
 Provider message id: the ``sid`` of the created Message (``SM…``). Idempotency: the Messages API
@@ -35,9 +35,9 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest, TemporaryError
+from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest, TemporaryError
 
-from ._http import HttpAdapter, HttpCall, Outcome, base_url_option, timeout_option
+from ._http import HttpAdapter, HttpCall, base_url_option, timeout_option
 
 if TYPE_CHECKING:
     import httpx

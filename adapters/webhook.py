@@ -12,12 +12,24 @@ receivers that dedupe on that header instead.
 
 Options (``configure(adapters={"webhook": {...}})`` or ``CHIMEWAY_WEBHOOK_<OPTION>``):
 
-=========  ========================================================  =========
-option     meaning                                                   default
-=========  ========================================================  =========
-secret     signing secret, ``whsec_<base64>`` (secret)               required
-timeout    seconds to connect and for each read                      10
-=========  ========================================================  =========
+================  =======================================================  ========
+option            meaning                                                  default
+================  =======================================================  ========
+secret            signing secret, ``whsec_<base64>`` (secret)              required
+timeout           seconds the whole call may take                          10
+allowed_networks  CIDRs opened besides public addresses (``127.0.0.0/8``)  none
+================  =======================================================  ========
+
+The recipient URL is the sender's, so where it may lead is checked (server-side request forgery):
+its host is resolved once and only public addresses are connected to — never loopback, private
+(RFC 1918, ``fc00::/7``), link-local (cloud metadata at ``169.254.169.254``), carrier-grade NAT,
+multicast, unspecified or reserved ones, nor IPv6 forms leading to them (IPv4-mapped, 6to4, NAT64),
+however the host is written (``localhost``, ``0x7f000001``, ``2130706433``, ``127.1``…). The
+connection goes to the address that was checked, while the Host header and TLS certificate
+verification stay the URL's. ``allowed_networks`` (``CHIMEWAY_WEBHOOK_ALLOWED_NETWORKS``) opens chosen
+networks, e.g. ``127.0.0.0/8`` for local development. A URL with user:password@ in it is refused too
+(it would be sent as Basic credentials). A refused URL is permanent: the delivery is cancelled
+(permanent_failure) and the attempt row says why.
 
 Outcomes: 2xx → succeeded (the provider message id is the webhook-id); 410 Gone → bounced (the
 endpoint is gone for good: REST Hooks' "unsubscribe" signal); 408, 425, 429, 5xx, timeouts and
@@ -31,16 +43,14 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
-
-from ._http import HttpAdapter, HttpCall, Outcome, timeout_option
-
-if TYPE_CHECKING:
-    import httpx
-
+import httpx
 from standardwebhooks import Webhook
+
+from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest
+
+from ._http import AddressPolicy, HttpAdapter, HttpCall, parse_networks, timeout_option
 
 
 def _secret(value: Any) -> str:
@@ -66,7 +76,12 @@ class WebhookAdapter(HttpAdapter):
             secret=True,
             doc="expected a Standard Webhooks secret: whsec_<base64>",
         ),
-        "timeout": timeout_option("seconds to wait for the receiver (connect and each read)"),
+        "timeout": timeout_option("seconds the whole call to the receiver may take"),
+        "allowed_networks": Option(
+            default=AddressPolicy(),
+            parse=parse_networks,
+            doc="expected comma-separated networks in CIDR form, e.g. 127.0.0.0/8,10.20.0.0/16",
+        ),
     }
     idempotency_header = "Idempotency-Key"
     status_outcomes: ClassVar[dict[int, Outcome]] = {
@@ -77,11 +92,23 @@ class WebhookAdapter(HttpAdapter):
         super().__init__(**options)
         self._signer = Webhook(options["secret"])
 
+    def address_policy(self) -> AddressPolicy:
+        return self.config.get("allowed_networks") or AddressPolicy()
+
     def build(self, request: SendRequest) -> HttpCall:
         if not request.recipient.startswith(("https://", "http://")):
             raise PermanentError(
                 "webhook recipient must be an http:// or https:// URL",
                 response={"error": "invalid_recipient"},
+            )
+        try:
+            userinfo = httpx.URL(request.recipient).userinfo
+        except httpx.InvalidURL as err:
+            raise PermanentError("webhook: the URL is not usable", response={"error": "invalid_url"}) from err
+        if userinfo:
+            raise PermanentError(
+                "webhook recipient must not carry user:password@ (it would be sent as Basic credentials)",
+                response={"error": "invalid_recipient", "reason": "userinfo"},
             )
         try:
             body = json.dumps(dict(request.payload), separators=(",", ":"), ensure_ascii=False)

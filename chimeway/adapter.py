@@ -15,6 +15,10 @@ the environment variable ``CHIMEWAY_<NAME>_<OPTION>`` (``CHIMEWAY_ACME_API_KEY``
 unknown one fails at configure time naming the variable, a missing required one when a worker starts
 or a send uses the adapter. Any other ``CHIMEWAY_*`` variable the adapter reads itself is listed in
 ``environment``, or configure refuses it as a typo.
+
+An adapter that talks HTTP classifies a provider's error answer with :func:`http_error` (the rules
+the built-in HTTP adapters follow, see :mod:`chimeway.http`) and reads ``Retry-After`` with
+:func:`parse_retry_after`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, ClassVar
 
 from chimeway.config import parse_flag
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError
+from chimeway.http import TEMPORARY_STATUSES, Outcome, http_error, parse_retry_after, status_outcome
 
 __all__ = [
     "Adapter",
@@ -34,8 +39,13 @@ __all__ = [
     "PermanentError",
     "SendRequest",
     "SendResult",
+    "TEMPORARY_STATUSES",
     "TemporaryError",
+    "Outcome",
+    "http_error",
     "parse_flag",
+    "parse_retry_after",
+    "status_outcome",
 ]
 
 

@@ -7,6 +7,7 @@ is imported when it is first used or configured.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ class Registry:
         extra: Mapping[str, type[Adapter]] | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
+        _quiet_httpx()
         self._entry_points = discover()
         self._classes: dict[str, type[Adapter]] = dict(extra or {})
         self._instances: dict[str, Adapter] = {}
@@ -163,6 +165,15 @@ class Registry:
         for instance in self._instances.values():
             instance.close()
         self._instances.clear()
+
+
+def _quiet_httpx() -> None:
+    """httpx logs every request at INFO with its URL, and a webhook URL often embeds a token (Slack,
+    Teams…): quiet that logger by default, for built-in and custom adapters alike. An application
+    that set the logger's level itself keeps it (set ``INFO`` to see those lines again)."""
+    httpx_logger = logging.getLogger("httpx")
+    if httpx_logger.level == logging.NOTSET:
+        httpx_logger.setLevel(logging.WARNING)
 
 
 def env_name(adapter: str, option: str) -> str:

@@ -71,6 +71,9 @@ class Reply:
     body: Any = None  # JSON-serializable, or bytes
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: seconds between single bytes written: the whole answer ("head") or only its body ("body")
+    trickle: float = 0.0
+    trickle_from: str = "body"
 
     def encoded(self) -> bytes:
         if self.body is None:
@@ -92,12 +95,14 @@ class Speaker:
 
 
 class LocalHttpServer:
-    """ThreadingHTTPServer on 127.0.0.1:<free port>; every handler thread is joined on close."""
+    """ThreadingHTTPServer on 127.0.0.1:<free port> (HTTPS with ``tls``); every handler thread is joined on close."""
 
-    def __init__(self, speaker: Speaker) -> None:
+    def __init__(self, speaker: Speaker, tls: ssl.SSLContext | None = None) -> None:
         self.speaker = speaker
         self.requests: list[Recorded] = []
         self.scenarios: list[str] = []
+        self.connections = 0  # accepted TCP connections: a refused call must not add one
+        self.sent_whole_body: list[bool] = []  # per answer: did the client take every byte?
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         server = self
@@ -125,18 +130,39 @@ class LocalHttpServer:
                     if body and "Content-Type" not in reply.headers:
                         self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    if reply.trickle and reply.trickle_from == "head":
+                        head, self._headers_buffer = b"".join(self._headers_buffer) + b"\r\n", []
+                        body = head + body
+                    else:
+                        self.end_headers()
+                    if reply.trickle:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            if server.stopping.wait(reply.trickle):
+                                return
+                    else:
+                        self.wfile.write(body)
+                    server.sent_whole_body.append(True)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout tests)
+                    server.sent_whole_body.append(False)  # the client gave up (timeout, size cap)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class CountingServer(ThreadingHTTPServer):
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                with server._lock:
+                    server.connections += 1
+                return True
+
+        self.httpd = CountingServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = False  # joined by server_close(): no thread outlives the test
         self.httpd.block_on_close = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.start()
 
@@ -174,8 +200,8 @@ def http_server() -> Iterator[Callable[[Speaker], LocalHttpServer]]:
     """A factory of local HTTP servers, each closed (and its threads joined) after the test."""
     servers: list[LocalHttpServer] = []
 
-    def start(speaker: Speaker) -> LocalHttpServer:
-        server = LocalHttpServer(speaker)
+    def start(speaker: Speaker, tls: ssl.SSLContext | None = None) -> LocalHttpServer:
+        server = LocalHttpServer(speaker, tls)
         servers.append(server)
         return server
 

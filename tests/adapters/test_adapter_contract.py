@@ -480,7 +480,8 @@ class TestWebhookAdapter(HttpContract):
     def start(self, request: pytest.FixtureRequest) -> dict[str, Any]:
         self.receiver = WebhookReceiver(WEBHOOK_SECRET)
         self.server = request.getfixturevalue("http_server")(self.receiver)
-        return {"secret": WEBHOOK_SECRET, "timeout": TEST_TIMEOUT}
+        # The receiver is on loopback, which the webhook adapter refuses unless it is opened.
+        return {"secret": WEBHOOK_SECRET, "timeout": TEST_TIMEOUT, "allowed_networks": "127.0.0.0/8"}
 
     def arrange(self, scenario: str) -> str:
         self.server.script(scenario)

@@ -118,3 +118,38 @@ def test_given_rate_limiting_on_the_last_attempt_then_exhausted_with_retry_after
         "reason": "rate limit exceeded",
         "retry_after": 7.0,
     }
+
+
+# -- the webhook adapter refusing a private address ---------------------------------------------------
+
+WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
+
+
+def test_given_a_webhook_url_on_loopback_then_cancelled_permanent_failure_with_an_attempt_saying_why(
+    tmp_path: Path, http_server: Callable[[Speaker], LocalHttpServer]
+) -> None:
+    receiver = http_server(Speaker())  # never answers: no request must reach it
+    runtime = configure(
+        database_url=f"sqlite:///{tmp_path / 'chimeway.sqlite3'}",
+        redis_url="",
+        environ={},
+        channel_adapters={"webhook": "webhook"},
+        adapters={"webhook": {"secret": WEBHOOK_SECRET, "timeout": 5}},
+    )
+    migrate(runtime.database)
+    url = f"http://localhost:{receiver.httpd.server_address[1]}/hooks/T1/private-token"
+    try:
+        with start_worker(runtime, threads=2):
+            delivery = chimeway.send("webhook", url, {"type": "invoice.paid"}, max_attempts=3)
+            drain(runtime)
+        delivery = chimeway.get_delivery(delivery.id)
+        [attempt] = chimeway.attempts(delivery.id)
+    finally:
+        reset()
+    assert (delivery.status, delivery.reason) == ("cancelled", "permanent_failure")
+    assert (attempt.outcome, attempt.error_class) == ("rejected", "permanent")
+    assert attempt.provider_response == {"error": "refused_address", "address_kind": "loopback"}
+    assert "loopback address" in attempt.error_message
+    assert "CHIMEWAY_WEBHOOK_ALLOWED_NETWORKS" in attempt.error_message
+    assert "private-token" not in stored(attempt)
+    assert receiver.connections == 0
