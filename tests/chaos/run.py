@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -446,6 +447,25 @@ class DeadlineExceeded(Exception):
     pass
 
 
+def passed(output: dict[str, Any]) -> bool:
+    invariants = output.get("invariants", {})
+    return bool(invariants) and not any(invariants.values()) and "error" not in output
+
+
+def keep_evidence(root: Path) -> Path:
+    """Copy a failed run's process logs and call log out of the temporary root before it is removed:
+    a failure that happens once in many runs must leave something to read (``CHAOS_KEEP_DIR``)."""
+    kept = Path(os.environ.get("CHAOS_KEEP_DIR", REPO / "chaos-failures")) / time.strftime("%Y%m%d-%H%M%S")
+    kept.mkdir(parents=True, exist_ok=True)
+    for path in root.iterdir():
+        if path.is_file() and path.suffix in (".log", ".jsonl"):
+            shutil.copy2(path, kept / path.name)
+    with contextlib.suppress(OSError):
+        shutil.copy2(root / "pg" / "server.log", kept / "postgresql.log")
+    say(f"evidence of the failed run kept in {kept}")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     started = time.monotonic()
@@ -477,14 +497,15 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 sup.stop_all(timeout=5)
                 output["faults"] = chaos.faults
+                if not passed(output):
+                    output["kept"] = str(keep_evidence(root))
     except Exception as err:
         output["error"] = f"{type(err).__name__}: {err}"
         say(traceback.format_exc())
     finally:
         signal.alarm(0)
-    invariants = output.get("invariants", {})
-    output["violations"] = {name: value for name, value in invariants.items() if value}
-    output["ok"] = bool(invariants) and not output["violations"] and "error" not in output
+    output["violations"] = {name: value for name, value in output.get("invariants", {}).items() if value}
+    output["ok"] = passed(output)
     output["duration_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(output, sort_keys=True, default=str))
     return 0 if output["ok"] else 1
