@@ -54,6 +54,7 @@ class ChaosConfig:
     kills: int = 20
     redis_restarts: int = 1
     pg_restarts: int = 1
+    pg_downtime_seconds: float = 1.0  #: how long PostgreSQL stays down in each restart
     duplicate_fraction: float = 0.10
     rollback_fraction: float = 0.05
     webhooks: int = 500
@@ -297,7 +298,7 @@ class Chaos:
                     max_sleep = 1.6
                     self.pg_restarted_at.append(time.monotonic())
                     began = time.monotonic() - max_sleep - 0.5
-                    self.pg.restart(downtime=1.0, mode="fast")
+                    self.pg.restart(downtime=self.cfg.pg_downtime_seconds, mode="fast")
                     ended = time.monotonic() + 1.0
                     self.faults["pg_restarts"] += 1
                     self.pending_windows.append((began, ended))
