@@ -41,18 +41,60 @@ __all__ = [
     "get_delivery",
     "load",
     "load_and_claim",
+    "lost",
     "mark_read",
     "record",
     "suppress",
+    "why_not_claimable",
 ]
 
 #: A retry or deferral that arrives this much early still counts as due: the delay was computed on
 #: one machine's clock and the message may be processed on another's.
 DUE_TOLERANCE = timedelta(seconds=1)
 
+# --- claimable and lost: the one definition the claim, the writers, the sweep and status use --------
+# (docs/architecture.md §4). ``why_not_claimable`` is the same rule read off a loaded row.
+
 #: Not terminal and not held by a live claim (a dispatched delivery whose lease expired was abandoned
 #: by a crashed worker). One placeholder: now.
 _FREE = "(status IN ('pending', 'failed') OR (status = 'dispatched' AND lease_until < %s))"
+
+#: Lost: not terminal, nobody working on it, and no message enqueued for it in the last ``stall``
+#: seconds (the sweep's table in chimeway/dispatch/sweep.py). Placeholders: see :func:`lost`.
+_LOST = """status IN ('pending', 'failed', 'dispatched')
+  AND (enqueued_at IS NULL OR enqueued_at < %s)
+  AND (
+        (orchestration_state = 'deferred' AND status IN ('pending', 'failed')
+            AND COALESCE(next_eligible_at, updated_at) < %s)
+     OR (orchestration_state = 'ready' AND status = 'pending' AND updated_at < %s)
+     OR (orchestration_state = 'ready' AND status = 'failed' AND COALESCE(next_attempt_at, updated_at) < %s)
+     OR (status = 'dispatched' AND COALESCE(lease_until, updated_at) < %s)
+  )"""
+
+
+def lost(now: datetime, stall: timedelta, database: Any = None) -> tuple[str, list[Any]]:
+    """The WHERE condition selecting lost deliveries at ``now`` and its parameters: what the sweep
+    re-enqueues and what ``chimeway status`` counts as stalled."""
+    cutoff = db.to_db_time(now - stall, database)
+    return _LOST, [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database)]
+
+
+def why_not_claimable(delivery: Delivery, now: datetime) -> str | None:
+    """Why the claim would refuse this loaded delivery, or None: the claim's WHERE read in Python, so
+    a message that cannot win does not run the policy first. The claim re-checks all of it atomically."""
+    due = now + DUE_TOLERANCE
+    if delivery.status in TERMINAL:
+        return f"already {delivery.status}"
+    if delivery.status == Status.DISPATCHED and delivery.lease_until and delivery.lease_until > now:
+        return "being sent by another worker (live lease)"
+    if delivery.orchestration_state == Orchestration.DEFERRED and delivery.next_eligible_at and (
+        delivery.next_eligible_at > due
+    ):
+        return "deferred and not due yet"
+    if delivery.status == Status.FAILED and delivery.next_attempt_at and delivery.next_attempt_at > due:
+        return "its retry is not due yet"
+    return None
+
 
 _INSERT = db.Statement("chimeway_insert_delivery", """
 INSERT INTO chimeway_deliveries (
