@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -301,17 +299,5 @@ def advisory_lock_key(scope: str) -> int:
     return ADVISORY_LOCK_KEY ^ (uuid.uuid5(uuid.NAMESPACE_URL, scope).int & 0xFFFF_FFFF)
 
 
-_local_claims: dict[str, float] = {}
-_local_lock = threading.Lock()
-
-
 def _claim_run(runtime: Any, scope: str) -> bool:
-    key = f"{runtime.settings.redis_namespace}:reconcile:run:{scope}"
-    if runtime.redis is not None:
-        return bool(runtime.redis.set(key, str(time.time()), nx=True, ex=RUN_DEDUPE_SECONDS))
-    with _local_lock:
-        now = time.monotonic()
-        if _local_claims.get(key, 0.0) > now:
-            return False
-        _local_claims[key] = now + RUN_DEDUPE_SECONDS
-        return True
+    return runtime.setnx.first(f"{runtime.settings.redis_namespace}:reconcile:run:{scope}", RUN_DEDUPE_SECONDS)
