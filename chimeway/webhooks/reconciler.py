@@ -34,7 +34,7 @@ from chimeway import db as dbmod
 from chimeway import pubsub, telemetry
 from chimeway.models import new_id
 from chimeway.pubsub import Broadcast
-from chimeway.webhooks import feedback, ledger, projection
+from chimeway.webhooks import feedback, ledger, projection, suppressions
 
 logger = logging.getLogger("chimeway.webhooks")
 
@@ -161,7 +161,7 @@ def _scan(
     return where, params
 
 
-def _pipeline_sql(where: list[str]) -> str:
+def _pipeline_sql(database: peewee.Database, where: list[str]) -> str:
     """One PostgreSQL statement per batch: scan, match, append the ``reconciled`` events, project the
     winners; it returns the batch's size and last key, and per winner only what suppression entries
     and broadcasts need. No row list travels back and forth for the INSERT or the UPDATE.
@@ -170,27 +170,27 @@ def _pipeline_sql(where: list[str]) -> str:
     the planner estimates for the batch (a keyset range is often estimated at one row, and a join
     planned on that estimate compares every pair).
     """
-    key = ledger.reconciled_key_sql("o")
-    suppressing = "o.type = 'complained' OR (o.type = 'bounced' AND o.reject_reason IN ('bounced', 'invalid'))"
     return (
         "WITH o AS MATERIALIZED (SELECT o.id, o.received_at, o.tenant_id, o.type, o.provider, o.provider_message_id, "
         "o.webhook_event_id FROM chimeway_events o "
         f"WHERE {' AND '.join(where)} ORDER BY o.received_at, o.id LIMIT %s), "
-        "ins AS (INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, "
-        "occurred_at, received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
-        "SELECT gen_random_uuid(), o.tenant_id, d.id, 'reconciled', o.provider, o.provider_message_id, "
-        f"%s, %s, false, {key}, jsonb_build_object('orphan_id', o.id, 'orphan_type', o.type), o.webhook_event_id "
-        "FROM o JOIN LATERAL (SELECT d.id FROM chimeway_deliveries d WHERE d.provider = o.provider "
-        "AND d.provider_message_id = o.provider_message_id AND d.tenant_id = o.tenant_id LIMIT 1) d ON true "
-        # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
-        "ORDER BY o.id ON CONFLICT DO NOTHING RETURNING delivery_id, metadata), "
+        "ins AS ("
+        + ledger.reconciled_insert_sql(
+            database,
+            source="o JOIN LATERAL (SELECT d.id FROM chimeway_deliveries d WHERE d.provider = o.provider "
+            "AND d.provider_message_id = o.provider_message_id AND d.tenant_id = o.tenant_id LIMIT 1) d ON true",
+            new_id="gen_random_uuid()",
+            delivery_id="d.id",
+            returning="delivery_id, metadata",
+        )
+        + "), "
         # Only the winners: an orphan another reconciler linked first stored nothing, so projects nothing.
         "won AS MATERIALIZED (SELECT o.tenant_id, ins.delivery_id, o.type, o.occurred_at, o.reject_reason, "
         "o.provider, d.recipient, d.channel FROM ins "
         "JOIN LATERAL (SELECT * FROM chimeway_events o WHERE o.id = CAST(ins.metadata ->> 'orphan_id' AS uuid) "
         "LIMIT 1) o ON true "
         "LEFT JOIN LATERAL (SELECT d.recipient, d.channel FROM chimeway_deliveries d WHERE d.id = ins.delivery_id "
-        f"AND ({suppressing}) LIMIT 1) d ON true), "
+        f"AND {suppressions.suppressing_sql('o')} LIMIT 1) d ON true), "
         f"{projection.projecting_ctes('won s')}, "
         "h AS (SELECT count(*) AS n FROM o), "
         "l AS (SELECT received_at, CAST(id AS text) AS id FROM o ORDER BY received_at DESC, o.id DESC LIMIT 1) "
@@ -208,7 +208,7 @@ def _pipeline(
 ) -> tuple[int, int, tuple[Any, str] | None]:
     at = dbmod.to_db_time(now, database)
     with dbmod.transaction(database):
-        rows = dbmod.execute(_pipeline_sql(where), [*params, at, at], db=database).fetchall()
+        rows = dbmod.execute(_pipeline_sql(database, where), [*params, at, at], db=database).fetchall()
         won = [
             feedback.Feedback(row[3], row[4], row[9], row[8], row[5], row[7], row[6], row[10])
             for row in rows
