@@ -13,7 +13,7 @@ lookup tables, as django-anymail's backends do::
                                              else ``status_outcomes``, else the HTTP status class;
                                              retry_after() for temporary ones
 
-Foreign errors are translated once, here (STYLE #5): httpx timeouts and connection failures become
+Foreign errors are translated once, here (docs/architecture.md §10, habit 5): httpx timeouts and connection failures become
 :class:`TemporaryError`, an unusable URL a :class:`PermanentError`, and an HTTP error response one of
 the three :class:`DeliveryError` classes chosen by the provider's code table. Nothing else leaves
 ``send()``.
@@ -23,9 +23,6 @@ from the HTTP status, the provider's *error code* and the description in *our* t
 parsed Retry-After. The provider's own error text is never copied, because providers echo the
 recipient in it (Postmark 406 names the inactive address, Twilio 21211 the phone number); request
 headers (credentials) and bodies never reach a result, an error or a log line.
-
-httpx is an optional dependency (the ``http`` extra): without it, loading an HTTP adapter — which
-the registry does at configure time — raises :class:`ConfigurationError` naming the install command.
 """
 
 from __future__ import annotations
@@ -58,7 +55,7 @@ __all__ = [
     "TEMPORARY_STATUSES",
     "HttpAdapter",
     "HttpCall",
-    "Outcome",
+    "Classification",
     "base_url_option",
     "email_parts",
     "parse_retry_after",
@@ -73,7 +70,7 @@ DEFAULT_TIMEOUT = 10.0
 TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 #: One classification: which DeliveryError class to raise, and our own words for why.
-Outcome = tuple[type[DeliveryError], str]
+Classification = tuple[type[DeliveryError], str]
 
 logger = logging.getLogger("chimeway.adapters.http")
 
@@ -146,9 +143,9 @@ class HttpAdapter(Adapter):
     """
 
     #: the provider's error code -> (DeliveryError class, our description); the provider's text is never kept
-    error_codes: ClassVar[Mapping[Any, Outcome]] = {}
+    error_codes: ClassVar[Mapping[Any, Classification]] = {}
     #: HTTP statuses whose meaning overrides the generic 4xx/5xx rule for this provider
-    status_outcomes: ClassVar[Mapping[int, Outcome]] = {}
+    status_outcomes: ClassVar[Mapping[int, Classification]] = {}
     #: header carrying ``request.idempotency_key`` — None when the provider documents no such header
     idempotency_header: ClassVar[str | None] = None
 
@@ -179,7 +176,7 @@ class HttpAdapter(Adapter):
         """The provider's id of the accepted message, from a 2xx response."""
         return None
 
-    def accepted_error(self, response: httpx.Response) -> Outcome | None:
+    def accepted_error(self, response: httpx.Response) -> Classification | None:
         """A 2xx response that nevertheless reports a failure (e.g. a message created already failed)."""
         return None
 
@@ -191,7 +188,7 @@ class HttpAdapter(Adapter):
         """Seconds the provider asks us to wait before trying again (``Retry-After``), or None."""
         return parse_retry_after(response.headers.get("Retry-After"))
 
-    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
+    def lookup(self, code: Any, response: httpx.Response) -> Classification | None:
         """The outcome of a provider error code; override when one code means several things."""
         return self.error_codes.get(code) if code is not None else None
 
@@ -267,7 +264,7 @@ class HttpAdapter(Adapter):
             outcome = self.status_outcome(response.status_code)
         self._raise(outcome, response, code=code)
 
-    def status_outcome(self, status: int) -> Outcome:
+    def status_outcome(self, status: int) -> Classification:
         if status in self.status_outcomes:
             return self.status_outcomes[status]
         if status in TEMPORARY_STATUSES or status >= 500:
@@ -276,7 +273,7 @@ class HttpAdapter(Adapter):
             return PermanentError, f"HTTP {status}: redirects are not followed"
         return PermanentError, f"HTTP {status}: the provider refused the request"
 
-    def _raise(self, outcome: Outcome, response: httpx.Response, *, code: Any) -> None:
+    def _raise(self, outcome: Classification, response: httpx.Response, *, code: Any) -> None:
         error_class, reason = outcome
         summary: dict[str, Any] = {"status": response.status_code}
         if code is not None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from chimeway.adapter import BouncedError, Option, PermanentError, SendRequest
 
-from ._http import HttpAdapter, HttpCall, Outcome, timeout_option
+from ._http import Classification, HttpAdapter, HttpCall, timeout_option
 
 if TYPE_CHECKING:
     import httpx
@@ -69,7 +69,7 @@ class WebhookAdapter(HttpAdapter):
         "timeout": timeout_option("seconds to wait for the receiver (connect and each read)"),
     }
     idempotency_header = "Idempotency-Key"
-    status_outcomes: ClassVar[dict[int, Outcome]] = {
+    status_outcomes: ClassVar[dict[int, Classification]] = {
         410: (BouncedError, "HTTP 410: the endpoint is gone; stop sending to it"),
     }
 

@@ -19,7 +19,6 @@ newer ones either.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import uuid
 from collections.abc import Callable
@@ -48,11 +47,6 @@ ADVISORY_LOCK_KEY = int.from_bytes(b"cw-recon", "big") & 0x7FFF_FFFF_FFFF_FFFF
 class ReconcileResult:
     scanned: int  #: orphans examined that were not linked yet
     linked: int  #: of which this run linked to their delivery
-
-
-def available() -> bool:
-    """Whether the Dramatiq actor can be used; :func:`reconcile` itself works without Dramatiq."""
-    return importlib.util.find_spec("dramatiq") is not None
 
 
 def reconcile(
