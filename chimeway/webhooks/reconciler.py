@@ -33,7 +33,7 @@ from chimeway import db as dbmod
 from chimeway import pubsub, telemetry
 from chimeway.models import new_id
 from chimeway.pubsub import Broadcast
-from chimeway.webhooks import feedback, ledger, projection, suppressions
+from chimeway.webhooks import feedback, ledger, projection, suppression_entries
 
 logger = logging.getLogger("chimeway.webhooks")
 
@@ -184,7 +184,7 @@ def _pipeline_sql(database: peewee.Database, where: list[str]) -> str:
         "JOIN LATERAL (SELECT * FROM chimeway_events o WHERE o.id = CAST(ins.metadata ->> 'orphan_id' AS uuid) "
         "LIMIT 1) o ON true "
         "LEFT JOIN LATERAL (SELECT d.recipient, d.channel FROM chimeway_deliveries d WHERE d.id = ins.delivery_id "
-        f"AND {suppressions.suppressing_sql('o')} LIMIT 1) d ON true), "
+        f"AND {suppression_entries.suppressing_sql('o')} LIMIT 1) d ON true), "
         f"{projection.projecting_ctes('won s')}, "
         "h AS (SELECT count(*) AS n FROM o), "
         "l AS (SELECT received_at, CAST(id AS text) AS id FROM o ORDER BY received_at DESC, o.id DESC LIMIT 1) "

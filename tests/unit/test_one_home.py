@@ -17,3 +17,15 @@ def _modules_containing(text: str) -> list[str]:
 
 def test_every_ledger_event_insert_is_written_in_ledger_py() -> None:
     assert _modules_containing("INSERT INTO chimeway_events") == ["webhooks/ledger.py"]
+
+
+def test_no_two_modules_of_the_package_share_a_name() -> None:
+    # Two suppressions.py with different add() signatures read as one thing; each name says one thing.
+    names = [path.name for path in PACKAGE.rglob("*.py") if path.name not in ("__init__.py", "__main__.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
+
+
+def test_outcome_names_one_thing() -> None:
+    # The deliver actor's Outcome dataclass; the HTTP layer's (error class, words) pair is a Classification.
+    http_layer = (PACKAGE.parent / "adapters" / "_http.py").read_text(encoding="utf-8")
+    assert "Outcome = " not in http_layer and "Classification = " in http_layer

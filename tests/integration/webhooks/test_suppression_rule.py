@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from chimeway import db
 from chimeway.states import EventType, RejectReason
-from chimeway.webhooks.suppressions import reason_for, suppressing_sql
+from chimeway.webhooks.suppression_entries import reason_for, suppressing_sql
 
 
 def test_given_every_event_type_and_reject_reason_then_sql_and_python_agree_on_suppressing(configured) -> None:

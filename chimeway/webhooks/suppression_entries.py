@@ -53,7 +53,7 @@ class Entry:
     source: str  #: e.g. "webhook:postmark"
 
 
-def add(database: peewee.Database, entries: Sequence[Entry]) -> int:
+def add_entries(database: peewee.Database, entries: Sequence[Entry]) -> int:
     """Insert entries, keeping an address's first entry; how many were new."""
     unique = list({(e.tenant_id, e.channel, normalize_address(e.channel, e.address)): e for e in entries}.items())
     if not unique:
