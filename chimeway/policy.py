@@ -137,7 +137,7 @@ PROCEEDS_BY_FACTS_SQL = """(NOT x.suppressed AND x.enabled IS NOT FALSE AND NOT 
 
 def _facts(delivery: Delivery, now: datetime) -> Any:
     """The facts the deliver actor loaded with the row (``deliveries.load``) for this ``now``, or None."""
-    facts = getattr(delivery, "policy_facts", None)
+    facts = delivery.policy_facts
     return facts if facts is not None and facts.now == now else None
 
 

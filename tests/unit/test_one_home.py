@@ -29,3 +29,12 @@ def test_outcome_names_one_thing() -> None:
     # The deliver actor's Outcome dataclass; the HTTP layer's (error class, words) pair is a Classification.
     http_layer = (PACKAGE.parent / "adapters" / "_http.py").read_text(encoding="utf-8")
     assert "Outcome = " not in http_layer and "Classification = " in http_layer
+
+
+def test_policy_facts_is_declared_on_the_delivery_not_attached_ad_hoc() -> None:
+    from chimeway.models import Delivery
+
+    # Given a delivery built without the deliver actor's load, its facts are None (the rules query)
+    assert "policy_facts" in Delivery.__annotations__ and Delivery().policy_facts is None
+    # and the rules read the declared attribute, not getattr with a default
+    assert _modules_containing('getattr(delivery, "policy_facts"') == []
