@@ -51,9 +51,9 @@ import httpx
 
 from chimeway.adapter import (
     Adapter,
+    Classification,
     DeliveryError,
     Option,
-    Outcome,
     PermanentError,
     SendRequest,
     SendResult,
@@ -284,9 +284,9 @@ class HttpAdapter(Adapter):
     """
 
     #: the provider's error code -> (DeliveryError class, our description); the provider's text is never kept
-    error_codes: ClassVar[Mapping[Any, Outcome]] = {}
+    error_codes: ClassVar[Mapping[Any, Classification]] = {}
     #: HTTP statuses whose meaning overrides the generic 4xx/5xx rule for this provider
-    status_outcomes: ClassVar[Mapping[int, Outcome]] = {}
+    status_outcomes: ClassVar[Mapping[int, Classification]] = {}
     #: header carrying ``request.idempotency_key`` — None when the provider documents no such header
     idempotency_header: ClassVar[str | None] = None
 
@@ -322,7 +322,7 @@ class HttpAdapter(Adapter):
         """The provider's id of the accepted message, from a 2xx response."""
         return None
 
-    def accepted_error(self, response: httpx.Response) -> Outcome | None:
+    def accepted_error(self, response: httpx.Response) -> Classification | None:
         """A 2xx response that nevertheless reports a failure (e.g. a message created already failed)."""
         return None
 
@@ -334,7 +334,7 @@ class HttpAdapter(Adapter):
         """Seconds the provider asks us to wait before trying again (``Retry-After``), or None."""
         return parse_retry_after(response.headers.get("Retry-After"))
 
-    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
+    def lookup(self, code: Any, response: httpx.Response) -> Classification | None:
         """The outcome of a provider error code; override when one code means several things."""
         return self.error_codes.get(code) if code is not None else None
 
@@ -412,7 +412,7 @@ class HttpAdapter(Adapter):
         code = self.error_code(response)
         raise self.error(response, code, self.lookup(code, response))
 
-    def error(self, response: httpx.Response, code: Any, outcome: Outcome | None) -> DeliveryError:
+    def error(self, response: httpx.Response, code: Any, outcome: Classification | None) -> DeliveryError:
         return http_error(
             self.name,
             response.status_code,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest, TemporaryError
+from chimeway.adapter import BouncedError, Classification, Option, PermanentError, SendRequest, TemporaryError
 
 from ._http import HttpAdapter, HttpCall, base_url_option, email_parts, timeout_option
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import httpx
 
 #: Postmark API error codes (https://postmarkapp.com/developer/api/overview#error-codes)
-ERROR_CODES: dict[int, Outcome] = {
+ERROR_CODES: dict[int, Classification] = {
     10: (PermanentError, "bad or missing server API token"),
     100: (TemporaryError, "Postmark is in maintenance"),
     300: (PermanentError, "invalid email request"),
@@ -108,7 +108,7 @@ class PostmarkAdapter(HttpAdapter):
     def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
         return self.text_field(response, "MessageID")
 
-    def accepted_error(self, response: httpx.Response) -> Outcome | None:
+    def accepted_error(self, response: httpx.Response) -> Classification | None:
         code = self.error_code(response)
         if code in (None, 0):
             return None
@@ -117,7 +117,7 @@ class PostmarkAdapter(HttpAdapter):
     def error_code(self, response: httpx.Response) -> int | None:
         return self.code_field(response, "ErrorCode")
 
-    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
+    def lookup(self, code: Any, response: httpx.Response) -> Classification | None:
         if code == 300:
             message = self.text_field(response, "Message")
             if message and _RECIPIENT_INVALID.match(message):

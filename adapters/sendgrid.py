@@ -38,7 +38,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest
+from chimeway.adapter import BouncedError, Classification, Option, PermanentError, SendRequest
 
 from ._http import HttpAdapter, HttpCall, base_url_option, email_parts, timeout_option
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import httpx
 
 #: SendGrid v3 statuses (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors)
-STATUS_OUTCOMES: dict[int, Outcome] = {
+STATUS_OUTCOMES: dict[int, Classification] = {
     400: (PermanentError, "bad request: the message was refused"),
     401: (PermanentError, "the API key is missing or invalid"),
     403: (PermanentError, "forbidden: the key lacks mail.send or the sender is not verified"),
@@ -102,7 +102,7 @@ class SendgridAdapter(HttpAdapter):
     def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
         return response.headers.get("X-Message-Id") or None
 
-    def lookup(self, code: Any, response: httpx.Response) -> Outcome | None:
+    def lookup(self, code: Any, response: httpx.Response) -> Classification | None:
         if response.status_code == 400:
             body = self.json_body(response)
             errors = body.get("errors") if isinstance(body, dict) else None

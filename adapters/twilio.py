@@ -35,7 +35,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest, TemporaryError
+from chimeway.adapter import BouncedError, Classification, Option, PermanentError, SendRequest, TemporaryError
 
 from ._http import HttpAdapter, HttpCall, base_url_option, timeout_option
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import httpx
 
 #: Twilio error codes (https://www.twilio.com/docs/api/errors)
-ERROR_CODES: dict[int, Outcome] = {
+ERROR_CODES: dict[int, Classification] = {
     20003: (PermanentError, "authentication failed: check account_sid and auth_token"),
     20404: (PermanentError, "resource not found: check account_sid"),
     20429: (TemporaryError, "too many requests"),
@@ -125,7 +125,7 @@ class TwilioAdapter(HttpAdapter):
     def message_id(self, response: httpx.Response, request: SendRequest) -> str | None:
         return self.text_field(response, "sid")
 
-    def accepted_error(self, response: httpx.Response) -> Outcome | None:
+    def accepted_error(self, response: httpx.Response) -> Classification | None:
         status = self.text_field(response, "status")
         if status not in _FAILED_STATUSES:
             return None

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import httpx
 from standardwebhooks import Webhook
 
-from chimeway.adapter import BouncedError, Option, Outcome, PermanentError, SendRequest
+from chimeway.adapter import BouncedError, Classification, Option, PermanentError, SendRequest
 
 from ._http import AddressPolicy, HttpAdapter, HttpCall, parse_networks, timeout_option
 
@@ -84,7 +84,7 @@ class WebhookAdapter(HttpAdapter):
         ),
     }
     idempotency_header = "Idempotency-Key"
-    status_outcomes: ClassVar[dict[int, Outcome]] = {
+    status_outcomes: ClassVar[dict[int, Classification]] = {
         410: (BouncedError, "HTTP 410: the endpoint is gone; stop sending to it"),
     }
 

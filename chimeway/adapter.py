@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from chimeway.config import parse_flag
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError
-from chimeway.http import TEMPORARY_STATUSES, Outcome, http_error, parse_retry_after, status_outcome
+from chimeway.http import TEMPORARY_STATUSES, Classification, http_error, parse_retry_after, status_outcome
 
 __all__ = [
     "Adapter",
@@ -41,7 +41,7 @@ __all__ = [
     "SendResult",
     "TEMPORARY_STATUSES",
     "TemporaryError",
-    "Outcome",
+    "Classification",
     "http_error",
     "parse_flag",
     "parse_retry_after",

@@ -17,7 +17,6 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +25,9 @@ import peewee
 from chimeway import db, telemetry
 from chimeway.errors import DeliveryNotFound, IdempotencyConflictError, InvalidSendError
 from chimeway.models import JSON, Attempt, Delivery, UTCDateTime, UUIDText, new_id
+from chimeway.policy import FACTS_SQL, PROCEEDS_BY_FACTS_SQL, PolicyFacts
 from chimeway.states import TERMINAL, Orchestration, Reason, Status
+from chimeway.suppressions import normalize_address
 
 __all__ = [
     "DUE_TOLERANCE",
@@ -41,18 +42,60 @@ __all__ = [
     "get_delivery",
     "load",
     "load_and_claim",
+    "lost",
     "mark_read",
     "record",
     "suppress",
+    "why_not_claimable",
 ]
 
 #: A retry or deferral that arrives this much early still counts as due: the delay was computed on
 #: one machine's clock and the message may be processed on another's.
 DUE_TOLERANCE = timedelta(seconds=1)
 
+# --- claimable and lost: the one definition the claim, the writers, the sweep and status use --------
+# (docs/architecture.md §4). ``why_not_claimable`` is the same rule read off a loaded row.
+
 #: Not terminal and not held by a live claim (a dispatched delivery whose lease expired was abandoned
 #: by a crashed worker). One placeholder: now.
 _FREE = "(status IN ('pending', 'failed') OR (status = 'dispatched' AND lease_until < %s))"
+
+#: Lost: not terminal, nobody working on it, and no message enqueued for it in the last ``stall``
+#: seconds (the sweep's table in chimeway/dispatch/sweep.py). Placeholders: see :func:`lost`.
+_LOST = """status IN ('pending', 'failed', 'dispatched')
+  AND (enqueued_at IS NULL OR enqueued_at < %s)
+  AND (
+        (orchestration_state = 'deferred' AND status IN ('pending', 'failed')
+            AND COALESCE(next_eligible_at, updated_at) < %s)
+     OR (orchestration_state = 'ready' AND status = 'pending' AND updated_at < %s)
+     OR (orchestration_state = 'ready' AND status = 'failed' AND COALESCE(next_attempt_at, updated_at) < %s)
+     OR (status = 'dispatched' AND COALESCE(lease_until, updated_at) < %s)
+  )"""
+
+
+def lost(now: datetime, stall: timedelta, database: Any = None) -> tuple[str, list[Any]]:
+    """The WHERE condition selecting lost deliveries at ``now`` and its parameters: what the sweep
+    re-enqueues and what ``chimeway status`` counts as stalled."""
+    cutoff = db.to_db_time(now - stall, database)
+    return _LOST, [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database)]
+
+
+def why_not_claimable(delivery: Delivery, now: datetime) -> str | None:
+    """Why the claim would refuse this loaded delivery, or None: the claim's WHERE read in Python, so
+    a message that cannot win does not run the policy first. The claim re-checks all of it atomically."""
+    due = now + DUE_TOLERANCE
+    if delivery.status in TERMINAL:
+        return f"already {delivery.status}"
+    if delivery.status == Status.DISPATCHED and delivery.lease_until and delivery.lease_until > now:
+        return "being sent by another worker (live lease)"
+    if delivery.orchestration_state == Orchestration.DEFERRED and delivery.next_eligible_at and (
+        delivery.next_eligible_at > due
+    ):
+        return "deferred and not due yet"
+    if delivery.status == Status.FAILED and delivery.next_attempt_at and delivery.next_attempt_at > due:
+        return "its retry is not due yet"
+    return None
+
 
 _INSERT = db.Statement("chimeway_insert_delivery", """
 INSERT INTO chimeway_deliveries (
@@ -429,51 +472,30 @@ _CONVERTERS = [(field.name, _converter(field)) for field in _FIELDS]
 
 _FIND = f"SELECT {_COLUMNS} FROM chimeway_deliveries d WHERE d.id = %s"
 
-#: The deliver actor's load: the row plus the two facts the first policy rules need, in one round
-#: trip. The facts match the recipient as stored; :func:`load` only keeps them when the stored form is
-#: already normalized (else the rules query with every form of the address, as they always did).
-#: Placeholders: now (suppression expiry), id.
+#: The deliver actor's load: the row plus the facts the first policy rules need (``policy.FACTS_SQL``),
+#: in one round trip. The facts match the recipient as stored; :func:`load` only keeps them when the
+#: stored form is already normalized (else the rules query with every form of the address, as they
+#: always did). Placeholders: now (suppression expiry), id.
 _LOAD = db.Statement("chimeway_load", f"""
 SELECT {_COLUMNS},
-       EXISTS (SELECT 1 FROM chimeway_suppressions s
-                WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel AND s.address = d.recipient
-                  AND (s.expires_at IS NULL OR s.expires_at > %s)) AS suppressed,
-       (SELECT p.enabled FROM chimeway_preferences p
-         WHERE p.tenant_id = d.tenant_id AND p.recipient = d.recipient AND p.channel = d.channel
-           AND (p.category = COALESCE(d.category, '*') OR p.category = '*')
-         ORDER BY CASE WHEN p.category = '*' THEN 1 ELSE 0 END
-         LIMIT 1) AS enabled
+       {FACTS_SQL}
   FROM chimeway_deliveries d
  WHERE d.id = %s
 """)
 
 
-#: PostgreSQL: :data:`_LOAD` and, in the same statement, the claim — when the row needs nothing from
-#: the policy but what ``_LOAD`` reads (see :func:`load_and_claim`): not suppressed, its channel
-#: enabled, no ``delay_fallback``, no ``quiet_hours`` of its own, and a recipient already in the form
-#: ``suppressions.normalize_address`` gives (printable ASCII without spaces, lower-case for email),
-#: so the facts are exact. The row comes back as it was before the claim, with the facts, then
-#: ``sendable`` and the attempt number (NULL: not claimed). Placeholders: _LOAD's, then _CLAIM's.
+#: PostgreSQL: :data:`_LOAD` and, in the same statement, the claim — when the loaded facts alone say
+#: the policy proceeds (``policy.PROCEEDS_BY_FACTS_SQL``, see :func:`load_and_claim`). The row comes
+#: back as it was before the claim, with the facts, then ``sendable`` and the attempt number (NULL:
+#: not claimed). Placeholders: _LOAD's, then _CLAIM's.
 _LOAD_AND_CLAIM = db.Statement("chimeway_load_and_claim", f"""
 WITH d AS MATERIALIZED (
-    SELECT x.*, (NOT x.suppressed AND x.enabled IS NOT FALSE AND NOT x.delay_fallback
-                 AND NOT (x.metadata ? 'quiet_hours') AND x.recipient ~ '^[!-~]+$'
-                 AND (x.channel <> 'email' OR x.recipient = lower(x.recipient))) AS sendable
+    SELECT x.*, {PROCEEDS_BY_FACTS_SQL} AS sendable
       FROM ({_LOAD.text}) x
 ),
 c AS ({_CLAIM_UPDATE} AND (SELECT d.sendable FROM d) RETURNING attempt_count)
 SELECT d.*, (SELECT c.attempt_count FROM c) FROM d
 """)
-
-
-@dataclass(frozen=True)
-class PolicyFacts:
-    """What the built-in suppression and preference rules would read, loaded with the delivery at ``now``."""
-
-    now: datetime
-    suppressed: bool
-    #: the effective preference (the category's row, else the "*" row, else enabled)
-    enabled: bool
 
 
 def _build(row: Sequence[Any]) -> Delivery:
@@ -534,8 +556,6 @@ def load_and_claim(delivery_id: str, now: datetime, *, lease_seconds: int) -> tu
 
 def _with_facts(row: Sequence[Any], now: datetime) -> Delivery:
     """The delivery of a ``_LOAD`` row, with its PolicyFacts attached when they are exact."""
-    from chimeway.suppressions import normalize_address
-
     delivery = _build(row)
     recipient = delivery.recipient
     facts = None

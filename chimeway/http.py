@@ -26,16 +26,16 @@ from typing import Any
 
 from chimeway.errors import DeliveryError, PermanentError, TemporaryError
 
-__all__ = ["TEMPORARY_STATUSES", "Outcome", "http_error", "parse_retry_after", "status_outcome"]
+__all__ = ["TEMPORARY_STATUSES", "Classification", "http_error", "parse_retry_after", "status_outcome"]
 
 #: HTTP statuses that mean "try again later" when the provider's body gives no code we know
 TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 #: One classification: which DeliveryError class to raise, and our own words for why.
-Outcome = tuple[type[DeliveryError], str]
+Classification = tuple[type[DeliveryError], str]
 
 
-def status_outcome(status: int, overrides: Mapping[int, Outcome] | None = None) -> Outcome:
+def status_outcome(status: int, overrides: Mapping[int, Classification] | None = None) -> Classification:
     """The outcome of an error status alone: ``overrides`` first, then the status class."""
     if overrides and status in overrides:
         return overrides[status]
@@ -50,9 +50,9 @@ def http_error(
     provider: str,
     status: int,
     *,
-    outcome: Outcome | None = None,
+    outcome: Classification | None = None,
     code: Any = None,
-    status_outcomes: Mapping[int, Outcome] | None = None,
+    status_outcomes: Mapping[int, Classification] | None = None,
     retry_after: float | None = None,
 ) -> DeliveryError:
     """The error to raise for a provider's error answer (returned, so you write ``raise http_error(...)``).

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
 from chimeway import db
+
+if TYPE_CHECKING:
+    from chimeway.policy import PolicyFacts
 
 
 def new_id() -> str:
@@ -100,6 +103,10 @@ class Delivery(BaseModel):
 
     class Meta:
         table_name = "chimeway_deliveries"
+
+    #: Not a column: the facts the deliver actor's load read with the row (``policy.PolicyFacts``) for
+    #: the first policy rules, or None when the rules must query (``deliveries.load`` sets it).
+    policy_facts: PolicyFacts | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -46,6 +46,9 @@ __all__ = [
     "BUILTIN_RULES",
     "Decision",
     "Defer",
+    "FACTS_SQL",
+    "PROCEEDS_BY_FACTS_SQL",
+    "PolicyFacts",
     "Proceed",
     "Rule",
     "Suppress",
@@ -93,12 +96,48 @@ class Rule(Protocol):
     def __call__(self, delivery: Delivery, now: datetime) -> Decision: ...
 
 
+# --- the facts the first two rules read, and the fast path that reads them in SQL -------------------
+# One home with the rules they mirror: ``deliveries`` puts these fragments into its load and
+# load-and-claim statements (docs/architecture.md §5), and a test drives every rule through both paths.
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """What the built-in suppression and preference rules would read, loaded with the delivery at ``now``."""
+
+    now: datetime
+    suppressed: bool
+    #: the effective preference (the category's row, else the "*" row, else enabled)
+    enabled: bool
+
+
+#: The columns ``suppressed`` and ``enabled`` (NULL: no preference row) of the delivery row aliased
+#: ``d``, as :func:`suppression_list` and :func:`preferences` read them. Placeholder: now (expiry).
+FACTS_SQL = """EXISTS (SELECT 1 FROM chimeway_suppressions s
+                WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel AND s.address = d.recipient
+                  AND (s.expires_at IS NULL OR s.expires_at > %s)) AS suppressed,
+       (SELECT p.enabled FROM chimeway_preferences p
+         WHERE p.tenant_id = d.tenant_id AND p.recipient = d.recipient AND p.channel = d.channel
+           AND (p.category = COALESCE(d.category, '*') OR p.category = '*')
+         ORDER BY CASE WHEN p.category = '*' THEN 1 ELSE 0 END
+         LIMIT 1) AS enabled"""
+
+#: PostgreSQL, over a delivery row aliased ``x`` with :data:`FACTS_SQL`'s columns: true when, while
+#: :func:`decided_by_facts`, every built-in rule must Proceed — not suppressed, its channel enabled,
+#: no ``delay_fallback``, no ``quiet_hours`` of its own, and a recipient already in the form
+#: ``suppressions.normalize_address`` gives (printable ASCII without spaces, lower-case for email), so
+#: the facts are exact. False means "ask the rules", never "suppress".
+PROCEEDS_BY_FACTS_SQL = """(NOT x.suppressed AND x.enabled IS NOT FALSE AND NOT x.delay_fallback
+                 AND NOT (x.metadata ? 'quiet_hours') AND x.recipient ~ '^[!-~]+$'
+                 AND (x.channel <> 'email' OR x.recipient = lower(x.recipient)))"""
+
+
 # --- the built-in rules -----------------------------------------------------------------------------
 
 
 def _facts(delivery: Delivery, now: datetime) -> Any:
     """The facts the deliver actor loaded with the row (``deliveries.load``) for this ``now``, or None."""
-    facts = getattr(delivery, "policy_facts", None)
+    facts = delivery.policy_facts
     return facts if facts is not None and facts.now == now else None
 
 

@@ -30,8 +30,8 @@ class Runtime:
     broker: Any = None
     redis: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
-    #: Fresh-send dedupe of chimeway.dispatch.enqueue: Redis-backed, or in memory under the stub broker.
-    dedupe: Any = None
+    #: SET NX with expiry (chimeway.setnx): in Redis, or in memory under the stub broker.
+    setnx: Any = None
 
     def close(self) -> None:
         self.registry.close()

@@ -26,6 +26,7 @@ from typing import Any
 from croniter import croniter
 
 from chimeway import db as dbmod
+from chimeway.setnx import SetNX
 
 logger = logging.getLogger("chimeway.scheduler")
 
@@ -66,7 +67,7 @@ class Scheduler:
         self.jobs = default_jobs(runtime) if jobs is None else list(jobs)
         self.result = SchedulerResult()
         self._next: dict[str, datetime] = {}
-        self._local_claims: dict[str, datetime] = {}
+        self._claims = SetNX(runtime.redis)
 
     def start(self, now: datetime) -> None:
         """Schedule every job's first tick strictly after ``now``."""
@@ -109,15 +110,7 @@ class Scheduler:
     def claim(self, job: str, tick: datetime) -> bool:
         """Whether this process owns ``tick`` of ``job`` (SET NX on the tick's own timestamp)."""
         key = f"{self.runtime.settings.redis_namespace}:scheduler:{job}:{int(tick.timestamp())}"
-        client = self.runtime.redis
-        if client is not None:
-            return bool(client.set(key, "1", nx=True, ex=CLAIM_TTL_SECONDS))
-        for stale in [k for k, at in self._local_claims.items() if at < tick - timedelta(seconds=CLAIM_TTL_SECONDS)]:
-            del self._local_claims[stale]
-        if key in self._local_claims:
-            return False
-        self._local_claims[key] = tick
-        return True
+        return self._claims.first(key, CLAIM_TTL_SECONDS)
 
 
 def run(

@@ -21,9 +21,6 @@ class Status(StrEnum):
 #: States that never change again. Provider feedback moves only the projection columns after these.
 TERMINAL = frozenset({Status.SUCCEEDED, Status.SUPPRESSED, Status.CANCELLED})
 
-#: States a worker may claim (dispatched too, once its lease has expired).
-CLAIMABLE = frozenset({Status.PENDING, Status.FAILED})
-
 
 class Orchestration(StrEnum):
     READY = "ready"  #: may be attempted now
@@ -85,11 +82,6 @@ class RejectReason(StrEnum):
     SPAM = "spam"
     UNSUBSCRIBED = "unsubscribed"
     OTHER = "other"
-
-
-class WebhookStatus(StrEnum):
-    PROCESSED = "processed"
-    FAILED = "failed"
 
 
 class SuppressionReason(StrEnum):

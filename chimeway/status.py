@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from chimeway import db
+from chimeway import db, deliveries
 from chimeway.migrator import status as schema_status
 from chimeway.models import ALL_MODELS
 
@@ -29,12 +29,10 @@ def collect(runtime: Any) -> dict[str, Any]:
         db=database,
     ).fetchall()
     report["deliveries"] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
-    stall = db.now() - timedelta(seconds=runtime.settings.sweep_stall_seconds)
+    # exactly what the sweep would re-enqueue now: live leases and future retries are not stalled
+    lost, params = deliveries.lost(db.now(), timedelta(seconds=runtime.settings.sweep_stall_seconds), database)
     report["stalled"] = db.execute(
-        "SELECT COUNT(*) FROM chimeway_deliveries WHERE status IN ('pending', 'dispatched', 'failed') "
-        "AND updated_at < %s",
-        (db.to_db_time(stall, database),),
-        db=database,
+        f"SELECT COUNT(*) FROM chimeway_deliveries WHERE {lost}", params, db=database
     ).fetchone()[0]
     report["orphans"] = orphan_backlog(runtime)
     return report

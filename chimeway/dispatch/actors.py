@@ -30,7 +30,7 @@ from chimeway.dispatch import backoff
 from chimeway.dispatch.middleware import DELIVER_ACTOR
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
-from chimeway.states import TERMINAL, AttemptOutcome, ErrorClass, Orchestration, Reason, Status
+from chimeway.states import AttemptOutcome, ErrorClass, Reason, Status
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -142,7 +142,7 @@ def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report:
     """short-circuit → budget → policy → claim: the attempt number, or None when this message must
     do nothing more (acknowledged)."""
     delivery_id = delivery.id
-    skip = _short_circuit(delivery, now)
+    skip = deliveries.why_not_claimable(delivery, now)
     if skip:
         logger.debug("delivery %s: %s; message acknowledged", delivery_id, skip)
         report["status"] = delivery.status
@@ -157,22 +157,6 @@ def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report:
     if attempt is None:
         logger.debug("delivery %s: not claimable (another message won it); acknowledged", delivery_id)
     return attempt
-
-
-def _short_circuit(delivery: Delivery, now: datetime) -> str | None:
-    """Why this message must do nothing, or None. The claim re-checks all of it atomically."""
-    due = now + deliveries.DUE_TOLERANCE
-    if delivery.status in TERMINAL:
-        return f"already {delivery.status}"
-    if delivery.status == Status.DISPATCHED and delivery.lease_until and delivery.lease_until > now:
-        return "being sent by another worker (live lease)"
-    if delivery.orchestration_state == Orchestration.DEFERRED and delivery.next_eligible_at and (
-        delivery.next_eligible_at > due
-    ):
-        return "deferred and not due yet"
-    if delivery.status == Status.FAILED and delivery.next_attempt_at and delivery.next_attempt_at > due:
-        return "its retry is not due yet"
-    return None
 
 
 def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:

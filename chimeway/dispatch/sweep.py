@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from chimeway import db, telemetry
+from chimeway import db, deliveries, telemetry
 from chimeway.dispatch.enqueue import enqueue
 from chimeway.states import Orchestration, Status
 
@@ -44,17 +44,10 @@ logger = logging.getLogger("chimeway.dispatch")
 #: The PostgreSQL advisory lock a sweep holds while it works: the bytes of "cw:sweep" as a bigint.
 SWEEP_LOCK_KEY = int.from_bytes(b"cw:sweep", "big")
 
-_LOST = """
+#: Placeholders: the lost condition's, then the tenant's, then the limit.
+_PICK = """
 SELECT id, status, orchestration_state FROM chimeway_deliveries
-WHERE status IN ('pending', 'failed', 'dispatched')
-  AND (enqueued_at IS NULL OR enqueued_at < %s)
-  AND (
-        (orchestration_state = 'deferred' AND status IN ('pending', 'failed')
-            AND COALESCE(next_eligible_at, updated_at) < %s)
-     OR (orchestration_state = 'ready' AND status = 'pending' AND updated_at < %s)
-     OR (orchestration_state = 'ready' AND status = 'failed' AND COALESCE(next_attempt_at, updated_at) < %s)
-     OR (status = 'dispatched' AND COALESCE(lease_until, updated_at) < %s)
-  )
+WHERE {lost}
   {tenant}
 ORDER BY updated_at
 LIMIT %s
@@ -128,11 +121,10 @@ def _sweep_batch(
     with db.transaction(database):
         if postgres and not _try_lock(database):
             return None
-        now = db.now()
-        cutoff = db.to_db_time(now - stall, database)
-        params = [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database)]
+        lost, params = deliveries.lost(db.now(), stall, database)
         params += [tenant_id, batch_size] if tenant_id is not None else [batch_size]
-        query = _LOST.format(
+        query = _PICK.format(
+            lost=lost,
             tenant="AND tenant_id = %s" if tenant_id is not None else "",
             lock="FOR UPDATE SKIP LOCKED" if postgres else "",
         )

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from chimeway.webhooks.endpoint import Response, handle
 from chimeway.webhooks.pruner import prune
-from chimeway.webhooks.reconciler import ReconcileResult, available, reconcile, run_actor
+from chimeway.webhooks.reconciler import ReconcileResult, reconcile, run_actor
 from chimeway.webhooks.wsgi import application, serve
 
 __all__ = [
     "ReconcileResult",
     "Response",
     "application",
-    "available",
     "handle",
     "prune",
     "reconcile",

@@ -11,7 +11,7 @@ from typing import Any
 import peewee
 
 from chimeway.pubsub import Broadcast, publish_after_commit
-from chimeway.webhooks import projection, suppressions
+from chimeway.webhooks import projection, suppression_entries
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,13 @@ def announce(
     them from another thread). How many suppression entries were added."""
     entries, broadcasts = [], []
     for item in items:
-        reason = suppressions.reason_for(item.type, item.reject_reason)
+        reason = suppression_entries.reason_for(item.type, item.reject_reason)
         if reason is not None:
             entries.append(
-                suppressions.Entry(item.tenant_id, item.channel, item.recipient, reason, f"webhook:{item.provider}")
+                suppression_entries.Entry(item.tenant_id, item.channel, item.recipient, reason, f"webhook:{item.provider}")
             )
         broadcasts.append(Broadcast(item.tenant_id, item.delivery_id, item.type, item.occurred_at))
-    added = suppressions.add(database, entries)
+    added = suppression_entries.add_entries(database, entries)
     if publish is None:
         publish_after_commit(database, broadcasts)
     elif broadcasts:

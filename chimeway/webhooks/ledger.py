@@ -115,16 +115,15 @@ def append_reconciled(database: peewee.Database, links: Sequence[tuple[str, str,
     """
     if not links:
         return set()
-    metadata = "jsonb_build_object" if dbmod.is_postgres(database) else "json_object"
     ids = recordset.relation(database, {"id": "uuid", "orphan_id": "uuid", "delivery_id": "uuid"})
     cursor = dbmod.execute(
-        "INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, occurred_at, "
-        "received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
-        "SELECT v.id, o.tenant_id, v.delivery_id, 'reconciled', o.provider, o.provider_message_id, %s, %s, false, "
-        f"{reconciled_key_sql('o')}, {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
-        f"o.webhook_event_id FROM {ids} JOIN chimeway_events o ON o.id = v.orphan_id "
-        # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
-        "WHERE true ORDER BY o.id ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",
+        reconciled_insert_sql(
+            database,
+            source=f"{ids} JOIN chimeway_events o ON o.id = v.orphan_id",
+            new_id="v.id",
+            delivery_id="v.delivery_id",
+            returning="CAST(id AS text)",
+        ),
         (
             recordset.timestamp(at, database),
             recordset.timestamp(at, database),
@@ -133,6 +132,24 @@ def append_reconciled(database: peewee.Database, links: Sequence[tuple[str, str,
         db=database,
     )
     return {str(row[0]) for row in cursor.fetchall()}
+
+
+def reconciled_insert_sql(
+    database: peewee.Database, *, source: str, new_id: str, delivery_id: str, returning: str
+) -> str:
+    """The INSERT of ``reconciled`` events: one per orphan row aliased ``o`` in ``source``, its new
+    id and delivery read from the SQL expressions given. Two placeholders: occurred_at, received_at.
+    :func:`append_reconciled` and the reconciler's one-statement PostgreSQL pipeline both use it."""
+    metadata = "jsonb_build_object" if dbmod.is_postgres(database) else "json_object"
+    return (
+        "INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, occurred_at, "
+        "received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
+        f"SELECT {new_id}, o.tenant_id, {delivery_id}, 'reconciled', o.provider, o.provider_message_id, %s, %s, "
+        f"false, {reconciled_key_sql('o')}, {metadata}('orphan_id', o.id, 'orphan_type', o.type), "
+        f"o.webhook_event_id FROM {source} "
+        # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
+        f"WHERE true ORDER BY o.id ON CONFLICT DO NOTHING RETURNING {returning}"
+    )
 
 
 def _row(event: LedgerEvent, database: peewee.Database) -> dict[str, Any]:

@@ -19,10 +19,7 @@ newer ones either.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +33,7 @@ from chimeway import db as dbmod
 from chimeway import pubsub, telemetry
 from chimeway.models import new_id
 from chimeway.pubsub import Broadcast
-from chimeway.webhooks import feedback, ledger, projection
+from chimeway.webhooks import feedback, ledger, projection, suppression_entries
 
 logger = logging.getLogger("chimeway.webhooks")
 
@@ -50,11 +47,6 @@ ADVISORY_LOCK_KEY = int.from_bytes(b"cw-recon", "big") & 0x7FFF_FFFF_FFFF_FFFF
 class ReconcileResult:
     scanned: int  #: orphans examined that were not linked yet
     linked: int  #: of which this run linked to their delivery
-
-
-def available() -> bool:
-    """Whether the Dramatiq actor can be used; :func:`reconcile` itself works without Dramatiq."""
-    return importlib.util.find_spec("dramatiq") is not None
 
 
 def reconcile(
@@ -163,7 +155,7 @@ def _scan(
     return where, params
 
 
-def _pipeline_sql(where: list[str]) -> str:
+def _pipeline_sql(database: peewee.Database, where: list[str]) -> str:
     """One PostgreSQL statement per batch: scan, match, append the ``reconciled`` events, project the
     winners; it returns the batch's size and last key, and per winner only what suppression entries
     and broadcasts need. No row list travels back and forth for the INSERT or the UPDATE.
@@ -172,27 +164,27 @@ def _pipeline_sql(where: list[str]) -> str:
     the planner estimates for the batch (a keyset range is often estimated at one row, and a join
     planned on that estimate compares every pair).
     """
-    key = ledger.reconciled_key_sql("o")
-    suppressing = "o.type = 'complained' OR (o.type = 'bounced' AND o.reject_reason IN ('bounced', 'invalid'))"
     return (
         "WITH o AS MATERIALIZED (SELECT o.id, o.received_at, o.tenant_id, o.type, o.provider, o.provider_message_id, "
         "o.webhook_event_id FROM chimeway_events o "
         f"WHERE {' AND '.join(where)} ORDER BY o.received_at, o.id LIMIT %s), "
-        "ins AS (INSERT INTO chimeway_events (id, tenant_id, delivery_id, type, provider, provider_message_id, "
-        "occurred_at, received_at, needs_reconciliation, idempotency_key, metadata, webhook_event_id) "
-        "SELECT gen_random_uuid(), o.tenant_id, d.id, 'reconciled', o.provider, o.provider_message_id, "
-        f"%s, %s, false, {key}, jsonb_build_object('orphan_id', o.id, 'orphan_type', o.type), o.webhook_event_id "
-        "FROM o JOIN LATERAL (SELECT d.id FROM chimeway_deliveries d WHERE d.provider = o.provider "
-        "AND d.provider_message_id = o.provider_message_id AND d.tenant_id = o.tenant_id LIMIT 1) d ON true "
-        # One key order for every reconciler, so two racing on the same orphans queue, never deadlock.
-        "ORDER BY o.id ON CONFLICT DO NOTHING RETURNING delivery_id, metadata), "
+        "ins AS ("
+        + ledger.reconciled_insert_sql(
+            database,
+            source="o JOIN LATERAL (SELECT d.id FROM chimeway_deliveries d WHERE d.provider = o.provider "
+            "AND d.provider_message_id = o.provider_message_id AND d.tenant_id = o.tenant_id LIMIT 1) d ON true",
+            new_id="gen_random_uuid()",
+            delivery_id="d.id",
+            returning="delivery_id, metadata",
+        )
+        + "), "
         # Only the winners: an orphan another reconciler linked first stored nothing, so projects nothing.
         "won AS MATERIALIZED (SELECT o.tenant_id, ins.delivery_id, o.type, o.occurred_at, o.reject_reason, "
         "o.provider, d.recipient, d.channel FROM ins "
         "JOIN LATERAL (SELECT * FROM chimeway_events o WHERE o.id = CAST(ins.metadata ->> 'orphan_id' AS uuid) "
         "LIMIT 1) o ON true "
         "LEFT JOIN LATERAL (SELECT d.recipient, d.channel FROM chimeway_deliveries d WHERE d.id = ins.delivery_id "
-        f"AND ({suppressing}) LIMIT 1) d ON true), "
+        f"AND {suppression_entries.suppressing_sql('o')} LIMIT 1) d ON true), "
         f"{projection.projecting_ctes('won s')}, "
         "h AS (SELECT count(*) AS n FROM o), "
         "l AS (SELECT received_at, CAST(id AS text) AS id FROM o ORDER BY received_at DESC, o.id DESC LIMIT 1) "
@@ -210,7 +202,7 @@ def _pipeline(
 ) -> tuple[int, int, tuple[Any, str] | None]:
     at = dbmod.to_db_time(now, database)
     with dbmod.transaction(database):
-        rows = dbmod.execute(_pipeline_sql(where), [*params, at, at], db=database).fetchall()
+        rows = dbmod.execute(_pipeline_sql(database, where), [*params, at, at], db=database).fetchall()
         won = [
             feedback.Feedback(row[3], row[4], row[9], row[8], row[5], row[7], row[6], row[10])
             for row in rows
@@ -301,17 +293,5 @@ def advisory_lock_key(scope: str) -> int:
     return ADVISORY_LOCK_KEY ^ (uuid.uuid5(uuid.NAMESPACE_URL, scope).int & 0xFFFF_FFFF)
 
 
-_local_claims: dict[str, float] = {}
-_local_lock = threading.Lock()
-
-
 def _claim_run(runtime: Any, scope: str) -> bool:
-    key = f"{runtime.settings.redis_namespace}:reconcile:run:{scope}"
-    if runtime.redis is not None:
-        return bool(runtime.redis.set(key, str(time.time()), nx=True, ex=RUN_DEDUPE_SECONDS))
-    with _local_lock:
-        now = time.monotonic()
-        if _local_claims.get(key, 0.0) > now:
-            return False
-        _local_claims[key] = now + RUN_DEDUPE_SECONDS
-        return True
+    return runtime.setnx.first(f"{runtime.settings.redis_namespace}:reconcile:run:{scope}", RUN_DEDUPE_SECONDS)

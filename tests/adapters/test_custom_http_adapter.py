@@ -18,8 +18,8 @@ import pytest
 from chimeway.adapter import (
     Adapter,
     BouncedError,
+    Classification,
     Option,
-    Outcome,
     PermanentError,
     SendRequest,
     SendResult,
@@ -55,7 +55,7 @@ class AcmeAdapter(Adapter):
     name = "acme"
     channel = "sms"
     options: ClassVar[dict[str, Option]] = {"base_url": Option(required=True)}
-    ERROR_CODES: ClassVar[dict[int, Outcome]] = {1001: (BouncedError, "no such number")}
+    ERROR_CODES: ClassVar[dict[int, Classification]] = {1001: (BouncedError, "no such number")}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

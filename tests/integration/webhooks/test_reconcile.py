@@ -11,7 +11,7 @@ import pytest
 
 from chimeway import db
 from chimeway.models import Delivery, Event
-from chimeway.webhooks import available, handle, reconcile, reconciler, run_actor
+from chimeway.webhooks import handle, reconcile, reconciler, run_actor
 
 
 def reconciled_events() -> list[Event]:
@@ -192,7 +192,3 @@ def test_the_reconcile_actor_dedupes_in_redis_and_yields_to_a_held_advisory_lock
         assert run_actor() is None  # deduped in Redis for 60 s
     finally:
         holder.close()
-
-
-def test_reconcile_reports_whether_its_actor_can_be_used() -> None:
-    assert available() is True  # dramatiq is a dependency; reconcile() itself never needs it

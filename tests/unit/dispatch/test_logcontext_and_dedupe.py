@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from chimeway import logcontext
-from chimeway.dispatch.enqueue import MemoryDedupe
+from chimeway.setnx import SetNX
 
 
 def test_given_a_bound_context_then_records_carry_it_and_the_outer_context_returns_after(caplog):
@@ -30,9 +30,9 @@ def test_given_an_unknown_field_when_binding_then_it_is_refused():
 
 
 def test_given_a_delivery_enqueued_once_then_a_second_fresh_enqueue_is_a_duplicate_until_forgotten():
-    dedupe = MemoryDedupe()
-    assert dedupe.first("d-1") is True
-    assert dedupe.first("d-1") is False
-    assert dedupe.first("d-2") is True
+    dedupe = SetNX()  # in memory, as under the stub broker
+    assert dedupe.first("d-1", 60) is True
+    assert dedupe.first("d-1", 60) is False
+    assert dedupe.first("d-2", 60) is True
     dedupe.forget("d-1")
-    assert dedupe.first("d-1") is True
+    assert dedupe.first("d-1", 60) is True

@@ -10,7 +10,7 @@ from chimeway.config import load_settings
 from chimeway.webhooks.providers import provider_class
 from chimeway.webhooks.providers.base import Malformed, Unauthorized, WebhookRequest
 from chimeway.webhooks.providers.sendgrid import message_id_of
-from chimeway.webhooks.suppressions import reason_for
+from chimeway.webhooks.suppression_entries import reason_for
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

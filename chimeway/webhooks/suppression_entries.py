@@ -26,11 +26,22 @@ CHUNK = 500
 
 
 def reason_for(event_type: str, reject_reason: str | None) -> SuppressionReason | None:
+    """Why this event suppresses its address, or None: the rule :func:`suppressing_sql` spells in SQL."""
     if event_type == EventType.COMPLAINED:
         return SuppressionReason.COMPLAINT
     if event_type == EventType.BOUNCED and reject_reason in _HARD:
         return SuppressionReason.HARD_BOUNCE
     return None
+
+
+def suppressing_sql(event: str) -> str:
+    """SQL: the event row aliased ``event`` suppresses its address (:func:`reason_for` is not None),
+    for set-based writers that pick the suppressing events in the database."""
+    hard = ", ".join(f"'{reason.value}'" for reason in sorted(_HARD))
+    return (
+        f"({event}.type = '{EventType.COMPLAINED.value}' OR "
+        f"({event}.type = '{EventType.BOUNCED.value}' AND {event}.reject_reason IN ({hard})))"
+    )
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class Entry:
     source: str  #: e.g. "webhook:postmark"
 
 
-def add(database: peewee.Database, entries: Sequence[Entry]) -> int:
+def add_entries(database: peewee.Database, entries: Sequence[Entry]) -> int:
     """Insert entries, keeping an address's first entry; how many were new."""
     unique = list({(e.tenant_id, e.channel, normalize_address(e.channel, e.address)): e for e in entries}.items())
     if not unique:
