@@ -456,7 +456,7 @@ def passed(output: dict[str, Any]) -> bool:
 def keep_evidence(root: Path) -> Path:
     """Copy a failed run's process logs and call log out of the temporary root before it is removed:
     a failure that happens once in many runs must leave something to read (``CHAOS_KEEP_DIR``)."""
-    kept = Path(os.environ.get("CHAOS_KEEP_DIR", REPO / "chaos-failures")) / time.strftime("%Y%m%d-%H%M%S")
+    kept = Path(os.environ.get("CHAOS_KEEP_DIR") or Path(REPO) / "chaos-failures") / time.strftime("%Y%m%d-%H%M%S")
     kept.mkdir(parents=True, exist_ok=True)
     for path in root.iterdir():
         if path.is_file() and path.suffix in (".log", ".jsonl"):
