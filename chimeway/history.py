@@ -56,7 +56,8 @@ def _created(delivery: Delivery) -> TimelineEntry:
         "tenant_id": delivery.tenant_id, "notification_id": delivery.notification_id, "channel": delivery.channel,
         "adapter": delivery.adapter, "max_attempts": delivery.max_attempts,
     }
-    summary = f"created: {delivery.channel} via {delivery.adapter}, {delivery.max_attempts} attempts allowed"
+    budget = delivery.max_attempts
+    summary = f"created: {delivery.channel} via {delivery.adapter}, {budget} attempt{'' if budget == 1 else 's'} allowed"
     return TimelineEntry(delivery.created_at, "created", summary, data)
 
 
@@ -122,7 +123,8 @@ def _actions(actions: list[operator_record.OperatorAction]) -> list[TimelineEntr
             cancelled_at = db.from_db_time(action.data.get("cancelled_at")) or action.created_at
             previous = action.data.get("previous_reason")
             entries.append(TimelineEntry(cancelled_at, "cancelled", f"cancelled: {previous}", {"reason": previous}))
-            summary = (f"redriven by {action.actor}: {action.data.get('budget')} more attempts after "
+            budget = action.data.get("budget")
+            summary = (f"redriven by {action.actor}: {budget} more attempt{'' if budget == 1 else 's'} after "
                        f"{action.data.get('attempts_spent')} spent{why}")
             entries.append(TimelineEntry(action.created_at, "redriven", summary, data))
     return entries

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Callable, Iterable
@@ -167,8 +168,9 @@ class Console:
         except DeliveryNotFound:
             return self._error(request, 404, "no such delivery")
         return self._page(
-            request, "delivery.html", delivery=delivery, entries=entries, payload=queries.redact(delivery.payload),
-            metadata=queries.redact(delivery.metadata), notice=request.query.get("done"),
+            request, "delivery.html", delivery=delivery, entries=entries, notice=request.query.get("done"),
+            payload=json.dumps(queries.redact(delivery.payload), indent=2, ensure_ascii=False),
+            metadata=json.dumps(queries.redact(delivery.metadata), indent=2, ensure_ascii=False),
         )
 
     # --- actions -----------------------------------------------------------------------------------
