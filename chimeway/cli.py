@@ -349,8 +349,12 @@ def _console_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("console", "serve the operator's web console (needs the [console] extra)", _console_arguments)
 def cmd_console(args: argparse.Namespace) -> int:
+    import logging
+
     from chimeway.console import serve
 
+    # One INFO line per request on stderr: method, path and status, never the query string.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(args.host, args.port, no_auth=args.no_auth)
 
 
