@@ -36,6 +36,14 @@ def runtime(database_url: str, settings: dict[str, Any]) -> Iterator[runtime_mod
 
 
 @pytest.fixture
+def pg_runtime(pg_url: str, redis_url: str, redis_namespace: str) -> Iterator[runtime_mod.Runtime]:
+    """Chimeway on PostgreSQL and Redis, for the tests that run the console and workers as processes."""
+    yield runtime_mod.configure(database_url=pg_url, redis_url=redis_url, redis_namespace=redis_namespace,
+                                default_adapter="fake", environ={})
+    runtime_mod.reset()
+
+
+@pytest.fixture
 def worker(runtime: runtime_mod.Runtime) -> Iterator[Any]:
     with start_worker(runtime, threads=2) as started:
         yield started

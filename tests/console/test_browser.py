@@ -37,10 +37,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 @pytest.fixture
-def runtime(pg_url: str, redis_url: str, redis_namespace: str) -> Iterator[runtime_mod.Runtime]:
-    yield runtime_mod.configure(database_url=pg_url, redis_url=redis_url, redis_namespace=redis_namespace,
-                                default_adapter="fake", environ={})
-    runtime_mod.reset()
+def runtime(pg_runtime: runtime_mod.Runtime) -> runtime_mod.Runtime:
+    return pg_runtime
 
 
 @pytest.fixture

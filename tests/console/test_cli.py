@@ -6,7 +6,6 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 
 @pytest.fixture
-def runtime(pg_url: str, redis_url: str, redis_namespace: str) -> Iterator[runtime_mod.Runtime]:
-    yield runtime_mod.configure(database_url=pg_url, redis_url=redis_url, redis_namespace=redis_namespace,
-                                default_adapter="fake", environ={})
-    runtime_mod.reset()
+def runtime(pg_runtime: runtime_mod.Runtime) -> runtime_mod.Runtime:
+    return pg_runtime
 
 
 @pytest.fixture
