@@ -202,7 +202,7 @@ def render_table(summary: dict[str, Any]) -> str:
             row(f"console {name} @ {con['deliveries']} (median / max ms)",
                 f"{con[name]['median_ms']} / {con[name]['max_ms']}", "< 100 ms" if name != "overview" else "")
     if "index_cost_100k" in con:
-        row("console indexes: extra cost of insert + 2 updates (%)", con["index_cost_100k"]["extra_cost_percent"])
+        row("console index: extra cost of insert + 2 updates (%)", con["index_cost_100k"]["extra_cost_percent"])
     for name, err in (summary.get("errors") or {}).items():
         row(f"{name}: FAILED", err[:80])
     width = max((len(r[0]) for r in rows), default=10)

@@ -18,7 +18,7 @@ def test_given_the_migrated_schema_then_the_operator_table_matches_its_model(con
     for name, field in fields.items():
         assert columns[name].null == field.null or name == "id", name
     indexes = {index.name for index in database.get_indexes("chimeway_deliveries")}
-    assert {"chimeway_deliveries_created", "chimeway_deliveries_recipient_created"} <= indexes
+    assert "chimeway_deliveries_created" in indexes
 
 
 def test_given_an_operator_action_when_updated_or_deleted_then_the_table_refuses(configured):

@@ -1,5 +1,5 @@
 -- Chimeway schema, version 6 (SQLite). Mirrors migrations/postgres/0006_operator_console.sql:
--- the append-only operator record and the console's list and recipient-search indexes.
+-- the append-only operator record and the console's list index.
 CREATE TABLE chimeway_operator_actions (
     id          text PRIMARY KEY,
     tenant_id   text NOT NULL,
@@ -17,4 +17,3 @@ CREATE TRIGGER chimeway_operator_actions_no_delete BEFORE DELETE ON chimeway_ope
 BEGIN SELECT RAISE(ABORT, '45A01: DELETE on chimeway_operator_actions refused: the table is append-only'); END;
 
 CREATE INDEX chimeway_deliveries_created ON chimeway_deliveries (created_at, id);
-CREATE INDEX chimeway_deliveries_recipient_created ON chimeway_deliveries (recipient, created_at, id);
