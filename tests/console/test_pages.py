@@ -147,3 +147,14 @@ def test_given_no_credentials_configured_then_the_app_refuses_to_build(database_
         from chimeway import runtime as runtime_mod
 
         runtime_mod.reset()
+
+
+def test_given_jinja2_is_not_installed_then_the_console_names_the_extra_to_install(runtime, monkeypatch):
+    import sys
+
+    from chimeway.console import make_app
+    from chimeway.errors import ConfigurationError
+
+    monkeypatch.setitem(sys.modules, "jinja2", None)  # what an installation without the extra looks like
+    with pytest.raises(ConfigurationError, match=r"pip install 'chimeway\[console\]'"):
+        make_app(runtime)
