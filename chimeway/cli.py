@@ -254,7 +254,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _configure()
     delivery = get_delivery(args.id, args.tenant)
     entries = timeline(delivery.id, tenant_id=args.tenant)
-    data = {"delivery": delivery_summary(delivery), "entries": [entry.as_dict() for entry in entries]}
+    data = {"delivery": _delivery_summary(delivery), "entries": [entry.as_dict() for entry in entries]}
     head = (f"delivery {delivery.id}  {delivery.status}" + (f"({delivery.reason})" if delivery.reason else "")
             + f"  {delivery.channel} via {delivery.adapter}  tenant {delivery.tenant_id}  "
             f"attempts {delivery.attempt_count}/{delivery.max_attempts}")
@@ -263,7 +263,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def delivery_summary(delivery: Any) -> dict[str, Any]:
+def _delivery_summary(delivery: Any) -> dict[str, Any]:
     """The delivery's columns for ``show --json``, without its payload and metadata (they may hold
     personal data); the recipient is there: the operator asked for this delivery by id."""
     from chimeway.models import Delivery

@@ -17,7 +17,7 @@ from chimeway.states import Reason, Status
 from tests.acceptance.test_cli import chimeway as run_cli
 from tests.harness.processes import Supervisor
 from tests.harness.servers import Reaper, free_port, wait_for_port
-from tests.harness.stack import BIN, chimeway_env
+from tests.harness.stack import BIN, chimeway_env, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -114,9 +114,12 @@ def test_given_a_running_console_when_searching_by_recipient_then_the_log_holds_
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=10)
         assert refused.value.code == 401
+        refused.value.close()  # the error holds the response's socket
         request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()})
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert delivery_id in reply.read().decode()
+        # The server logs a request after answering it: wait for the line before stopping it.
+        wait_until(lambda: "GET /deliveries 200" in process.log.read_text(), 30, what="the request log line")
     finally:
         supervisor.stop_all()
         reaper.close()
