@@ -44,7 +44,7 @@ def redrive(
 ) -> Delivery:
     """Send a delivery cancelled(retries_exhausted | permanent_failure) again: pending, with
     ``max_attempts`` more attempts (default: its original budget) on top of those spent. Enqueued
-    after the outermost commit. Returns the delivery as it is now.
+    after the outermost commit. Returns the delivery as redriven (pending).
 
     Raises DeliveryNotFound for an unknown id (or one of another tenant), NotRedrivableError for any
     other state, ValueError for a budget outside 1–100; nothing changes then.
@@ -86,7 +86,8 @@ def redrive(
 
         # No fresh-send dedupe: a redrive within a minute of the first send must still go out.
         runtime.database.after_commit(lambda: _enqueue_after_commit(runtime, delivery.id, dedupe=False))
-    return deliveries.get_delivery(delivery.id)
+        # Read before the commit: once enqueued, a worker may already be sending it.
+        return deliveries.get_delivery(delivery.id)
 
 
 def original_budget(delivery: Delivery, history: list[operator_record.OperatorAction]) -> int:
