@@ -41,7 +41,7 @@ def timeline(delivery_id: str, *, tenant_id: str | None = None) -> list[Timeline
     """The delivery's entries, oldest first. Raises DeliveryNotFound (also for another tenant's id)."""
     delivery = deliveries.get_delivery(delivery_id, tenant_id)
     actions = operator_record.for_delivery(delivery.id)
-    entries = [_created(delivery), *_attempts(delivery), *_events(delivery.id), *_actions(actions)]
+    entries = [_created(delivery, actions), *_attempts(delivery), *_events(delivery.id), *_actions(actions)]
     entries += _state(delivery, actions)
     rank = {kind: i for i, kind in enumerate(KINDS)}
     return sorted(entries, key=lambda entry: (entry.at, rank[entry.kind]))
@@ -51,12 +51,14 @@ def _clock(at: datetime | None) -> str:
     return at.strftime("%H:%M:%S") if at else "?"
 
 
-def _created(delivery: Delivery) -> TimelineEntry:
+def _created(delivery: Delivery, actions: list[operator_record.OperatorAction]) -> TimelineEntry:
+    from chimeway.operations import original_budget
+
+    budget = original_budget(delivery, actions)  # a redrive has raised the row's max_attempts since
     data = {
         "tenant_id": delivery.tenant_id, "notification_id": delivery.notification_id, "channel": delivery.channel,
-        "adapter": delivery.adapter, "max_attempts": delivery.max_attempts,
+        "adapter": delivery.adapter, "max_attempts": budget,
     }
-    budget = delivery.max_attempts
     summary = f"created: {delivery.channel} via {delivery.adapter}, {budget} attempt{'' if budget == 1 else 's'} allowed"
     return TimelineEntry(delivery.created_at, "created", summary, data)
 

@@ -140,6 +140,7 @@ def test_given_an_exhausted_delivery_when_an_operator_redrives_it_in_the_browser
     wait_until(succeeded, 60, interval=0.5, what="the redriven delivery to succeed")
     timeline = browser.find_element(By.CSS_SELECTOR, ".timeline").text
     assert "redriven by console:ops" in timeline and "provider outage over" in timeline
+    assert "1 attempt allowed" in timeline  # the budget it was sent with, not the redriven one
     screenshot(browser, "4-redriven")
 
     browser.get(f"{stack}/orphans")
