@@ -22,11 +22,14 @@ _EXPORTS = {
     "attempts": "chimeway.deliveries:attempts",
     "cancel": "chimeway.deliveries:cancel",
     "mark_read": "chimeway.deliveries:mark_read",
+    "timeline": "chimeway.history:timeline",
+    "redrive": "chimeway.operations:redrive",
     "reconcile": "chimeway.webhooks.reconciler:reconcile",
     "sweep": "chimeway.dispatch.sweep:sweep",
     "database": "chimeway.db:proxy",
     "InvalidSendError": "chimeway.errors:InvalidSendError",
     "IdempotencyConflictError": "chimeway.errors:IdempotencyConflictError",
+    "NotRedrivableError": "chimeway.errors:NotRedrivableError",
 }
 
 #: submodules reachable as attributes without an import of their own (``chimeway.preferences.set``)

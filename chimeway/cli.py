@@ -240,6 +240,124 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="the delivery id")
+    parser.add_argument("--tenant", help="only if the delivery is this tenant's")
+    _json_flag(parser)
+
+
+@command("show", "print a delivery's timeline: attempts, events, policy and operator actions", _show_arguments)
+def cmd_show(args: argparse.Namespace) -> int:
+    from chimeway.deliveries import get_delivery
+    from chimeway.history import timeline
+
+    _configure()
+    delivery = get_delivery(args.id, args.tenant)
+    entries = timeline(delivery.id, tenant_id=args.tenant)
+    data = {"delivery": _delivery_summary(delivery), "entries": [entry.as_dict() for entry in entries]}
+    head = (f"delivery {delivery.id}  {delivery.status}" + (f"({delivery.reason})" if delivery.reason else "")
+            + f"  {delivery.channel} via {delivery.adapter}  tenant {delivery.tenant_id}  "
+            f"attempts {delivery.attempt_count}/{delivery.max_attempts}")
+    lines = [head] + [f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.kind:<10}  {entry.summary}" for entry in entries]
+    emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def _delivery_summary(delivery: Any) -> dict[str, Any]:
+    """The delivery's columns for ``show --json``, without its payload and metadata (they may hold
+    personal data); the recipient is there: the operator asked for this delivery by id."""
+    from chimeway.models import Delivery
+
+    hidden = {"payload", "metadata", "idempotency_fingerprint", "lock_version"}
+    return {f.name: getattr(delivery, f.name) for f in Delivery._meta.sorted_fields if f.name not in hidden}
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> Any:
+    from datetime import timedelta
+
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _SINCE_UNITS or not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError("expected a duration such as 90s, 30m, 2h or 7d")
+    return timedelta(seconds=int(number) * _SINCE_UNITS[unit])
+
+
+def _redrive_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", nargs="?", help="one delivery id (or use --reason and --since for many)")
+    parser.add_argument("--max-attempts", type=int, help="new attempts on top of those spent (default: the original budget)")
+    parser.add_argument("--tenant", help="only this tenant's deliveries")
+    parser.add_argument("--why", help="why: kept in the operator record")
+    parser.add_argument("--reason", choices=["retries_exhausted", "permanent_failure"], help="bulk: the reason cancelled")
+    parser.add_argument("--since", type=_since, help="bulk: cancelled within this long, e.g. 2h")
+    parser.add_argument("--adapter", help="bulk: only this adapter's deliveries")
+    parser.add_argument("--dry-run", action="store_true", help="bulk: list what would be redriven, change nothing")
+    _json_flag(parser)
+
+
+@command("redrive", "send cancelled(retries_exhausted | permanent_failure) deliveries again", _redrive_arguments)
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from chimeway.operations import redrive, redrive_many
+
+    bulk = args.reason is not None or args.since is not None
+    if bulk == (args.id is not None):
+        raise UsageError("give a delivery id, or --reason and --since (not both)")
+    if bulk and (args.reason is None or args.since is None):
+        raise UsageError("a bulk redrive needs both --reason and --since")
+    if not args.dry_run:
+        _configure_with_redis("redrive")
+    else:
+        _configure()
+    try:
+        if not bulk:
+            delivery = redrive(args.id, max_attempts=args.max_attempts, tenant_id=args.tenant, why=args.why)
+            data = {"id": delivery.id, "status": delivery.status, "max_attempts": delivery.max_attempts}
+            emit(args, data, f"delivery {delivery.id} redriven: {delivery.status}, "
+                             f"attempts {delivery.attempt_count}/{delivery.max_attempts}")
+            return EXIT_OK
+        from chimeway import db
+
+        report = redrive_many(
+            reason=args.reason, since=db.now() - args.since, adapter=args.adapter, tenant_id=args.tenant,
+            max_attempts=args.max_attempts, dry_run=args.dry_run, why=args.why,
+            progress=_progress_bar if sys.stderr.isatty() and not args.json else None,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    data = {"matched": len(report.matched), "redriven": len(report.redriven), "skipped": len(report.skipped),
+            "dry_run": args.dry_run, "ids": report.matched if args.dry_run else report.redriven}
+    human = (f"would redrive {len(report.matched)}: " + " ".join(report.matched) if args.dry_run
+             else f"redrove {len(report.redriven)} of {len(report.matched)} (skipped {len(report.skipped)}: changed meanwhile)")
+    emit(args, data, human)
+    return EXIT_OK
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def _console_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve without a password (only with a loopback --host)")
+
+
+@command("console", "serve the operator's web console (needs the [console] extra)", _console_arguments)
+def cmd_console(args: argparse.Namespace) -> int:
+    import logging
+
+    from chimeway.console import serve
+
+    # One INFO line per request on stderr: method, path and status, never the query string.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(args.host, args.port, no_auth=args.no_auth)
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=_positive, default=300, help="deliveries to send (default 300)")
     parser.add_argument("--seed", type=int, help="random seed for a repeatable outcome mix")

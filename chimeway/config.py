@@ -321,6 +321,18 @@ class Settings:
     quiet_hours_timezone: str = _setting(
         "CHIMEWAY_QUIET_HOURS_TIMEZONE", "UTC", _timezone, "policy: time zone of recipients with no metadata timezone"
     )
+    console_user: str | None = _setting(
+        "CHIMEWAY_CONSOLE_USER", None, _text, "web console: HTTP Basic user (with CHIMEWAY_CONSOLE_PASSWORD)"
+    )
+    console_password: str | None = _setting(
+        "CHIMEWAY_CONSOLE_PASSWORD", None, _text, "web console: HTTP Basic password", secret=True
+    )
+    console_read_only: bool = _setting(
+        "CHIMEWAY_CONSOLE_READ_ONLY", False, parse_flag, "web console: hide and refuse every action (redrive, cancel)"
+    )
+    console_tenant: str | None = _setting(
+        "CHIMEWAY_CONSOLE_TENANT", None, _text, "web console: show only this tenant (unset: every tenant)"
+    )
     # Adapter options and policy rules are validated by the registry and the policy, which own them.
     adapters: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"env": None})
     #: ``(tenant_id, provider) -> {setting: secret} | None``: each tenant's own provider webhook

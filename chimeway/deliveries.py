@@ -26,7 +26,7 @@ from chimeway import db, telemetry
 from chimeway.errors import DeliveryNotFound, IdempotencyConflictError, InvalidSendError
 from chimeway.models import JSON, Attempt, Delivery, UTCDateTime, UUIDText, new_id
 from chimeway.policy import FACTS_SQL, PROCEEDS_BY_FACTS_SQL, PolicyFacts
-from chimeway.states import TERMINAL, Orchestration, Reason, Status
+from chimeway.states import REDRIVABLE, TERMINAL, Orchestration, Reason, Status
 from chimeway.suppressions import normalize_address
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "lost",
     "mark_read",
     "record",
+    "redrive",
     "suppress",
     "why_not_claimable",
 ]
@@ -385,6 +386,28 @@ def defer(delivery_id: str, until: datetime, *, now: datetime | None = None) -> 
         f"UPDATE chimeway_deliveries SET orchestration_state = 'deferred', next_eligible_at = %s, "
         f"updated_at = %s WHERE id = %s AND {_FREE}",
         (_t(until), _t(now), delivery_id, _t(now)),
+    )
+    return cursor.rowcount == 1
+
+
+def redrive(
+    delivery_id: str, *, reason: str, attempt_count: int, budget: int, tenant_id: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """An operator's redrive: cancelled(``reason``) back to pending, ready now, with ``budget`` more
+    attempts on top of the ``attempt_count`` spent (attempt numbers continue). The one writer that
+    leaves a terminal state; ``reason`` must be one of ``states.REDRIVABLE``. Guarded by the reason
+    and attempt count the caller read, so of two concurrent redrives exactly one wins."""
+    if reason not in REDRIVABLE or not _valid_id(delivery_id):
+        return False
+    now = now or db.now()
+    condition, extra = ("", ()) if tenant_id is None else (" AND tenant_id = %s", (tenant_id,))
+    cursor = db.execute(
+        "UPDATE chimeway_deliveries SET status = 'pending', reason = NULL, max_attempts = attempt_count + %s, "
+        "orchestration_state = 'ready', next_eligible_at = NULL, next_attempt_at = NULL, lease_until = NULL, "
+        "updated_at = %s WHERE id = %s AND status = 'cancelled' AND reason = %s AND attempt_count = %s"
+        f"{condition}",
+        (int(budget), _t(now), str(delivery_id), reason, int(attempt_count), *extra),
     )
     return cursor.rowcount == 1
 

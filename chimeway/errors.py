@@ -7,6 +7,7 @@
     ├── MigrationError                the schema cannot be brought to the code's version
     ├── EventLedgerImmutableError     UPDATE/DELETE on an append-only table (SQLSTATE 45A01)
     ├── DeliveryNotFound              no delivery with that id
+    ├── NotRedrivableError            redrive() of a delivery that is not cancelled(retries_exhausted | permanent_failure)
     ├── InvalidSendError (ValueError) send() refused an argument (names it); nothing was stored
     │   └── IdempotencyConflictError  the idempotency key was first used for a different send
     ├── UnhandledOutcomeError         an attempt outcome no documented case handles
@@ -50,6 +51,22 @@ class EventLedgerImmutableError(ChimewayError):
 
 class DeliveryNotFound(ChimewayError, LookupError):
     """No delivery has that id (in that tenant)."""
+
+
+class NotRedrivableError(ChimewayError):
+    """``redrive()`` refused: only a delivery cancelled with reason ``retries_exhausted`` or
+    ``permanent_failure`` goes back to pending; nothing was changed. ``status`` and ``reason`` are
+    the delivery's as found (another operator's redrive may have just taken it: read it again)."""
+
+    def __init__(self, delivery_id: str, status: str, reason: str | None) -> None:
+        state = f"{status}({reason})" if reason else status
+        super().__init__(
+            f"delivery {delivery_id} is {state}: only cancelled(retries_exhausted) or "
+            "cancelled(permanent_failure) can be redriven; nothing was changed"
+        )
+        self.delivery_id = delivery_id
+        self.status = status
+        self.reason = reason
 
 
 class InvalidSendError(ChimewayError, ValueError):

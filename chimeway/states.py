@@ -21,6 +21,10 @@ class Status(StrEnum):
 #: States that never change again. Provider feedback moves only the projection columns after these.
 TERMINAL = frozenset({Status.SUCCEEDED, Status.SUPPRESSED, Status.CANCELLED})
 
+#: Why a cancelled delivery may be redriven by an operator (``chimeway.redrive``): the provider or an
+#: outage was at fault, not the delivery. The one exception to "terminal states never change".
+REDRIVABLE = frozenset({"retries_exhausted", "permanent_failure"})
+
 
 class Orchestration(StrEnum):
     READY = "ready"  #: may be attempted now

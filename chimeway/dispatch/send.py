@@ -103,13 +103,13 @@ def _budget(max_attempts: Any) -> int:
     raise InvalidSendError("max_attempts", f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}{shown}")
 
 
-def _enqueue_after_commit(runtime: Any, delivery_id: str) -> None:
+def _enqueue_after_commit(runtime: Any, delivery_id: str, *, dedupe: bool = True) -> None:
     # Peewee runs this after the commit; raising here would lose the other callbacks of the same
     # commit and cannot undo it. The row is durable, so the sweep sends it when this fails.
     from chimeway.dispatch.enqueue import enqueue
 
     try:
-        enqueue(delivery_id, runtime=runtime)
+        enqueue(delivery_id, runtime=runtime, dedupe=dedupe)
     except Exception:
         logger.warning(
             "delivery %s: committed but not enqueued; the sweep will send it", delivery_id, exc_info=True

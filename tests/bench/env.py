@@ -30,8 +30,9 @@ class BenchConfig:
     reconcile_orphans: int = 20_000
     reconcile_scale: tuple[int, ...] = (10_000, 20_000, 40_000)
     profile_n: int = 8_000  #: deliveries drained under py-spy (0: no profile)
+    console_deliveries: int = 1_000_000  #: rows under the console's list and search
     drain_timeout: float = 600.0
-    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile")
+    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile", "console")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
     worker_settings: dict[str, Any] = field(default_factory=dict)
 

@@ -26,12 +26,14 @@ from tests.harness.stack import REPO
 
 QUICK = {"n": 2_000, "rounds": 1, "latency_rate": 50.0, "latency_seconds": 5.0, "scale_n": 1_000, "ingest_events": 500,
          "wsgi_seconds": 3.0, "reconcile_events": 10_000, "reconcile_orphans": 2_000,
-         "reconcile_scale": (1_000, 2_000, 4_000), "profile_n": 1_000}
+         "reconcile_scale": (1_000, 2_000, 4_000), "profile_n": 1_000,
+         "console_deliveries": 100_000}
 
 TARGETS = {
     "ratio_to_baseline": {"goal": ">= 0.6", "stretch": ">= 0.8"},
     "reconcile_backlog_seconds": {"goal": "< 1.0 (20,000 orphans among 100,000 events)"},
     "reconcile_idle_tick_ms": {"goal": "O(orphans), not O(events): flat as the ledger grows"},
+    "console": {"goal": "list and recipient search < 100 ms with 1,000,000 deliveries"},
 }
 
 
@@ -99,6 +101,9 @@ def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
     section("wsgi", lambda: ingest.ingest_wsgi(env, cfg.wsgi_seconds, cfg.wsgi_clients))
     section("reconcile", lambda: reconcile.reconcile_bench(env, cfg.reconcile_events, cfg.reconcile_orphans,
                                                            cfg.reconcile_scale))
+    from tests.bench import console
+
+    section("console", lambda: console.console_bench(env, cfg.console_deliveries))
     return results, errors
 
 
@@ -126,7 +131,7 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
                 "ratio": round(r["chimeway"]["per_second"] / r["baseline"]["per_second"], 3)}
             for p, r in results["scaling"].items()
         }
-    for name in ("ingest", "wsgi", "reconcile", "profile"):
+    for name in ("ingest", "wsgi", "reconcile", "profile", "console"):
         if name in results:
             summary[name] = results[name]
     if "reconcile" in results:
@@ -190,6 +195,14 @@ def render_table(summary: dict[str, Any]) -> str:
         if "statements_per_delivery" in sql:
             row(f"profile {side}: SQL statements / server ms per delivery",
                 f"{sql['statements_per_delivery']} / {sql['server_ms_per_delivery']}")
+    con = summary.get("console") or {}
+    for name in ("list_first_page", "list_page_in_the_middle", "search_recipient", "search_recipient_in_tenant",
+                 "filter_cancelled", "overview"):
+        if name in con:
+            row(f"console {name} @ {con['deliveries']} (median / max ms)",
+                f"{con[name]['median_ms']} / {con[name]['max_ms']}", "< 100 ms" if name != "overview" else "")
+    if "index_cost_100k" in con:
+        row("console index: extra cost of insert + 2 updates (%)", con["index_cost_100k"]["extra_cost_percent"])
     for name, err in (summary.get("errors") or {}).items():
         row(f"{name}: FAILED", err[:80])
     width = max((len(r[0]) for r in rows), default=10)

@@ -1,0 +1,211 @@
+"""The console's read model: indexed, read-only queries, each scoped to a tenant when the console is.
+
+Actions never come here: they call the library's own API (``chimeway.redrive``, the operator
+cancel). The deliveries list pages by keyset on (created_at, id), newest first, over the index
+migration 0006 adds, so a page costs the same on page 1 and page 10,000; a recipient search walks
+the (tenant_id, recipient, created_at) index once per tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee
+
+from chimeway import db
+from chimeway.deliveries import lost as lost_deliveries
+from chimeway.models import Delivery
+from chimeway.states import TERMINAL
+
+#: Rows per page of the deliveries list.
+PAGE_SIZE = 50
+
+#: The list's filters (exact match), by query parameter.
+FILTERS = ("status", "reason", "channel", "adapter", "tenant")
+
+#: What a search may look in: query parameter value -> column. Recipient first: the usual question.
+SEARCH_FIELDS = {
+    "recipient": "recipient",
+    "notification": "notification_id",
+    "key": "idempotency_key",
+    "message": "provider_message_id",
+}
+
+_UUID_COLUMNS = {"notification_id"}
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Delivery]
+    next_cursor: str | None  #: "<created_at iso>|<id>" of the last row, when there is a next page
+
+
+def _where(tenant: str | None, clauses: list[str], params: list[Any]) -> str:
+    if tenant is not None:
+        clauses.insert(0, "d.tenant_id = %s")
+        params.insert(0, tenant)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def deliveries(
+    *, tenant: str | None, filters: dict[str, str], field: str | None = None, query: str | None = None,
+    cursor: str | None = None, limit: int = PAGE_SIZE,
+) -> Page:
+    """One page of deliveries, newest first; ``cursor`` is the previous page's ``next_cursor``.
+    Raises ValueError for a cursor this function did not make."""
+    select = Delivery.select()
+    if tenant is not None:
+        select = select.where(Delivery.tenant_id == tenant)
+    for name in FILTERS:
+        value = filters.get(name)
+        if value and not (name == "tenant" and tenant is not None):
+            select = select.where(getattr(Delivery, "tenant_id" if name == "tenant" else name) == value)
+    if query:
+        column = SEARCH_FIELDS.get(field or "recipient", "recipient")
+        if column in _UUID_COLUMNS and not _is_uuid(query):
+            return Page([], None)
+        select = select.where(getattr(Delivery, column) == query)
+        if column == "recipient" and tenant is None and not filters.get("tenant"):
+            # The recipient index leads with tenant_id: name every tenant so it serves a search across them.
+            select = select.where(Delivery.tenant_id.in_(tenants()))
+    if cursor:
+        at, _, last_id = cursor.partition("|")
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None or not _is_uuid(last_id):
+            raise ValueError("bad cursor")
+        # A row-value comparison: the (created_at, id) index walks straight to the page.
+        select = select.where(peewee.Tuple(Delivery.created_at, Delivery.id) < peewee.Tuple(db.to_db_time(when), last_id))
+    rows = list(select.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}" if more else None
+    return Page(rows, next_cursor)
+
+
+#: Each tenant in turn, one index probe per tenant (a "loose index scan" over the recipient index,
+#: which leads with tenant_id): the cost follows the number of tenants, not of deliveries.
+_TENANTS = """
+WITH RECURSIVE t(tenant_id) AS (
+    SELECT MIN(tenant_id) FROM chimeway_deliveries
+    UNION ALL
+    SELECT (SELECT MIN(d.tenant_id) FROM chimeway_deliveries d WHERE d.tenant_id > t.tenant_id)
+      FROM t WHERE t.tenant_id IS NOT NULL
+)
+SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+"""
+
+
+def tenants() -> list[str]:
+    """Every tenant that has a delivery."""
+    return [row[0] for row in db.execute(_TENANTS).fetchall()]
+
+
+def _is_uuid(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def overview(runtime: Any, tenant: str | None) -> dict[str, Any]:
+    """Counts by status and reason, stalled deliveries, orphan backlog and a per-minute chart of
+    terminal outcomes over the last hour."""
+    params: list[Any] = []
+    where = _where(tenant, [], params)
+    counts = db.execute(
+        f"SELECT d.status, COALESCE(d.reason, ''), COUNT(*) FROM chimeway_deliveries d{where} "
+        "GROUP BY d.status, d.reason ORDER BY d.status, d.reason", params,
+    ).fetchall()
+    now = db.now()
+    # Stalled exactly as `chimeway status` counts it: what the sweep would re-enqueue now.
+    lost, stall_params = lost_deliveries(now, timedelta(seconds=runtime.settings.sweep_stall_seconds))
+    stalled = db.execute(
+        f"SELECT COUNT(*) FROM chimeway_deliveries d WHERE {lost}" + ("" if tenant is None else " AND d.tenant_id = %s"),
+        stall_params + ([] if tenant is None else [tenant]),
+    ).fetchone()[0]
+    backlog, oldest = orphan_backlog(tenant)
+    return {
+        "counts": [{"status": s, "reason": r or None, "count": n} for s, r, n in counts],
+        "total": sum(n for _, _, n in counts),
+        "stalled": stalled,
+        "orphans": backlog,
+        "oldest_orphan_seconds": round((now - oldest).total_seconds()) if oldest else None,
+        "chart": terminal_per_minute(tenant, now),
+    }
+
+
+def terminal_per_minute(tenant: str | None, now: datetime) -> list[dict[str, Any]]:
+    """Deliveries that reached a terminal state in each of the last 60 minutes, by status."""
+    start = (now - timedelta(minutes=59)).replace(second=0, microsecond=0)
+    minute = "date_trunc('minute', d.updated_at)" if db.is_postgres() else "substr(d.updated_at, 1, 16)"
+    params: list[Any] = [db.to_db_time(start)]
+    tenant_clause = ""
+    if tenant is not None:
+        tenant_clause, params = " AND d.tenant_id = %s", [*params, tenant]
+    states = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+    rows = db.execute(
+        f"SELECT {minute}, d.status, COUNT(*) FROM chimeway_deliveries d WHERE d.status IN ({states}) "
+        f"AND d.updated_at >= %s{tenant_clause} GROUP BY 1, 2", params,
+    ).fetchall()
+    buckets = {start + timedelta(minutes=i): {s: 0 for s in sorted(TERMINAL)} for i in range(60)}
+    for at, status, count in rows:
+        when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at) + ":00+00:00")
+        key = when.replace(second=0, microsecond=0)
+        if key in buckets:
+            buckets[key][status] += count
+    return [{"minute": at, **counts} for at, counts in sorted(buckets.items())]
+
+
+def _unlinked(tenant: str | None) -> tuple[str, list[Any]]:
+    """WHERE text and parameters of the orphans not linked yet (the reconciler's own definition)."""
+    from chimeway.webhooks.reconciler import not_linked_sql
+
+    where = f"e.needs_reconciliation AND {not_linked_sql('e')}"
+    if tenant is None:
+        return where, []
+    return where + " AND e.tenant_id = %s", [tenant]
+
+
+def orphan_backlog(tenant: str | None) -> tuple[int, datetime | None]:
+    """How many orphans wait, and when the oldest was received."""
+    where, params = _unlinked(tenant)
+    count, oldest = db.execute(f"SELECT COUNT(*), MIN(e.received_at) FROM chimeway_events e WHERE {where}", params).fetchone()
+    return count, db.from_db_time(oldest)
+
+
+def orphans(tenant: str | None, limit: int = 200) -> list[dict[str, Any]]:
+    """Ledger events not linked to a delivery yet, oldest first: what each waits for."""
+    where, params = _unlinked(tenant)
+    sql = (f"SELECT CAST(e.id AS text), e.tenant_id, e.provider, e.type, e.provider_message_id, e.received_at "
+           f"FROM chimeway_events e WHERE {where} ORDER BY e.received_at, e.id LIMIT {int(limit)}")
+    now = db.now()
+    result = []
+    for id_, tenant_id, provider, kind, message_id, received in db.execute(sql, params).fetchall():
+        received_at = db.from_db_time(received)
+        result.append({
+            "id": id_, "tenant_id": tenant_id, "provider": provider, "type": kind,
+            "provider_message_id": message_id, "received_at": received_at,
+            "age_seconds": round((now - received_at).total_seconds()),
+        })
+    return result
+
+
+def redact(document: Any) -> Any:
+    """A payload or metadata with every value replaced by its type and size: the shape, not the data."""
+    if isinstance(document, dict):
+        return {key: redact(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return f"‹list of {len(document)}›"
+    if isinstance(document, str):
+        return f"‹text, {len(document)} characters›"
+    if document is None or isinstance(document, bool):
+        return document
+    return f"‹{type(document).__name__}›"
