@@ -252,15 +252,34 @@ def insert(row: NewDelivery) -> tuple[Delivery, bool]:
 def create_many(rows: Sequence[NewDelivery]) -> list[tuple[Delivery, bool]]:
     """:func:`create` for many rows with one multi-row INSERT (the caller keeps a chunk small enough
     for one statement); the results in the order of ``rows``. Rows that conflict with a stored
-    delivery, or with an earlier row of the same INSERT, answer with that delivery, as :func:`create`
-    does (and raise :class:`IdempotencyConflictError` alike)."""
-    if not rows:
-        return []
-    params = [value for row in rows for value in row.values()]
-    text = f"INSERT INTO {_INSERT_COLUMNS} VALUES {', '.join([_INSERT_VALUES] * len(rows))} " \
+    delivery, or with an earlier row (an idempotency key used twice makes one delivery), answer with
+    that delivery and False, as :func:`create` does, and raise :class:`IdempotencyConflictError`
+    alike. Run it in a transaction: a raise leaves the rows already inserted."""
+    first: dict[tuple[str, str], int] = {}  # (tenant, key) -> the row that inserts it
+    repeats: dict[int, int] = {}
+    for index, row in enumerate(rows):
+        if row.idempotency_key is not None:
+            repeats[index] = first.setdefault((row.tenant_id, row.idempotency_key), index)
+    unique = [row for index, row in enumerate(rows) if repeats.get(index, index) == index]
+    params = [value for row in unique for value in row.values()]
+    text = f"INSERT INTO {_INSERT_COLUMNS} VALUES {', '.join([_INSERT_VALUES] * len(unique))} " \
            "ON CONFLICT DO NOTHING RETURNING CAST(id AS text)"
-    inserted = {str(found[0]) for found in db.execute(text, params).fetchall()}
-    return [(row.delivery(), True) if row.id in inserted else (_existing(row), False) for row in rows]
+    inserted = {str(found[0]) for found in db.execute(text, params).fetchall()} if unique else set()
+    results: list[tuple[Delivery, bool]] = []
+    for index, row in enumerate(rows):
+        earlier = repeats.get(index, index)
+        try:
+            if earlier != index:  # the key's first row answers for it, if this row repeats that send
+                delivery = results[earlier][0]
+                _check_same_send(delivery, row.given_notification, row.channel, row.recipient, row.adapter,
+                                 row.payload_json)
+                results.append((delivery, False))
+            else:
+                results.append((row.delivery(), True) if row.id in inserted else (_existing(row), False))
+        except IdempotencyConflictError as err:
+            err.index = index  # which row: the caller names its item
+            raise
+    return results
 
 
 def _existing(row: NewDelivery) -> Delivery:

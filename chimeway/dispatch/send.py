@@ -174,15 +174,15 @@ def _enqueue_after_commit(runtime: Any, delivery: Delivery) -> None:
     from chimeway.dispatch.enqueue import enqueue
 
     try:
-        enqueue(delivery.id, delay_ms=delay_until(delivery), runtime=runtime)
+        enqueue(delivery.id, delay_ms=delay_until(delivery.next_eligible_at), runtime=runtime)
     except Exception:
         logger.warning(
             "delivery %s: committed but not enqueued; the sweep will send it", delivery.id, exc_info=True
         )
 
 
-def delay_until(delivery: Delivery) -> int | None:
-    """The first message's delay: until a scheduled delivery is due (None: at once)."""
-    if delivery.next_eligible_at is None:
+def delay_until(when: datetime | None) -> int | None:
+    """A message's delay (ms) for a delivery not to be attempted before ``when`` (None: at once)."""
+    if when is None:
         return None
-    return max(0, int((delivery.next_eligible_at - db.now()).total_seconds() * 1000))
+    return max(0, int((when - db.now()).total_seconds() * 1000))
