@@ -23,9 +23,13 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 from chimeway.config import Settings
-from chimeway.dispatch.actors import declare
+from chimeway.dispatch.actors import LANES, declare
 from chimeway.dispatch.enqueue import MemoryDedupe, RedisDedupe
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
+from chimeway.states import Priority
+
+#: The longest an idle consumer of the high lane or of a delay queue sleeps between polls (ms).
+PROMPT_POLL_MS = 100
 
 
 class RedisBroker(dramatiq_redis.RedisBroker):
@@ -39,6 +43,14 @@ class RedisBroker(dramatiq_redis.RedisBroker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch = threading.local()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        # An idle Redis consumer polls with a backoff up to the worker's timeout (1 s by default): a
+        # high-priority message, or a delayed one coming due, would wait up to that long. Those
+        # consumers poll at least every PROMPT_POLL_MS (a few cheap Redis calls a second).
+        if queue_name == LANES[Priority.HIGH].queue or queue_name.endswith(".DQ"):
+            timeout = min(timeout, PROMPT_POLL_MS)
+        return super().consume(queue_name, prefetch, timeout)
 
     @contextlib.contextmanager
     def pipelined(self) -> Iterator[None]:
