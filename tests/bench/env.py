@@ -30,8 +30,13 @@ class BenchConfig:
     reconcile_orphans: int = 20_000
     reconcile_scale: tuple[int, ...] = (10_000, 20_000, 40_000)
     profile_n: int = 8_000  #: deliveries drained under py-spy (0: no profile)
+    send_many_n: int = 20_000  #: deliveries recorded by send_many, and by one-by-one send() to compare
+    priority_bulk_n: int = 20_000  #: the bulk backlog the high-priority sends must overtake
+    priority_sends: int = 100  #: high-priority sends, at priority_rate per second, while it drains
+    priority_rate: float = 10.0
     drain_timeout: float = 600.0
-    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile")
+    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile",
+                                 "send_many", "priority")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
     worker_settings: dict[str, Any] = field(default_factory=dict)
 
