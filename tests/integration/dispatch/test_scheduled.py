@@ -58,6 +58,26 @@ def test_given_a_time_in_the_past_then_the_delivery_is_sent_at_once(runtime, wor
     assert chimeway.get_delivery(sent.id).status == "succeeded"
 
 
+@pytest.mark.parametrize("read", [True, False])
+def test_given_an_sms_fallback_delayed_after_an_email_then_it_is_sent_only_if_the_email_was_not_read(
+    runtime, worker, calls, read
+) -> None:
+    # Given the README's recipe: an email now, an SMS fallback of the same notification a little later
+    with runtime.database.atomic():
+        email = chimeway.send("email", "ann@example.com", {})
+        sms = chimeway.send("sms", "+15550100", {}, notification_id=email.notification_id, delay_fallback=True,
+                            delay=timedelta(seconds=1))
+    # When the email is read before the SMS is due (or not)
+    if read:
+        chimeway.mark_read(email.notification_id)
+    drain(runtime)
+    # Then the SMS is suppressed as already read, or sent
+    row = chimeway.get_delivery(sms.id)
+    assert (row.status, row.reason, len(calls(sms.id))) == (
+        ("suppressed", "already_read", 0) if read else ("succeeded", None, 1)
+    )
+
+
 def test_given_a_lost_scheduled_delivery_then_the_sweep_re_enqueues_it_delayed_to_its_time_in_its_lane(
     database_url
 ) -> None:
