@@ -32,8 +32,10 @@ def collect(runtime: Any) -> dict[str, Any]:
     stall = db.now() - timedelta(seconds=runtime.settings.sweep_stall_seconds)
     report["stalled"] = db.execute(
         "SELECT COUNT(*) FROM chimeway_deliveries WHERE status IN ('pending', 'dispatched', 'failed') "
-        "AND updated_at < %s",
-        (db.to_db_time(stall, database),),
+        "AND updated_at < %s "
+        # a delivery deferred or scheduled until later is waiting, not stalled
+        "AND NOT (orchestration_state = 'deferred' AND next_eligible_at > %s)",
+        (db.to_db_time(stall, database), db.to_db_time(db.now(), database)),
         db=database,
     ).fetchone()[0]
     report["orphans"] = orphan_backlog(runtime)

@@ -167,3 +167,15 @@ def test_given_the_redis_queues_are_lost_then_the_sweep_sends_a_scheduled_delive
         wait_for(lambda: chimeway.get_delivery(sent.id).status == "succeeded", 10, "success")
     finally:
         runtime_mod.reset()
+
+
+def test_given_a_delivery_scheduled_for_tomorrow_then_status_does_not_report_it_stalled(runtime) -> None:
+    from chimeway.status import collect
+
+    # Given a delivery scheduled for tomorrow, recorded long ago, and one really stalled
+    waiting = chimeway.send("email", "ann@example.com", {}, delay=timedelta(days=1))
+    stalled = chimeway.send("email", "bob@example.com", {})
+    long_ago = db.to_db_time(db.now() - timedelta(hours=3))
+    db.execute("UPDATE chimeway_deliveries SET updated_at = %s WHERE id IN (%s, %s)", (long_ago, waiting.id, stalled.id))
+    # Then only the one not waiting for its time counts as stalled
+    assert collect(runtime)["stalled"] == 1
