@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -129,8 +130,6 @@ def _send(runtime: Any, delivery_id: str, priority: str, delay_ms: int | None) -
 
 def _pipelined(broker: Any) -> Any:
     """The broker's batching context (``chimeway.dispatch.broker.RedisBroker.pipelined``), or nothing."""
-    import contextlib
-
     batching = getattr(broker, "pipelined", None)
     return batching() if batching is not None else contextlib.nullcontext()
 

@@ -45,6 +45,23 @@ def test_given_a_scheduled_delivery_then_a_message_before_its_time_attempts_noth
     assert row.send_at == sent.send_at
 
 
+def test_given_a_send_time_beyond_dramatiqs_longest_delay_then_the_wait_is_made_of_several_messages(
+    runtime, queued, calls
+) -> None:
+    # Given a delivery scheduled in 30 days (Dramatiq refuses delays of 7 days or more)
+    sent = chimeway.send("email", "ann@example.com", {}, delay=timedelta(days=30))
+    [raw] = list(runtime.broker.queues[f"{LANES[Priority.NORMAL].queue}.DQ"].queue)
+    import dramatiq
+
+    eta = datetime.fromtimestamp(dramatiq.Message.decode(raw).options["eta"] / 1000, UTC)
+    assert eta < db.now() + timedelta(days=6, minutes=1)
+    # When that message comes due, early for the delivery
+    runtime.actors["deliver"](sent.id)
+    # Then nothing is attempted, and the next step of the wait is enqueued
+    assert queued() == 2 and calls(sent.id) == []
+    assert chimeway.get_delivery(sent.id).status == "pending"
+
+
 def test_given_a_scheduled_delivery_then_cancel_works_until_it_is_sent(runtime, worker, calls) -> None:
     sent = chimeway.send("email", "ann@example.com", {}, send_at=db.now() + timedelta(seconds=2))
     assert chimeway.cancel(sent.id) is True
