@@ -168,3 +168,17 @@ def test_given_a_bad_line_then_send_many_names_it_and_stores_nothing_of_its_chun
     assert broken.returncode != 0 and "line 2: not valid JSON" in broken.stderr
     assert Delivery.select().count() == 1000
 
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_given_priority_and_at_then_chimeway_send_records_them_and_refuses_a_local_time(worker_env, redis_runtime) -> None:
+    done = run_cli(["send", "sms", "+15550100", "--priority", "high", "--at", "2030-01-01T09:00+01:00", "--json"],
+                   worker_env)
+    assert done.returncode == 0, done.stderr
+    row = chimeway.get_delivery(json.loads(done.stdout)["id"])
+    assert (row.priority, row.send_at.isoformat()) == ("high", "2030-01-01T08:00:00+00:00")
+    local = run_cli(["send", "sms", "+15550100", "--at", "2030-01-01T09:00"], worker_env)
+    assert local.returncode == 2 and "--at" in local.stderr and "offset" in local.stderr
+    assert Delivery.select().count() == 1
