@@ -180,17 +180,19 @@ class NewDelivery:
         )
 
     def delivery(self) -> Delivery:
-        """The Delivery as stored by the INSERT (no read back)."""
-        return Delivery(
-            id=self.id, tenant_id=self.tenant_id, notification_id=self.notification_id, channel=self.channel,
-            category=self.category, recipient=self.recipient, adapter=self.adapter, payload=dict(self.payload),
-            metadata=dict(self.metadata), idempotency_key=self.idempotency_key,
-            idempotency_fingerprint=self.key_fingerprint, status=Status.PENDING.value,
-            orchestration_state=(Orchestration.DEFERRED if self.scheduled else Orchestration.READY).value,
-            next_eligible_at=self.send_at if self.scheduled else None, attempt_count=0,
-            max_attempts=self.max_attempts, delay_fallback=self.delay_fallback, lock_version=0,
-            created_at=self.now, updated_at=self.now, priority=self.priority, send_at=self.send_at,
-        )
+        """The Delivery as stored by the INSERT (no read back; built as :func:`_build` builds a row,
+        without the model's per-field __init__, which cost send_many a sixth of its time)."""
+        return _model({
+            "id": self.id, "tenant_id": self.tenant_id, "notification_id": self.notification_id,
+            "channel": self.channel, "category": self.category, "recipient": self.recipient,
+            "adapter": self.adapter, "payload": dict(self.payload), "metadata": dict(self.metadata),
+            "idempotency_key": self.idempotency_key, "idempotency_fingerprint": self.key_fingerprint,
+            "status": Status.PENDING.value,
+            "orchestration_state": (Orchestration.DEFERRED if self.scheduled else Orchestration.READY).value,
+            "next_eligible_at": self.send_at if self.scheduled else None, "attempt_count": 0,
+            "max_attempts": self.max_attempts, "delay_fallback": self.delay_fallback, "lock_version": 0,
+            "created_at": self.now, "updated_at": self.now, "priority": self.priority, "send_at": self.send_at,
+        })
 
 
 def new(
@@ -583,6 +585,11 @@ def _build(row: Sequence[Any]) -> Delivery:
     data = {}
     for (name, convert), value in zip(_CONVERTERS, row, strict=False):
         data[name] = value if convert is None or value is None else convert(value)
+    return _model(data)
+
+
+def _model(data: dict[str, Any]) -> Delivery:
+    """A Delivery holding ``data`` (field name -> value), as peewee builds one from a query."""
     delivery = Delivery.__new__(Delivery)
     delivery.__data__ = data
     delivery._dirty = set()
