@@ -12,7 +12,7 @@
 
 Every call is recorded in memory (``FakeAdapter.calls``, ``FakeAdapter.calls_for(id)``) and, when the environment
 variable ``CHIMEWAY_FAKE_CALL_LOG`` names a file, appended to it as one JSON line as the call
-begins — delivery_id, attempt_number, idempotency_key, pid — so tests can count calls across
+begins — delivery_id, attempt_number, idempotency_key, pid, at (epoch seconds) — so tests can count calls across
 processes, including calls cut short by a crash.
 """
 
@@ -110,6 +110,7 @@ def _log_call(request: SendRequest, outcome: str) -> None:
             "attempt_number": request.attempt_number,
             "idempotency_key": request.idempotency_key,
             "pid": os.getpid(),
+            "at": time.time(),  # when the call began (epoch seconds): tests of scheduled sends read it
         })
         # One write of a short line with O_APPEND: lines from many processes never interleave.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

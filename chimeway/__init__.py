@@ -18,6 +18,7 @@ _EXPORTS = {
     "configure": "chimeway.runtime:configure",
     "migrate": "chimeway.migrator:migrate",
     "send": "chimeway.dispatch.send:send",
+    "send_many": "chimeway.dispatch.bulk:send_many",
     "get_delivery": "chimeway.deliveries:get_delivery",
     "attempts": "chimeway.deliveries:attempts",
     "cancel": "chimeway.deliveries:cancel",

@@ -101,7 +101,23 @@ def _send_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idempotency-key")
     parser.add_argument("--max-attempts", type=int)
     parser.add_argument("--category")
+    parser.add_argument("--priority", choices=("high", "normal", "bulk"), default="normal",
+                        help="the lane: high is served before the others (default normal)")
+    parser.add_argument("--at", dest="send_at", type=_aware_time, metavar="TIME",
+                        help="send no earlier than this ISO 8601 time, with its offset (2030-01-01T09:00+01:00)")
     _json_flag(parser)
+
+
+def _aware_time(text: str) -> Any:
+    from datetime import datetime
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an ISO 8601 time, e.g. 2030-01-01T09:00+01:00") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("must include its UTC offset (Z or +HH:MM): a local time is ambiguous")
+    return value
 
 
 #: send()'s argument → the ``chimeway send`` option that sets it (the others are spelled alike)
@@ -110,6 +126,7 @@ _SEND_OPTIONS = {
     "tenant_id": "--tenant",
     "idempotency_key": "--idempotency-key",
     "max_attempts": "--max-attempts",
+    "send_at": "--at",
 }
 
 
@@ -149,12 +166,88 @@ def cmd_send(args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             max_attempts=args.max_attempts,
             category=args.category,
+            priority=args.priority,
+            send_at=args.send_at,
         )
     except InvalidSendError as err:  # name the option the user typed, not the Python argument
         raise UsageError(f"{_SEND_OPTIONS.get(err.argument, err.argument)}: {err.problem}") from err
     data = {"id": delivery.id, "status": delivery.status, "adapter": delivery.adapter, "channel": delivery.channel}
     emit(args, data, f"delivery {delivery.id} recorded ({delivery.status}, adapter {delivery.adapter})")
     return EXIT_OK
+
+
+def _send_many_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=argparse.FileType("r"),
+                        help="JSON lines, one object of send()'s keywords each ('-': standard input)")
+    parser.add_argument("--tenant", help="the tenant of the lines that name none (default 'default')")
+
+
+@command("send-many", "record and enqueue one delivery per JSON line (chunks of 1,000)", _send_many_arguments)
+def cmd_send_many(args: argparse.Namespace) -> int:
+    from chimeway.dispatch.bulk import CHUNK
+
+    _configure_with_redis("send-many")
+    summary: dict[str, Any] = {"lines": 0, "deliveries": 0, "chunks": 0}
+    progress = sys.stderr.isatty()
+    with args.file:
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for number, line in enumerate(args.file, start=1):
+            if line.strip():
+                chunk.append((number, _send_many_line(number, line, summary)))
+            if len(chunk) == CHUNK:
+                _send_chunk(args, chunk, summary, progress)
+                chunk = []
+        _send_chunk(args, chunk, summary, progress)
+    if progress:
+        print(file=sys.stderr)
+    print(json.dumps(summary, sort_keys=True))
+    return EXIT_OK
+
+
+def _send_many_line(number: int, line: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """One line as send()'s keywords: ``send_at`` as ISO 8601 text, ``delay`` in seconds."""
+    from datetime import timedelta
+
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise _bad_line(number, f"not valid JSON ({err.msg})", summary) from None
+    if not isinstance(item, dict):
+        raise _bad_line(number, "must be a JSON object", summary)
+    if isinstance(item.get("send_at"), str):
+        try:
+            item["send_at"] = _aware_time(item["send_at"])
+        except argparse.ArgumentTypeError as err:
+            raise _bad_line(number, f"send_at {err}", summary) from None
+    if isinstance(item.get("delay"), int | float) and not isinstance(item["delay"], bool):
+        item["delay"] = timedelta(seconds=item["delay"])
+    return item
+
+
+def _send_chunk(args: argparse.Namespace, chunk: list[tuple[int, dict[str, Any]]],
+                summary: dict[str, Any], progress: bool) -> None:
+    """One send_many() call (one transaction): a refused item stores nothing of its chunk."""
+    from chimeway.dispatch.bulk import send_many
+
+    if not chunk:
+        return
+    try:
+        sent = send_many([item for _, item in chunk], tenant_id=args.tenant)
+    except InvalidSendError as err:
+        index = err.index or 0
+        raise _bad_line(chunk[index][0], f"{err.argument}: {err.problem}", summary) from err
+    summary["lines"] += len(chunk)
+    summary["deliveries"] += len({delivery.id for delivery in sent})
+    summary["chunks"] += 1
+    if progress:  # one line, rewritten in place
+        print(f"\rsend-many: {summary['lines']} lines, {summary['deliveries']} deliveries", end="",
+              file=sys.stderr, flush=True)
+
+
+def _bad_line(number: int, problem: str, summary: dict[str, Any]) -> UsageError:
+    """A refused line: says which, and that its chunk was not stored (earlier chunks were)."""
+    return UsageError(f"line {number}: {problem}; nothing of its chunk was stored "
+                      f"(stored before it: {json.dumps(summary, sort_keys=True)})")
 
 
 def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:

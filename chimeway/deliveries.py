@@ -17,6 +17,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,15 +36,18 @@ __all__ = [
     "cancel",
     "claim",
     "create",
+    "create_many",
     "defer",
     "exhaust",
     "find",
     "fingerprint",
     "get_delivery",
+    "insert",
     "load",
     "load_and_claim",
     "lost",
     "mark_read",
+    "new",
     "record",
     "redrive",
     "suppress",
@@ -71,6 +75,8 @@ _LOST = """status IN ('pending', 'failed', 'dispatched')
      OR (orchestration_state = 'ready' AND status = 'pending' AND updated_at < %s)
      OR (orchestration_state = 'ready' AND status = 'failed' AND COALESCE(next_attempt_at, updated_at) < %s)
      OR (status = 'dispatched' AND COALESCE(lease_until, updated_at) < %s)
+     OR (orchestration_state = 'deferred' AND status = 'pending' AND send_at IS NOT NULL
+            AND next_eligible_at < %s)
   )"""
 
 
@@ -78,7 +84,9 @@ def lost(now: datetime, stall: timedelta, database: Any = None) -> tuple[str, li
     """The WHERE condition selecting lost deliveries at ``now`` and its parameters: what the sweep
     re-enqueues and what ``chimeway status`` counts as stalled."""
     cutoff = db.to_db_time(now - stall, database)
-    return _LOST, [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database)]
+    # a scheduled send due within the stall window is taken ahead of its time (its message is delayed
+    # to it), so a lost message cannot make it late by a whole stall window
+    return _LOST, [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database), db.to_db_time(now + stall, database)]
 
 
 def why_not_claimable(delivery: Delivery, now: datetime) -> str | None:
@@ -98,12 +106,16 @@ def why_not_claimable(delivery: Delivery, now: datetime) -> str | None:
     return None
 
 
-_INSERT = db.Statement("chimeway_insert_delivery", """
-INSERT INTO chimeway_deliveries (
+_INSERT_COLUMNS = """chimeway_deliveries (
     id, tenant_id, notification_id, channel, category, recipient, adapter, payload, metadata,
-    idempotency_key, idempotency_fingerprint, status, orchestration_state, attempt_count, max_attempts,
-    delay_fallback, lock_version, created_at, updated_at
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', 'ready', 0, %s, %s, 0, %s, %s)
+    idempotency_key, idempotency_fingerprint, status, orchestration_state, next_eligible_at, attempt_count,
+    max_attempts, delay_fallback, lock_version, created_at, updated_at, priority, send_at
+)"""
+#: One row's values; :meth:`NewDelivery.values` gives its parameters in this order.
+_INSERT_VALUES = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s, %s, 0, %s, %s, 0, %s, %s, %s, %s)"
+
+_INSERT = db.Statement("chimeway_insert_delivery", f"""
+INSERT INTO {_INSERT_COLUMNS} VALUES {_INSERT_VALUES}
 ON CONFLICT DO NOTHING
 """)
 
@@ -176,7 +188,63 @@ def _valid_id(value: Any) -> bool:
 # --- creating --------------------------------------------------------------------------------------
 
 
-def create(
+@dataclass(frozen=True)
+class NewDelivery:
+    """A checked delivery not yet stored: what :func:`new` validated and :func:`create` /
+    :func:`create_many` insert."""
+
+    id: str
+    tenant_id: str
+    #: as given: None lets a reused idempotency key match the first send's notification
+    given_notification: str | None
+    notification_id: str
+    channel: str
+    category: str | None
+    recipient: str
+    adapter: str
+    payload: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    payload_json: str
+    metadata_json: str
+    idempotency_key: str | None
+    key_fingerprint: str | None
+    max_attempts: int
+    delay_fallback: bool
+    priority: str
+    send_at: datetime | None
+    now: datetime
+
+    @property
+    def scheduled(self) -> bool:
+        """Not to be attempted before ``send_at``: stored deferred until then (docs/architecture.md §9)."""
+        return self.send_at is not None and self.send_at > self.now
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.id, self.tenant_id, self.notification_id, self.channel, self.category, self.recipient,
+            self.adapter, self.payload_json, self.metadata_json, self.idempotency_key, self.key_fingerprint,
+            (Orchestration.DEFERRED if self.scheduled else Orchestration.READY).value,
+            _t(self.send_at) if self.scheduled else None, self.max_attempts, self.delay_fallback,
+            _t(self.now), _t(self.now), self.priority, _t(self.send_at),
+        )
+
+    def delivery(self) -> Delivery:
+        """The Delivery as stored by the INSERT (no read back; built as :func:`_build` builds a row,
+        without the model's per-field __init__, which cost send_many a sixth of its time)."""
+        return _model({
+            "id": self.id, "tenant_id": self.tenant_id, "notification_id": self.notification_id,
+            "channel": self.channel, "category": self.category, "recipient": self.recipient,
+            "adapter": self.adapter, "payload": dict(self.payload), "metadata": dict(self.metadata),
+            "idempotency_key": self.idempotency_key, "idempotency_fingerprint": self.key_fingerprint,
+            "status": Status.PENDING.value,
+            "orchestration_state": (Orchestration.DEFERRED if self.scheduled else Orchestration.READY).value,
+            "next_eligible_at": self.send_at if self.scheduled else None, "attempt_count": 0,
+            "max_attempts": self.max_attempts, "delay_fallback": self.delay_fallback, "lock_version": 0,
+            "created_at": self.now, "updated_at": self.now, "priority": self.priority, "send_at": self.send_at,
+        })
+
+
+def new(
     *,
     channel: str,
     recipient: str,
@@ -190,57 +258,98 @@ def create(
     delay_fallback: bool,
     category: str | None,
     max_json_bytes: int | None = None,
-) -> tuple[Delivery, bool]:
-    """Insert a pending delivery; ``(delivery, True)``, or ``(the existing one, False)`` when the
-    idempotency key or (notification_id, channel) was already used in this tenant (another tenant's
-    use is invisible: every key is scoped by tenant). Joins the caller's transaction;
-    ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL.
-
-    ``notification_id`` None starts a new notification. ``payload`` and ``metadata`` must be JSON
-    objects of at most ``max_json_bytes`` as stored; else :class:`InvalidSendError` names which.
-    A reused idempotency key whose first send had other parameters raises
-    :class:`IdempotencyConflictError`. Nothing is stored when this raises."""
+    priority: str = "normal",
+    send_at: datetime | None = None,
+) -> NewDelivery:
+    """Check and prepare a pending delivery (nothing is written): ``payload`` and ``metadata`` must be
+    JSON objects of at most ``max_json_bytes`` as stored; else :class:`InvalidSendError` names which.
+    ``notification_id`` None starts a new notification."""
     payload_json = _document("payload", payload, max_json_bytes)
     metadata_json = _document("metadata", metadata, max_json_bytes)
-    given_notification = notification_id
-    notification_id = new_id() if notification_id is None else notification_id
+    notification = new_id() if notification_id is None else notification_id
     key_fingerprint = None
     if idempotency_key is not None:
         key_fingerprint = fingerprint(
             tenant_id=tenant_id, channel=channel, recipient=recipient, adapter=adapter,
-            notification_id=notification_id, payload_json=payload_json,
+            notification_id=notification, payload_json=payload_json,
         )
-    now = db.now()
-    delivery_id = new_id()
-    cursor = db.run(
-        _INSERT,
-        (
-            delivery_id, tenant_id, notification_id, channel, category, recipient, adapter,
-            payload_json, metadata_json, idempotency_key, key_fingerprint,
-            max_attempts, bool(delay_fallback), _t(now), _t(now),
-        ),
+    return NewDelivery(
+        id=new_id(), tenant_id=tenant_id, given_notification=notification_id, notification_id=notification,
+        channel=channel, category=category, recipient=recipient, adapter=adapter, payload=payload,
+        metadata=metadata, payload_json=payload_json, metadata_json=metadata_json,
+        idempotency_key=idempotency_key, key_fingerprint=key_fingerprint, max_attempts=max_attempts,
+        delay_fallback=bool(delay_fallback), priority=priority, send_at=send_at, now=db.now(),
     )
-    if cursor.rowcount == 1:
-        delivery = Delivery(
-            id=delivery_id, tenant_id=tenant_id, notification_id=notification_id, channel=channel,
-            category=category, recipient=recipient, adapter=adapter, payload=dict(payload),
-            metadata=dict(metadata), idempotency_key=idempotency_key,
-            idempotency_fingerprint=key_fingerprint, status=Status.PENDING.value,
-            orchestration_state=Orchestration.READY.value, attempt_count=0, max_attempts=max_attempts,
-            delay_fallback=bool(delay_fallback), lock_version=0, created_at=now, updated_at=now,
-        )
-        return delivery, True
-    same_tenant = Delivery.select().where(Delivery.tenant_id == tenant_id)
+
+
+def create(**fields: Any) -> tuple[Delivery, bool]:
+    """Insert a pending delivery (the keywords of :func:`new`); ``(delivery, True)``, or ``(the
+    existing one, False)`` when the idempotency key or (notification_id, channel) was already used in
+    this tenant (another tenant's use is invisible: every key is scoped by tenant). Joins the caller's
+    transaction; ``ON CONFLICT DO NOTHING`` keeps a conflict from aborting it on PostgreSQL.
+
+    A reused idempotency key whose first send had other parameters raises
+    :class:`IdempotencyConflictError`. Nothing is stored when this raises."""
+    return insert(new(**fields))
+
+
+def insert(row: NewDelivery) -> tuple[Delivery, bool]:
+    """Insert one row checked by :func:`new`: :func:`create`'s answer."""
+    if db.run(_INSERT, row.values()).rowcount == 1:
+        return row.delivery(), True
+    return _existing(row), False
+
+
+def create_many(rows: Sequence[NewDelivery]) -> list[tuple[Delivery, bool]]:
+    """:func:`create` for many rows with one multi-row INSERT (the caller keeps a chunk small enough
+    for one statement); the results in the order of ``rows``. Rows that conflict with a stored
+    delivery, or with an earlier row (an idempotency key used twice makes one delivery), answer with
+    that delivery and False, as :func:`create` does, and raise :class:`IdempotencyConflictError`
+    alike. Run it in a transaction: a raise leaves the rows already inserted."""
+    first: dict[tuple[str, str], int] = {}  # (tenant, key) -> the row that inserts it
+    repeats: dict[int, int] = {}
+    for index, row in enumerate(rows):
+        if row.idempotency_key is not None:
+            repeats[index] = first.setdefault((row.tenant_id, row.idempotency_key), index)
+    unique = [row for index, row in enumerate(rows) if repeats.get(index, index) == index]
+    params = [value for row in unique for value in row.values()]
+    text = f"INSERT INTO {_INSERT_COLUMNS} VALUES {', '.join([_INSERT_VALUES] * len(unique))} " \
+           "ON CONFLICT DO NOTHING RETURNING CAST(id AS text)"
+    inserted = {str(found[0]) for found in db.execute(text, params).fetchall()} if unique else set()
+    results: list[tuple[Delivery, bool]] = []
+    for index, row in enumerate(rows):
+        earlier = repeats.get(index, index)
+        try:
+            if earlier != index:  # the key's first row answers for it, if this row repeats that send
+                delivery = results[earlier][0]
+                _check_same_send(delivery, row.given_notification, row.channel, row.recipient, row.adapter,
+                                 row.payload_json)
+                results.append((delivery, False))
+            else:
+                results.append((row.delivery(), True) if row.id in inserted else (_existing(row), False))
+        except IdempotencyConflictError as err:
+            err.index = index  # which row: the caller names its item
+            raise
+    return results
+
+
+def _existing(row: NewDelivery) -> Delivery:
+    """The stored delivery ``row`` conflicted with (raises IdempotencyConflictError for a key reused
+    with other parameters)."""
+    same_tenant = Delivery.select().where(Delivery.tenant_id == row.tenant_id)
     existing = None
-    if idempotency_key is not None:
-        existing = same_tenant.where(Delivery.idempotency_key == idempotency_key).first()
+    if row.idempotency_key is not None:
+        existing = same_tenant.where(Delivery.idempotency_key == row.idempotency_key).first()
         if existing is not None:
-            _check_same_send(existing, given_notification, channel, recipient, adapter, payload_json)
+            _check_same_send(existing, row.given_notification, row.channel, row.recipient, row.adapter,
+                             row.payload_json)
     if existing is None:  # the conflict was on the other key: same notification and channel
-        existing = same_tenant.where((Delivery.notification_id == notification_id) & (Delivery.channel == channel)).first()
+        existing = same_tenant.where(
+            (Delivery.notification_id == row.notification_id) & (Delivery.channel == row.channel)
+        ).first()
     if existing is None:  # every unique key includes the tenant: only a row deleted since the INSERT gets here
-        raise ValueError(f"the {channel!r} delivery of notification_id {notification_id} conflicted but is gone")
-    return existing, False
+        raise ValueError(f"the {row.channel!r} delivery of notification_id {row.notification_id} conflicted but is gone")
+    return existing
 
 
 def fingerprint(
@@ -526,6 +635,11 @@ def _build(row: Sequence[Any]) -> Delivery:
     data = {}
     for (name, convert), value in zip(_CONVERTERS, row, strict=False):
         data[name] = value if convert is None or value is None else convert(value)
+    return _model(data)
+
+
+def _model(data: dict[str, Any]) -> Delivery:
+    """A Delivery holding ``data`` (field name -> value), as peewee builds one from a query."""
     delivery = Delivery.__new__(Delivery)
     delivery.__data__ = data
     delivery._dirty = set()

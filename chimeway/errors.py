@@ -76,10 +76,19 @@ class InvalidSendError(ChimewayError, ValueError):
     payloads do not belong in logs).
     """
 
+    #: ``send_many()``: the position of the refused item in ``items`` (None for ``send()``)
+    index: int | None = None
+
     def __init__(self, argument: str, problem: str) -> None:
         super().__init__(f"{argument}: {problem}")
         self.argument = argument
         self.problem = problem
+
+    def at_item(self, index: int) -> InvalidSendError:
+        """This error, said of ``send_many()``'s item ``index`` (the message starts ``items[index]``)."""
+        self.index = index
+        self.args = (f"items[{index}].{self.args[0]}",)
+        return self
 
 
 class IdempotencyConflictError(InvalidSendError):

@@ -100,6 +100,10 @@ class Delivery(BaseModel):
     lock_version = peewee.IntegerField(default=0)
     created_at = UTCDateTime(default=db.now)
     updated_at = UTCDateTime(default=db.now)
+    #: the priority lane: high, normal or bulk (0009)
+    priority = peewee.TextField(default="normal")
+    #: when a scheduled send was asked for; None: at once (0009)
+    send_at = UTCDateTime(null=True)
 
     class Meta:
         table_name = "chimeway_deliveries"

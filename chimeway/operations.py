@@ -84,10 +84,11 @@ def redrive(
         )
         from chimeway.dispatch.send import _enqueue_after_commit
 
-        # No fresh-send dedupe: a redrive within a minute of the first send must still go out.
-        runtime.database.after_commit(lambda: _enqueue_after_commit(runtime, delivery.id, dedupe=False))
         # Read before the commit: once enqueued, a worker may already be sending it.
-        return deliveries.get_delivery(delivery.id)
+        redriven = deliveries.get_delivery(delivery.id)
+        # No fresh-send dedupe: a redrive within a minute of the first send must still go out.
+        runtime.database.after_commit(lambda: _enqueue_after_commit(runtime, redriven, dedupe=False))
+        return redriven
 
 
 def original_budget(delivery: Delivery, history: list[operator_record.OperatorAction]) -> int:

@@ -93,3 +93,12 @@ class SuppressionReason(StrEnum):
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"
     MANUAL = "manual"
+
+
+class Priority(StrEnum):
+    """A delivery's lane: each has its own queue, and a worker takes a waiting high message first
+    (docs/architecture.md §9)."""
+
+    HIGH = "high"  #: one-time passwords, alerts: never waits behind the other lanes
+    NORMAL = "normal"  #: the default
+    BULK = "bulk"  #: newsletters: served when nothing else waits

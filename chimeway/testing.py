@@ -41,18 +41,19 @@ def start_worker(runtime: Any = None, *, threads: int = 4) -> contextlib.Abstrac
 
 
 def drain(runtime: Any = None, *, timeout_ms: int = 30_000) -> list[Any]:
-    """Wait until the stub broker's Chimeway queue (and its delay queue) is empty and every message
+    """Wait until the stub broker's Chimeway queues (every lane, and their delay queues) are empty and every message
     was processed; a worker must be running. Returns the dead-lettered messages (never raises for
     them: a test asserts on them)."""
     from dramatiq.brokers.stub import StubBroker
 
-    from chimeway.dispatch.actors import QUEUE
+    from chimeway.dispatch.actors import LANES
 
     broker = _runtime(runtime).broker
     if not isinstance(broker, StubBroker):
         raise TypeError(f"drain() needs the in-memory StubBroker (configure with redis_url=''), not {broker!r}")
-    if QUEUE in broker.queues:
-        broker.join(QUEUE, timeout=timeout_ms, fail_fast=False)
+    for lane in LANES.values():  # a delivery's messages all go to its own lane: one pass is enough
+        if lane.queue in broker.queues:
+            broker.join(lane.queue, timeout=timeout_ms, fail_fast=False)
     return list(broker.dead_letters)
 
 

@@ -30,7 +30,7 @@ from chimeway.dispatch import backoff
 from chimeway.dispatch.middleware import DELIVER_ACTOR
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
-from chimeway.states import AttemptOutcome, ErrorClass, Reason, Status
+from chimeway.states import AttemptOutcome, ErrorClass, Priority, Reason, Status
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -43,8 +43,36 @@ DRAMATIQ_MAX_RETRIES = 20
 #: The deliver message's option noting the leases its tries' claims would write (see ``_note_lease``).
 _LEASE_OPTION = "chimeway_lease_until"
 
-#: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart).
+#: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart); also
+#: the normal lane's.
 QUEUE = "chimeway"
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where a delivery of one priority goes: its queue, and the deliver actor that names it.
+
+    A Dramatiq worker puts what every consumer fetched in one in-process priority queue ordered by
+    the *actor's* priority (lower first), then by arrival; so each lane has its own actor (the same
+    function), and a free worker thread takes a waiting high message before any prefetched bulk one
+    (docs/architecture.md §9)."""
+
+    queue: str
+    actor_name: str
+    #: Dramatiq's actor priority: lower is served first
+    order: int
+
+
+#: Every lane. The normal lane keeps the names of the single queue that came before lanes, so messages
+#: already enqueued by an older version are still consumed.
+LANES = {
+    Priority.HIGH: Lane("chimeway_high", f"{DELIVER_ACTOR}_high", 0),
+    Priority.NORMAL: Lane(QUEUE, DELIVER_ACTOR, 10),
+    Priority.BULK: Lane("chimeway_bulk", f"{DELIVER_ACTOR}_bulk", 20),
+}
+
+#: The deliver actor of each lane, by actor name (the middleware recognizes deliver messages by it).
+DELIVER_ACTORS = frozenset(lane.actor_name for lane in LANES.values())
 
 
 @dataclass(frozen=True)
@@ -146,6 +174,8 @@ def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report:
     if skip:
         logger.debug("delivery %s: %s; message acknowledged", delivery_id, skip)
         report["status"] = delivery.status
+        if skip == _NOT_DUE and delivery.send_at is not None:
+            _wait_more(runtime, delivery, now)
         return None
     if delivery.attempt_count >= delivery.max_attempts:
         if deliveries.exhaust(delivery_id, now=now):
@@ -157,6 +187,19 @@ def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report:
     if attempt is None:
         logger.debug("delivery %s: not claimable (another message won it); acknowledged", delivery_id)
     return attempt
+
+
+#: deliveries.why_not_claimable's answer for a deferred delivery whose time has not come.
+_NOT_DUE = "deferred and not due yet"
+
+
+def _wait_more(runtime: Any, delivery: Delivery, now: datetime) -> None:
+    """A scheduled delivery's message came early: its send time is further than one Dramatiq delay
+    reaches (``enqueue.MAX_DELAY_MS``), so this message is one step of the wait; send the next."""
+    from chimeway.dispatch.enqueue import enqueue
+
+    delay_ms = int((delivery.next_eligible_at - now).total_seconds() * 1000)
+    enqueue(delivery.id, delay_ms=delay_ms, dedupe=False, runtime=runtime)
 
 
 def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
@@ -341,25 +384,34 @@ def reconcile_orphans(tenant_id: str | None = None) -> None:
 
 
 def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]:
-    """The actors, bound to ``broker`` (reused when that broker already declared them)."""
-    specs = {
-        "deliver": (deliver, DELIVER_ACTOR, {
-            # The durable attempt count is the budget (the claim enforces max_attempts); Dramatiq
-            # retries only failures that spend no attempt. When those retries run out, the
-            # ExhaustionGuard re-enqueues a delivery that still has attempts (it never cancels one).
-            "max_retries": DRAMATIQ_MAX_RETRIES,
-            "min_backoff": max(1, settings.backoff_min_ms),
-            "max_backoff": max(1, settings.backoff_max_ms),
-            # An attempt must not outlive its lease: past it, another worker may claim the delivery.
-            **({"time_limit": settings.lease_seconds * 1000} if "time_limit" in broker.actor_options else {}),
-        }),
-        "sweep_actor": (sweep_actor, "chimeway_sweep", {"max_retries": 0}),
-        "reconcile_orphans": (reconcile_orphans, "chimeway_reconcile_orphans", {"max_retries": 0}),
+    """The actors, bound to ``broker`` (reused when that broker already declared them). ``deliver`` is
+    the normal lane's; ``deliver_high`` and ``deliver_bulk`` the other lanes' (see :data:`LANES`)."""
+    deliver_options = {
+        # The durable attempt count is the budget (the claim enforces max_attempts); Dramatiq
+        # retries only failures that spend no attempt. When those retries run out, the
+        # ExhaustionGuard re-enqueues a delivery that still has attempts (it never cancels one).
+        "max_retries": DRAMATIQ_MAX_RETRIES,
+        "min_backoff": max(1, settings.backoff_min_ms),
+        "max_backoff": max(1, settings.backoff_max_ms),
+        # An attempt must not outlive its lease: past it, another worker may claim the delivery.
+        **({"time_limit": settings.lease_seconds * 1000} if "time_limit" in broker.actor_options else {}),
     }
+    specs = {
+        "sweep_actor": (sweep_actor, "chimeway_sweep", QUEUE, 0, {"max_retries": 0}),
+        "reconcile_orphans": (reconcile_orphans, "chimeway_reconcile_orphans", QUEUE, 0, {"max_retries": 0}),
+    }
+    for priority, lane in LANES.items():
+        key = "deliver" if priority is Priority.NORMAL else f"deliver_{priority.value}"
+        specs[key] = (deliver, lane.actor_name, lane.queue, lane.order, deliver_options)
     actors = {}
-    for key, (fn, name, options) in specs.items():
+    for key, (fn, name, queue, order, options) in specs.items():
         existing = broker.actors.get(name)
         actors[key] = existing or dramatiq.Actor(
-            fn, broker=broker, actor_name=name, queue_name=QUEUE, priority=0, options=options
+            fn, broker=broker, actor_name=name, queue_name=queue, priority=order, options=options
         )
     return actors
+
+
+def lane_actor(actors: dict[str, dramatiq.Actor], priority: str) -> dramatiq.Actor:
+    """The deliver actor of ``priority``'s lane."""
+    return actors["deliver" if priority == Priority.NORMAL else f"deliver_{priority}"]

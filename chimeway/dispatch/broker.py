@@ -12,19 +12,70 @@ actor to whatever broker happened to be global at import time.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers import redis as dramatiq_redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 from chimeway.config import Settings
-from chimeway.dispatch.actors import declare
+from chimeway.dispatch.actors import LANES, declare
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.setnx import SetNX
+from chimeway.states import Priority
+
+#: The longest an idle consumer of the high lane or of a delay queue sleeps between polls (ms).
+PROMPT_POLL_MS = 100
+
+
+class RedisBroker(dramatiq_redis.RedisBroker):
+    """Dramatiq's RedisBroker that can also enqueue many messages in one round trip (:meth:`pipelined`).
+
+    Dramatiq runs every broker command as its Lua ``dispatch`` script, one round trip per message;
+    inside :meth:`pipelined`, this thread's ``enqueue`` commands are queued on a Redis pipeline and
+    sent together when the block ends. Everything else (middleware hooks, message ids, delays) is
+    Dramatiq's own ``enqueue``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch = threading.local()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        # An idle Redis consumer polls with a backoff up to the worker's timeout (1 s by default): a
+        # high-priority message, or a delayed one coming due, would wait up to that long. Those
+        # consumers poll at least every PROMPT_POLL_MS (a few cheap Redis calls a second).
+        if queue_name == LANES[Priority.HIGH].queue or queue_name.endswith(".DQ"):
+            timeout = min(timeout, PROMPT_POLL_MS)
+        return super().consume(queue_name, prefetch, timeout)
+
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[None]:
+        pipeline = self.client.pipeline(transaction=False)
+        self._batch.pipeline = pipeline
+        try:
+            yield
+        finally:
+            self._batch.pipeline = None
+        pipeline.execute()  # not reached when the block raised: nothing is sent then
+
+    def _dispatch(self, command: str) -> Any:
+        pipeline = getattr(self._batch, "pipeline", None)
+        if pipeline is None or command != "enqueue":
+            return super()._dispatch(command)
+        script, keys = self.scripts["dispatch"], [self.namespace]
+
+        def queue(queue_name: str, *args: Any) -> None:
+            # The arguments of Dramatiq's own _dispatch, in its order (dramatiq/brokers/redis.py).
+            script(keys=keys, client=pipeline, args=[
+                command, dramatiq_redis.current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
+                self.dead_message_ttl, self._should_do_maintenance(command), self._max_unpack_size(), *args,
+            ])
+
+        return queue
 
 
 def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Broker:

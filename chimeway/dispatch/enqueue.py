@@ -10,7 +10,11 @@
   policy deferral) pass ``dedupe=False``. Dramatiq's own retries and delayed-queue moves call the
   broker directly and never come here, so dedupe can never drop a legitimate retry; the database
   claim is the real guarantee against double sends either way.
-- ``delay_ms``: deliver no earlier than that many milliseconds from now (quiet hours, the sweep).
+- ``delay_ms``: deliver no earlier than that many milliseconds from now (quiet hours, the sweep, a
+  scheduled send); at most :data:`MAX_DELAY_MS` (Dramatiq refuses 7 days): a later time is met by
+  the deliver actor, which re-enqueues a deferred delivery whose message came early.
+- The message goes to the lane of the row's ``priority`` (``chimeway.dispatch.actors.LANES``),
+  whoever enqueues it: the first send, a retry, a deferral, the sweep.
 - Sets the row's ``enqueued_at``. The message gets the actor's Dramatiq retries, which only failures
   that spend no attempt use: the delivery's ``max_attempts`` is enforced by the claim, on the row.
   Returns False when the message was dropped as a duplicate or the delivery does not exist (nothing
@@ -19,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -29,7 +34,10 @@ logger = logging.getLogger("chimeway.dispatch")
 #: Fresh sends of one delivery within this window are dropped as duplicates.
 DEDUPE_WINDOW_MS = 60_000
 
-_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING id"
+#: Dramatiq refuses a delay of 7 days or more; a longer wait is made of several messages.
+MAX_DELAY_MS = 6 * 24 * 3600 * 1000
+
+_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING priority"
 
 
 def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Any = None) -> bool:
@@ -46,8 +54,7 @@ def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = Tru
         if not rows:
             logger.warning("delivery %s: not enqueued, no such delivery", delivery_id)
             return False
-        delay = None if delay_ms is None else max(0, int(delay_ms))
-        runtime.actors["deliver"].send_with_options(args=(delivery_id,), delay=delay)
+        _send(runtime, delivery_id, rows[0][0], delay_ms)
     except BaseException:
         if dedupe:  # nothing was sent: do not let the dedupe mark block the next attempt
             _forget_quietly(runtime, delivery_id)
@@ -57,6 +64,37 @@ def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = Tru
 
 def _dedupe_key(runtime: Any, delivery_id: str) -> str:
     return f"{runtime.settings.redis_namespace}:dedupe:deliver:{delivery_id}"
+
+
+def enqueue_many(deliveries: list[tuple[str, str, int | None]], *, runtime: Any) -> None:
+    """Send the ``deliver`` messages of freshly created deliveries, given as (id, priority, delay_ms),
+    with one ``enqueued_at`` UPDATE and, on Redis, one pipeline (not a round trip per message).
+
+    No dedupe mark: the rows were created by the transaction that just committed, so nothing else
+    has enqueued them (the sweep waits for ``CHIMEWAY_SWEEP_STALL_SECONDS``)."""
+    if not deliveries:
+        return
+    ids = [delivery_id for delivery_id, _, _ in deliveries]
+    marks = ", ".join(["%s"] * len(ids))
+    db.execute(
+        f"UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id IN ({marks})", (db.to_db_time(db.now()), *ids)
+    )
+    with _pipelined(runtime.broker):
+        for delivery_id, priority, delay_ms in deliveries:
+            _send(runtime, delivery_id, priority, delay_ms)
+
+
+def _send(runtime: Any, delivery_id: str, priority: str, delay_ms: int | None) -> None:
+    from chimeway.dispatch.actors import lane_actor
+
+    delay = None if delay_ms is None else min(MAX_DELAY_MS, max(0, int(delay_ms)))
+    lane_actor(runtime.actors, priority).send_with_options(args=(delivery_id,), delay=delay)
+
+
+def _pipelined(broker: Any) -> Any:
+    """The broker's batching context (``chimeway.dispatch.broker.RedisBroker.pipelined``), or nothing."""
+    batching = getattr(broker, "pipelined", None)
+    return batching() if batching is not None else contextlib.nullcontext()
 
 
 def _forget_quietly(runtime: Any, delivery_id: str) -> None:

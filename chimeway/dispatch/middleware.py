@@ -100,7 +100,9 @@ class ExhaustionGuard(Middleware):
     """
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
-        if exception is None or message.actor_name != DELIVER_ACTOR or not message.failed:
+        from chimeway.dispatch.actors import DELIVER_ACTORS  # every lane's; actors imports this module
+
+        if exception is None or message.actor_name not in DELIVER_ACTORS or not message.failed:
             return  # succeeded, or Retries scheduled a retry
         from chimeway import db, deliveries
         from chimeway.dispatch.enqueue import enqueue

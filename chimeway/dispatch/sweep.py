@@ -9,7 +9,9 @@ message again. Which rows count as lost (``stall`` = CHIMEWAY_SWEEP_STALL_SECOND
 pending     ready, last changed more than ``stall`` ago
 failed      ready, its retry (``next_attempt_at``) due more than ``stall`` ago
 dispatched  its lease (``lease_until``) expired: the worker that claimed it is gone
-deferred    pending or failed, deferred until ``next_eligible_at`` more than ``stall`` ago
+deferred    pending or failed, deferred until ``next_eligible_at`` more than ``stall`` ago; or a
+            scheduled send (``send_at``) due within the next ``stall``: it is re-enqueued delayed
+            to its time, so a Redis loss does not make it late (docs/architecture.md §9)
 ==========  ===================================================================================
 
 and in every case no message was enqueued in the last ``stall`` seconds (``enqueued_at``), so a row
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from chimeway import db, deliveries, telemetry
 from chimeway.dispatch.enqueue import enqueue
+from chimeway.dispatch.send import delay_until
 from chimeway.states import Orchestration, Status
 
 if TYPE_CHECKING:
@@ -46,7 +49,7 @@ SWEEP_LOCK_KEY = int.from_bytes(b"cw:sweep", "big")
 
 #: Placeholders: the lost condition's, then the tenant's, then the limit.
 _PICK = """
-SELECT id, status, orchestration_state FROM chimeway_deliveries
+SELECT id, status, orchestration_state, next_eligible_at FROM chimeway_deliveries
 WHERE {lost}
   {tenant}
 ORDER BY updated_at
@@ -130,9 +133,11 @@ def _sweep_batch(
         )
         rows = db.execute(query, params, database).fetchall()
         picked = []
-        for delivery_id, status, orchestration in rows:
-            # enqueue() marks enqueued_at inside this transaction, so the mark commits with the batch
-            if enqueue(str(delivery_id), dedupe=False, runtime=runtime):
+        for delivery_id, status, orchestration, eligible in rows:
+            # enqueue() marks enqueued_at inside this transaction, so the mark commits with the batch;
+            # a deferred delivery's message is due at its time (a scheduled one is taken ahead of it)
+            when = db.from_db_time(eligible) if orchestration == Orchestration.DEFERRED and eligible else None
+            if enqueue(str(delivery_id), delay_ms=delay_until(when), dedupe=False, runtime=runtime):
                 picked.append((str(delivery_id), _kind(status, orchestration)))
         return picked
 

@@ -31,8 +31,13 @@ class BenchConfig:
     reconcile_scale: tuple[int, ...] = (10_000, 20_000, 40_000)
     profile_n: int = 8_000  #: deliveries drained under py-spy (0: no profile)
     console_deliveries: int = 1_000_000  #: rows under the console's list and search
+    send_many_n: int = 20_000  #: deliveries recorded by send_many, and by one-by-one send() to compare
+    priority_bulk_n: int = 20_000  #: the bulk backlog the high-priority sends must overtake
+    priority_sends: int = 100  #: high-priority sends, at priority_rate per second, while it drains
+    priority_rate: float = 10.0
     drain_timeout: float = 600.0
-    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile", "console")
+    sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile",
+                                 "console", "send_many", "priority")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
     worker_settings: dict[str, Any] = field(default_factory=dict)
 

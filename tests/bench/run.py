@@ -27,13 +27,15 @@ from tests.harness.stack import REPO
 QUICK = {"n": 2_000, "rounds": 1, "latency_rate": 50.0, "latency_seconds": 5.0, "scale_n": 1_000, "ingest_events": 500,
          "wsgi_seconds": 3.0, "reconcile_events": 10_000, "reconcile_orphans": 2_000,
          "reconcile_scale": (1_000, 2_000, 4_000), "profile_n": 1_000,
-         "console_deliveries": 100_000}
+         "console_deliveries": 100_000, "send_many_n": 2_000, "priority_bulk_n": 2_000, "priority_sends": 20}
 
 TARGETS = {
     "ratio_to_baseline": {"goal": ">= 0.6", "stretch": ">= 0.8"},
     "reconcile_backlog_seconds": {"goal": "< 1.0 (20,000 orphans among 100,000 events)"},
     "reconcile_idle_tick_ms": {"goal": "O(orphans), not O(events): flat as the ledger grows"},
     "console": {"goal": "list and recipient search < 100 ms with 1,000,000 deliveries"},
+    "send_many_ratio_to_send": {"goal": ">= 5"},
+    "priority_p99_ms": {"goal": "< 250 (high-priority commit → terminal through a bulk backlog)"},
 }
 
 
@@ -95,7 +97,7 @@ def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
         from tests.bench import profile
 
         section("profile", lambda: profile.profile_drains(env, cfg.profile_n, cfg.processes, cfg.threads))
-    from tests.bench import ingest, reconcile
+    from tests.bench import ingest, reconcile, sending
 
     section("ingest", lambda: ingest.ingest_handle(env, cfg.ingest_events))
     section("wsgi", lambda: ingest.ingest_wsgi(env, cfg.wsgi_seconds, cfg.wsgi_clients))
@@ -104,6 +106,9 @@ def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
     from tests.bench import console
 
     section("console", lambda: console.console_bench(env, cfg.console_deliveries))
+    section("send_many", lambda: sending.send_many_bench(env, cfg.send_many_n))
+    section("priority", lambda: sending.priority_latency(env, cfg.priority_bulk_n, cfg.processes, cfg.threads,
+                                                         cfg.priority_sends, cfg.priority_rate))
     return results, errors
 
 
@@ -141,6 +146,13 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
             f"{main['events']} events": main["idle_tick_ms"],
             f"{results['reconcile']['events_doubled']['events']} events": results["reconcile"]["events_doubled"]["idle_tick_ms"],
         }
+    if "send_many" in results:
+        summary["send_many_per_second"] = results["send_many"]["send_many_per_second"]
+        summary["send_many_ratio_to_send"] = results["send_many"]["send_many_ratio_to_send"]
+        summary["send_per_second"] = results["send_many"]["send_per_second"]
+    if "priority" in results:
+        summary["priority"] = results["priority"]
+        summary["priority_p99_ms"] = results["priority"]["p99_ms"]
     summary["targets"] = TARGETS
     summary["errors"] = errors
     summary["duration_seconds"] = round(seconds, 1)
@@ -190,6 +202,14 @@ def render_table(summary: dict[str, Any]) -> str:
             "flat vs the line above")
         for size, r in (rec.get("scaling") or {}).items():
             row(f"reconcile {size} orphans (s) / idle tick (ms)", f"{r['seconds']} / {r['idle_tick_ms']}")
+    if "send_many_per_second" in summary:
+        row("send() one by one (deliveries/s)", summary["send_per_second"])
+        row("send_many (deliveries/s)", summary["send_many_per_second"],
+            f"ratio {summary['send_many_ratio_to_send']}, goal >= 5")
+    prio = summary.get("priority") or {}
+    if prio:
+        row(f"high priority through {prio['bulk_n']} bulk, p50 / p99 (ms)", f"{prio['p50_ms']} / {prio['p99_ms']}",
+            f"goal p99 < 250; {prio['bulk_left_when_done']} bulk still queued at the end")
     for side, prof in (summary.get("profile") or {}).items():
         sql = prof.get("sql") or {}
         if "statements_per_delivery" in sql:
