@@ -1,5 +1,8 @@
-"""What ``chimeway status`` reports: schema version, counts by status and reason, stalled
-deliveries, and the orphan backlog. One read-only pass; no recipients or payloads ever shown."""
+"""What ``chimeway status`` reports: schema version, table sizes (estimates), open deliveries,
+terminal outcomes of the last hour and day, stalled deliveries, retention and the orphan backlog.
+One read-only pass whose cost follows the open deliveries and the recent window, never the history:
+open rows are counted in the partial index chimeway_deliveries_open, recent outcomes in
+chimeway_deliveries_closed, table sizes come from the catalog. No recipients or payloads shown."""
 
 from __future__ import annotations
 
@@ -9,9 +12,18 @@ from typing import Any
 from chimeway import db
 from chimeway.migrator import status as schema_status
 from chimeway.models import ALL_MODELS
+from chimeway.states import TERMINAL, Status
+
+#: The windows over which terminal outcomes are counted.
+RECENT_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+_OPEN = [status.value for status in Status if status not in TERMINAL]
+_TERMINAL = sorted(status.value for status in TERMINAL)
 
 
 def collect(runtime: Any) -> dict[str, Any]:
+    from chimeway.dispatch.sweep import count_lost
+
     database = runtime.database
     schema = schema_status(database)
     report: dict[str, Any] = {
@@ -20,24 +32,71 @@ def collect(runtime: Any) -> dict[str, Any]:
         "schema": schema,
     }
     if schema["current"] == 0:
-        report["tables"] = {}
+        report["table_estimates"] = {}
         return report
-    report["tables"] = {model._meta.table_name: model.select().count() for model in ALL_MODELS}
-    rows = db.execute(
-        "SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
-        "GROUP BY status, reason ORDER BY status, reason",
-        db=database,
-    ).fetchall()
-    report["deliveries"] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
-    stall = db.now() - timedelta(seconds=runtime.settings.sweep_stall_seconds)
-    report["stalled"] = db.execute(
-        "SELECT COUNT(*) FROM chimeway_deliveries WHERE status IN ('pending', 'dispatched', 'failed') "
-        "AND updated_at < %s",
-        (db.to_db_time(stall, database),),
-        db=database,
-    ).fetchone()[0]
+    report["table_estimates"] = table_estimates(database)
+    # One index probe per open status (the partial index), so each count reads only its own rows.
+    report["open"] = {
+        status: db.execute(
+            "SELECT COUNT(*) FROM chimeway_deliveries WHERE status = %s", (status,), db=database
+        ).fetchone()[0]
+        for status in _OPEN
+    }
+    marks = ", ".join(["%s"] * len(_TERMINAL))
+    report["recent"] = {}
+    for name, window in RECENT_WINDOWS.items():
+        rows = db.execute(
+            f"SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
+            f"WHERE status IN ({marks}) AND updated_at >= %s GROUP BY status, reason ORDER BY status, reason",
+            (*_TERMINAL, db.to_db_time(db.now() - window, database)),
+            db=database,
+        ).fetchall()
+        report["recent"][name] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
+    report["stalled"] = count_lost(runtime)  # exactly what the sweep would re-enqueue now
+    report["retention"] = retention(runtime)
     report["orphans"] = orphan_backlog(runtime)
     return report
+
+
+def table_estimates(database: Any) -> dict[str, int]:
+    """Rows per table as the catalog estimates them (PostgreSQL's reltuples, as of the last ANALYZE;
+    SQLite's largest rowid, which counts rows ever inserted): cheap at any size, and labelled so."""
+    names = [model._meta.table_name for model in ALL_MODELS]
+    if db.is_postgres(database):
+        rows = db.execute(
+            "SELECT relname, reltuples::bigint FROM pg_class WHERE relkind IN ('r', 'p') AND relname = ANY(%s) "
+            "AND relnamespace = 'public'::regnamespace",
+            (names,),
+            db=database,
+        ).fetchall()
+        found = {name: max(count, 0) for name, count in rows}  # -1: never analyzed yet
+        return {name: found.get(name, 0) for name in names}
+    return {name: db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {name}", db=database).fetchone()[0] for name in names}
+
+
+def retention(runtime: Any) -> dict[str, Any]:
+    """The retention in effect and the oldest delivery kept (terminal: the one prune removes next)."""
+    database = runtime.database
+    marks = ", ".join(["%s"] * len(_TERMINAL))
+    oldest_terminal = db.execute(
+        f"SELECT MIN(updated_at) FROM chimeway_deliveries WHERE status IN ({marks})", _TERMINAL, db=database
+    ).fetchone()[0]
+    oldest_open = min(
+        (
+            at
+            for status in _OPEN
+            if (at := db.from_db_time(db.execute(
+                "SELECT MIN(updated_at) FROM chimeway_deliveries WHERE status = %s", (status,), db=database
+            ).fetchone()[0])) is not None
+        ),
+        default=None,
+    )
+    terminal_at = db.from_db_time(oldest_terminal)
+    return {
+        "days": runtime.settings.retention_days,  # 0: everything is kept
+        "oldest_terminal_at": terminal_at.isoformat() if terminal_at else None,
+        "oldest_open_at": oldest_open.isoformat() if oldest_open else None,
+    }
 
 
 def orphan_backlog(runtime: Any) -> dict[str, Any]:
@@ -72,14 +131,16 @@ def render(report: dict[str, Any]) -> str:
         f"schema     version {schema['current']} of {schema['latest']}"
         + (f" (pending: {', '.join(schema['pending'])})" if schema["pending"] else ""),
     ]
-    if report.get("tables"):
+    if report.get("table_estimates"):
         lines.append("")
-        lines.append(f"{'table':<30} {'rows':>10}")
-        lines += [f"{name:<30} {count:>10}" for name, count in report["tables"].items()]
-    if report.get("deliveries"):
+        lines.append(f"{'table':<30} {'rows (estimate)':>16}")
+        lines += [f"{name:<30} {count:>16}" for name, count in report["table_estimates"].items()]
+    if "open" in report:
         lines.append("")
-        lines.append(f"{'status':<12} {'reason':<24} {'deliveries':>10}")
-        lines += [f"{d['status']:<12} {d['reason'] or '-':<24} {d['count']:>10}" for d in report["deliveries"]]
+        lines.append("open deliveries         " + ", ".join(f"{s} {n}" for s, n in report["open"].items()))
+        for window, rows in report["recent"].items():
+            lines.append(f"finished in the last {window}")
+            lines += [f"  {d['status']:<12} {d['reason'] or '-':<24} {d['count']:>10}" for d in rows] or ["  none"]
     if "stalled" in report:
         orphans = report["orphans"]
         age = orphans["oldest_age_seconds"]
@@ -91,4 +152,10 @@ def render(report: dict[str, Any]) -> str:
         if orphans["backlog"]:
             # Its own line: tacked onto the backlog it read as if the whole backlog would never reconcile.
             lines.append(f"  past max age, no longer reconciled  {orphans['past_max_age']}")
+    if "retention" in report:
+        kept = report["retention"]
+        days = f"{kept['days']} days" if kept["days"] else "off (everything is kept)"
+        lines.append(f"retention               {days}")
+        lines.append(f"  oldest terminal kept  {kept['oldest_terminal_at'] or '-'}")
+        lines.append(f"  oldest open           {kept['oldest_open_at'] or '-'}")
     return "\n".join(lines)

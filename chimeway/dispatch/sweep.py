@@ -37,16 +37,17 @@ from chimeway.states import Orchestration, Status
 if TYPE_CHECKING:
     from chimeway.runtime import Runtime
 
-__all__ = ["SWEEP_LOCK_KEY", "SweepResult", "sweep"]
+__all__ = ["SWEEP_LOCK_KEY", "SweepResult", "count_lost", "sweep"]
 
 logger = logging.getLogger("chimeway.dispatch")
 
 #: The PostgreSQL advisory lock a sweep holds while it works: the bytes of "cw:sweep" as a bigint.
 SWEEP_LOCK_KEY = int.from_bytes(b"cw:sweep", "big")
 
-_LOST = """
-SELECT id, status, orchestration_state FROM chimeway_deliveries
-WHERE status IN ('pending', 'failed', 'dispatched')
+#: The rows the sweep re-enqueues (the table in the module docstring); ``chimeway status`` counts
+#: its "stalled" deliveries with the same condition. Parameters: :func:`_lost_params`.
+_LOST_WHERE = """
+status IN ('pending', 'failed', 'dispatched')
   AND (enqueued_at IS NULL OR enqueued_at < %s)
   AND (
         (orchestration_state = 'deferred' AND status IN ('pending', 'failed')
@@ -55,11 +56,30 @@ WHERE status IN ('pending', 'failed', 'dispatched')
      OR (orchestration_state = 'ready' AND status = 'failed' AND COALESCE(next_attempt_at, updated_at) < %s)
      OR (status = 'dispatched' AND COALESCE(lease_until, updated_at) < %s)
   )
-  {tenant}
+"""
+
+_LOST = (
+    "SELECT id, status, orchestration_state FROM chimeway_deliveries WHERE"
+    + _LOST_WHERE
+    + """  {tenant}
 ORDER BY updated_at
 LIMIT %s
 {lock}
 """
+)
+
+
+def count_lost(runtime: Runtime) -> int:
+    """How many deliveries a sweep starting now would re-enqueue (``chimeway status``'s "stalled")."""
+    database = runtime.database
+    params = _lost_params(database, timedelta(seconds=runtime.settings.sweep_stall_seconds))
+    return db.execute(f"SELECT COUNT(*) FROM chimeway_deliveries WHERE {_LOST_WHERE}", params, database).fetchone()[0]
+
+
+def _lost_params(database: Any, stall: timedelta) -> list[Any]:
+    now = db.now()
+    cutoff = db.to_db_time(now - stall, database)
+    return [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database)]
 
 
 @dataclass(frozen=True)
@@ -128,9 +148,7 @@ def _sweep_batch(
     with db.transaction(database):
         if postgres and not _try_lock(database):
             return None
-        now = db.now()
-        cutoff = db.to_db_time(now - stall, database)
-        params = [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database)]
+        params = _lost_params(database, stall)
         params += [tenant_id, batch_size] if tenant_id is not None else [batch_size]
         query = _LOST.format(
             tenant="AND tenant_id = %s" if tenant_id is not None else "",
