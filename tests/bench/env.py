@@ -31,6 +31,9 @@ class BenchConfig:
     reconcile_scale: tuple[int, ...] = (10_000, 20_000, 40_000)
     profile_n: int = 8_000  #: deliveries drained under py-spy (0: no profile)
     drain_timeout: float = 600.0
+    scale_sizes: tuple[int, ...] = (1_000_000,)  #: deliveries loaded per scale run (add 10000000 for the full figure)
+    scale_drain_n: int = 5_000  #: fresh sends drained on the loaded and on an empty database (0: skip)
+    id_rows: int = 1_000_000  #: rows inserted per key type, UUIDv4 against UUIDv7 (0: skip)
     sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
     worker_settings: dict[str, Any] = field(default_factory=dict)

@@ -32,6 +32,11 @@ TARGETS = {
     "ratio_to_baseline": {"goal": ">= 0.6", "stretch": ">= 0.8"},
     "reconcile_backlog_seconds": {"goal": "< 1.0 (20,000 orphans among 100,000 events)"},
     "reconcile_idle_tick_ms": {"goal": "O(orphans), not O(events): flat as the ledger grows"},
+    "status_ms_10m": {"goal": "< 200"},
+    "sweep_idle_ms_10m": {"goal": "< 50"},
+    "reconcile_idle_ms_10m": {"goal": "< 50"},
+    "prune_day_seconds_10m": {"goal": "< 10"},
+    "drain_ratio_10m": {"goal": "within 10 % of 1.0"},
 }
 
 
@@ -99,6 +104,9 @@ def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
     section("wsgi", lambda: ingest.ingest_wsgi(env, cfg.wsgi_seconds, cfg.wsgi_clients))
     section("reconcile", lambda: reconcile.reconcile_bench(env, cfg.reconcile_events, cfg.reconcile_orphans,
                                                            cfg.reconcile_scale))
+    from tests.bench import scale
+
+    section("scale", lambda: scale.scale_bench(env))  # not in the default sections: `make scale`
     return results, errors
 
 
@@ -136,6 +144,11 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
             f"{main['events']} events": main["idle_tick_ms"],
             f"{results['reconcile']['events_doubled']['events']} events": results["reconcile"]["events_doubled"]["idle_tick_ms"],
         }
+    if "scale" in results:
+        from tests.bench.scale import summary_fields
+
+        summary["scale"] = results["scale"]
+        summary.update(summary_fields(results["scale"]))
     summary["targets"] = TARGETS
     summary["errors"] = errors
     summary["duration_seconds"] = round(seconds, 1)
@@ -190,6 +203,16 @@ def render_table(summary: dict[str, Any]) -> str:
         if "statements_per_delivery" in sql:
             row(f"profile {side}: SQL statements / server ms per delivery",
                 f"{sql['statements_per_delivery']} / {sql['server_ms_per_delivery']}")
+    for size, r in ((summary.get("scale") or {}).get("sizes") or {}).items():
+        row(f"scale {size}: status / sweep idle / reconcile idle (ms)",
+            f"{r['status_ms']} / {r['sweep_idle_ms']} / {r['reconcile_idle_ms']}", "< 200 / < 50 / < 50")
+        row(f"scale {size}: prune one day (s), drain ratio", f"{r['prune_day_seconds']}, {r.get('drain_ratio')}",
+            "< 10 s; within 10 %")
+    ids = (summary.get("scale") or {}).get("ids")
+    if ids:
+        row(f"ids {ids['rows']} rows: uuid4 / uuid7 inserts per s",
+            f"{ids['uuid4']['rows_per_second']} / {ids['uuid7']['rows_per_second']}",
+            f"pkey MiB {ids['uuid4']['pkey_mib']} / {ids['uuid7']['pkey_mib']}")
     for name, err in (summary.get("errors") or {}).items():
         row(f"{name}: FAILED", err[:80])
     width = max((len(r[0]) for r in rows), default=10)
