@@ -33,15 +33,17 @@ CHUNK = 1000
 
 _TERMINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL))
 
-#: Terminal deliveries past the cutoff none of whose attempts or events is newer; walks
-#: chimeway_deliveries_closed oldest first.
-_EXPIRED = f"""
-SELECT d.id FROM chimeway_deliveries d
-WHERE d.status IN ({_TERMINAL_SQL}) AND d.updated_at < %s
-  AND NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
-  AND NOT EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = d.id AND e.received_at >= %s)
-ORDER BY d.updated_at
-"""
+_TERMINAL_PAST = f"d.status IN ({_TERMINAL_SQL}) AND d.updated_at < %s"
+_NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
+  AND NOT EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = d.id AND e.received_at >= %s)"""
+
+#: Terminal deliveries past the cutoff none of whose attempts or events is newer (params: cutoff x3).
+_EXPIRED = f"SELECT d.id FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} AND {_NOTHING_NEWER}"
+
+#: The next chunk of candidates after the keyset (updated_at, id), walking chimeway_deliveries_closed.
+#: Asked apart from the NOT EXISTS: joined to them over the whole range, the planner hashes every
+#: attempt of the table for each chunk (O(history)); on a chunk of ids it probes their index.
+_NEXT = f"SELECT d.id, d.updated_at FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} {{after}} ORDER BY d.updated_at, d.id LIMIT %s"
 
 #: Orphan events (no delivery) received before the cutoff; walks chimeway_events_orphan_scan.
 _EXPIRED_ORPHANS = "FROM chimeway_events WHERE needs_reconciliation AND delivery_id IS NULL AND received_at < %s"
@@ -88,7 +90,7 @@ def prune_history(*, runtime: Any, now: datetime | None = None, dry_run: bool = 
 def _count(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, int, int]:
     expired = f"SELECT id FROM ({_EXPIRED}) expired"
     params = (cutoff, cutoff, cutoff)
-    deliveries = dbmod.execute(f"SELECT COUNT(*) FROM ({_EXPIRED}) expired", params, database).fetchone()[0]
+    deliveries = dbmod.execute(f"SELECT COUNT(*) FROM ({expired}) counted", params, database).fetchone()[0]
     attempts = dbmod.execute(
         f"SELECT COUNT(*) FROM chimeway_delivery_attempts WHERE delivery_id IN ({expired})", params, database
     ).fetchone()[0]
@@ -100,13 +102,23 @@ def _count(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, in
 
 
 def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, int, int]:
-    postgres = dbmod.is_postgres(database)
-    pick = _EXPIRED + " LIMIT %s" + (" FOR UPDATE OF d SKIP LOCKED" if postgres else "")
+    lock = " FOR UPDATE OF d SKIP LOCKED" if dbmod.is_postgres(database) else ""
     totals = [0, 0, 0, 0]
+    after: tuple[Any, Any] | None = None
     while True:
         with _horizon(database, cutoff):
-            ids = [row[0] for row in dbmod.execute(pick, (cutoff, cutoff, cutoff, CHUNK), database).fetchall()]
-            if ids:
+            keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
+            candidates = dbmod.execute(
+                _NEXT.format(after=keyset), (cutoff, *(after or ()), CHUNK), database
+            ).fetchall()
+            if candidates:
+                after = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
+                marks = ", ".join(["%s"] * len(candidates))
+                ids = [row[0] for row in dbmod.execute(
+                    f"{_EXPIRED} AND d.id IN ({marks}){lock}", (cutoff, cutoff, cutoff, *(c[0] for c in candidates)),
+                    database,
+                ).fetchall()]
+            if candidates and ids:
                 marks = ", ".join(["%s"] * len(ids))
                 # Children first: the foreign keys from attempts and events name the delivery.
                 totals[2] += dbmod.execute(f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks})", ids, database).rowcount
@@ -114,7 +126,7 @@ def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, i
                     f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks})", ids, database
                 ).rowcount
                 totals[0] += dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id IN ({marks})", ids, database).rowcount
-        if len(ids) < CHUNK:
+        if len(candidates) < CHUNK:
             break
     while True:
         with _horizon(database, orphan_cutoff):

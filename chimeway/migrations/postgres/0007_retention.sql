@@ -41,8 +41,9 @@ CREATE TRIGGER chimeway_events_append_only BEFORE UPDATE ON chimeway_events
 CREATE TRIGGER chimeway_events_retention BEFORE DELETE ON chimeway_events
     FOR EACH ROW EXECUTE FUNCTION chimeway_refuse_kept_delete();
 
--- Terminal deliveries by when they last changed: prune walks it oldest first, and status counts the
--- outcomes of the last hour and day from it (status and reason in the key: read from the index alone).
+-- Terminal deliveries by when they last changed: prune walks it oldest first in keyset order
+-- (updated_at, id), and status counts the outcomes of the last hour and day from it (status and
+-- reason in the key: read from the index alone).
 -- Its cost follows the rows read, not the history.
 CREATE INDEX chimeway_deliveries_closed
-    ON chimeway_deliveries (updated_at, status, reason) WHERE status IN ('succeeded', 'suppressed', 'cancelled');
+    ON chimeway_deliveries (updated_at, id, status, reason) WHERE status IN ('succeeded', 'suppressed', 'cancelled');

@@ -28,4 +28,4 @@ WHEN NOT (
 BEGIN SELECT RAISE(ABORT, '45A01: DELETE on chimeway_events refused: the table is append-only (only prune removes rows past retention whose delivery is terminal)'); END;
 
 CREATE INDEX chimeway_deliveries_closed
-    ON chimeway_deliveries (updated_at, status, reason) WHERE status IN ('succeeded', 'suppressed', 'cancelled');
+    ON chimeway_deliveries (updated_at, id, status, reason) WHERE status IN ('succeeded', 'suppressed', 'cancelled');

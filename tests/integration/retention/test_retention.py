@@ -99,3 +99,16 @@ def test_given_more_than_a_chunk_then_prune_removes_them_all(configured, history
         history("succeeded", days=120)
     assert prune_history(runtime=configured).deliveries == 7
     assert Delivery.select().count() == 0 and Attempt.select().count() == 0 and Event.select().count() == 0
+
+
+def test_given_the_oldest_candidates_are_all_kept_by_late_events_then_prune_walks_past_them(
+    configured, history, monkeypatch
+):
+    from chimeway import retention
+
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    kept = {history("succeeded", days=130, event_days=1) for _ in range(3)}  # oldest, each with a late event
+    for _ in range(3):
+        history("succeeded", days=120)
+    assert prune_history(runtime=configured).deliveries == 3
+    assert ids(Delivery) == kept
