@@ -24,16 +24,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chimeway import db as dbmod
-from chimeway.states import TERMINAL
+from chimeway.states import TERMINAL_SQL
 
 __all__ = ["CHUNK", "RetentionResult", "cutoffs", "prune_history"]
 
 #: Deliveries per transaction: short locks, and a list of ids SQLite accepts as parameters.
 CHUNK = 1000
 
-_TERMINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL))
-
-_TERMINAL_PAST = f"d.status IN ({_TERMINAL_SQL}) AND d.updated_at < %s"
+_TERMINAL_PAST = f"d.{TERMINAL_SQL} AND d.updated_at < %s"
 _NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
   AND NOT EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = d.id AND e.received_at >= %s)"""
 

@@ -21,6 +21,12 @@ class Status(StrEnum):
 #: States that never change again. Provider feedback moves only the projection columns after these.
 TERMINAL = frozenset({Status.SUCCEEDED, Status.SUPPRESSED, Status.CANCELLED})
 
+#: The SQL conditions for "open" and "terminal", written exactly as the partial indexes
+#: chimeway_deliveries_open (0001) and chimeway_deliveries_closed (0007) state them: a query with the
+#: same words reads its index on both dialects (SQLite matches a partial index's WHERE by its terms).
+OPEN_SQL = "status IN ('pending', 'dispatched', 'failed')"
+TERMINAL_SQL = "status IN ('succeeded', 'suppressed', 'cancelled')"
+
 #: States a worker may claim (dispatched too, once its lease has expired).
 CLAIMABLE = frozenset({Status.PENDING, Status.FAILED})
 

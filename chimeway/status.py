@@ -12,13 +12,12 @@ from typing import Any
 from chimeway import db
 from chimeway.migrator import status as schema_status
 from chimeway.models import ALL_MODELS
-from chimeway.states import TERMINAL, Status
+from chimeway.states import OPEN_SQL, TERMINAL, TERMINAL_SQL, Status
 
 #: The windows over which terminal outcomes are counted.
 RECENT_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 _OPEN = [status.value for status in Status if status not in TERMINAL]
-_TERMINAL = sorted(status.value for status in TERMINAL)
 
 
 def collect(runtime: Any) -> dict[str, Any]:
@@ -35,20 +34,16 @@ def collect(runtime: Any) -> dict[str, Any]:
         report["table_estimates"] = {}
         return report
     report["table_estimates"] = table_estimates(database)
-    # One index probe per open status (the partial index), so each count reads only its own rows.
-    report["open"] = {
-        status: db.execute(
-            "SELECT COUNT(*) FROM chimeway_deliveries WHERE status = %s", (status,), db=database
-        ).fetchone()[0]
-        for status in _OPEN
-    }
-    marks = ", ".join(["%s"] * len(_TERMINAL))
+    # The condition repeats the partial index's own, so both dialects read that index and only it.
+    counted = dict(db.execute(f"SELECT status, COUNT(*) FROM chimeway_deliveries WHERE {OPEN_SQL} GROUP BY status",
+                              db=database).fetchall())
+    report["open"] = {status: counted.get(status, 0) for status in _OPEN}
     report["recent"] = {}
     for name, window in RECENT_WINDOWS.items():
         rows = db.execute(
             f"SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
-            f"WHERE status IN ({marks}) AND updated_at >= %s GROUP BY status, reason ORDER BY status, reason",
-            (*_TERMINAL, db.to_db_time(db.now() - window, database)),
+            f"WHERE {TERMINAL_SQL} AND updated_at >= %s GROUP BY status, reason ORDER BY status, reason",
+            (db.to_db_time(db.now() - window, database),),
             db=database,
         ).fetchall()
         report["recent"][name] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
@@ -77,25 +72,15 @@ def table_estimates(database: Any) -> dict[str, int]:
 def retention(runtime: Any) -> dict[str, Any]:
     """The retention in effect and the oldest delivery kept (terminal: the one prune removes next)."""
     database = runtime.database
-    marks = ", ".join(["%s"] * len(_TERMINAL))
-    oldest_terminal = db.execute(
-        f"SELECT MIN(updated_at) FROM chimeway_deliveries WHERE status IN ({marks})", _TERMINAL, db=database
-    ).fetchone()[0]
-    oldest_open = min(
-        (
-            at
-            for status in _OPEN
-            if (at := db.from_db_time(db.execute(
-                "SELECT MIN(updated_at) FROM chimeway_deliveries WHERE status = %s", (status,), db=database
-            ).fetchone()[0])) is not None
-        ),
-        default=None,
+    terminal_at, open_at = (
+        db.from_db_time(db.execute(f"SELECT MIN(updated_at) FROM chimeway_deliveries WHERE {where}", db=database)
+                        .fetchone()[0])
+        for where in (TERMINAL_SQL, OPEN_SQL)
     )
-    terminal_at = db.from_db_time(oldest_terminal)
     return {
         "days": runtime.settings.retention_days,  # 0: everything is kept
         "oldest_terminal_at": terminal_at.isoformat() if terminal_at else None,
-        "oldest_open_at": oldest_open.isoformat() if oldest_open else None,
+        "oldest_open_at": open_at.isoformat() if open_at else None,
     }
 
 
