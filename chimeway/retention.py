@@ -112,18 +112,12 @@ def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, i
             if candidates:
                 after = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
                 marks = ", ".join(["%s"] * len(candidates))
-                ids = [row[0] for row in dbmod.execute(
+                expired = dbmod.execute(
                     f"{_EXPIRED} AND d.id IN ({marks}){lock}", (cutoff, cutoff, cutoff, *(c[0] for c in candidates)),
                     database,
-                ).fetchall()]
-            if candidates and ids:
-                marks = ", ".join(["%s"] * len(ids))
-                # Children first: the foreign keys from attempts and events name the delivery.
-                totals[2] += dbmod.execute(f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks})", ids, database).rowcount
-                totals[1] += dbmod.execute(
-                    f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks})", ids, database
-                ).rowcount
-                totals[0] += dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id IN ({marks})", ids, database).rowcount
+                ).fetchall()
+                for total, removed in enumerate(_remove([row[0] for row in expired], database)):
+                    totals[total] += removed
         if len(candidates) < CHUNK:
             break
     while True:
@@ -136,6 +130,18 @@ def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, i
         if removed < CHUNK:
             break
     return totals[0], totals[1], totals[2], totals[3]
+
+
+def _remove(ids: list[Any], database: Any) -> tuple[int, int, int]:
+    """Delete these deliveries with their events and attempts: (deliveries, attempts, events)."""
+    if not ids:
+        return 0, 0, 0
+    marks = ", ".join(["%s"] * len(ids))
+    # Children first: the foreign keys from attempts and events name the delivery.
+    events = dbmod.execute(f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks})", ids, database).rowcount
+    attempts = dbmod.execute(f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks})", ids, database).rowcount
+    deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id IN ({marks})", ids, database).rowcount
+    return deliveries, attempts, events
 
 
 @contextmanager
