@@ -79,7 +79,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("status", "counts by status and reason, stalled deliveries, orphan backlog", _json_flag)
+@command("status", "open deliveries, recent outcomes, stalled, orphan backlog, retention, table estimates", _json_flag)
 def cmd_status(args: argparse.Namespace) -> int:
     from chimeway.status import collect, render
 
