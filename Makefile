@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check lint chaos bench clean
+.PHONY: install demo test check lint chaos bench scale clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# Issue 13's figures on a loaded database (1 M deliveries; SCALE_ARGS="--scale-sizes 1000000,10000000" for 10 M too).
+scale: $(STAMP)
+	$(BIN)/python -m tests.bench --sections scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info chimeway.sqlite3*

@@ -79,7 +79,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("status", "counts by status and reason, stalled deliveries, orphan backlog", _json_flag)
+@command("status", "open deliveries, recent outcomes, stalled, orphan backlog, retention, table estimates", _json_flag)
 def cmd_status(args: argparse.Namespace) -> int:
     from chimeway.status import collect, render
 
@@ -282,17 +282,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _prune_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--days", type=_positive, help="retention in days (default CHIMEWAY_WEBHOOK_RETENTION_DAYS)")
+    parser.add_argument("--days", type=_positive, help="raw webhook retention in days (default CHIMEWAY_WEBHOOK_RETENTION_DAYS)")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
     _json_flag(parser)
 
 
-@command("prune", "delete raw webhook rows past retention (never the ledger)", _prune_arguments)
+@command("prune", "remove raw webhook rows and terminal history past retention (never an open delivery)", _prune_arguments)
 def cmd_prune(args: argparse.Namespace) -> int:
+    from chimeway.retention import prune_history
     from chimeway.webhooks.pruner import prune
 
-    _configure()
-    deleted = prune(retention_days=args.days)
-    emit(args, {"deleted": deleted}, f"deleted {deleted} raw webhook rows")
+    runtime = _configure()
+    raw = prune(retention_days=args.days, runtime=runtime, dry_run=args.dry_run)
+    history = prune_history(runtime=runtime, dry_run=args.dry_run)
+    data = {"deleted": raw, **history.as_dict()}
+    verb = "would remove" if args.dry_run else "removed"
+    if history.cutoff is None:
+        kept = "CHIMEWAY_RETENTION_DAYS=0: every delivery, attempt and event is kept"
+    else:
+        kept = (
+            f"{verb} {history.deliveries} deliveries, {history.attempts} attempts, {history.events} events and "
+            f"{history.orphans} orphan events last changed before {history.cutoff:%Y-%m-%d %H:%M} UTC "
+            f"({history.retention_days} days; open deliveries are kept)"
+        )
+    emit(args, data, f"{verb} {raw} raw webhook rows\n{kept}")
     return EXIT_OK
 
 

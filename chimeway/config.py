@@ -267,6 +267,10 @@ class Settings:
     webhook_retention_days: int = _setting(
         "CHIMEWAY_WEBHOOK_RETENTION_DAYS", 14, _int(1), "raw webhook rows older than this are pruned"
     )
+    retention_days: int = _setting(
+        "CHIMEWAY_RETENTION_DAYS", 90, _int(0),
+        "prune removes terminal deliveries (attempts, ledger events) and orphan events older than this; 0 keeps all",
+    )
     postmark_webhook_user: str | None = _setting(
         "CHIMEWAY_POSTMARK_WEBHOOK_USER", None, _text, "Postmark webhook basic-auth user", secret=True
     )

@@ -1,8 +1,8 @@
 """``chimeway scheduler``: fire the periodic jobs on their cron schedules, each tick exactly once.
 
 Jobs (schedules from CHIMEWAY_RECONCILE_CRON, CHIMEWAY_SWEEP_CRON, CHIMEWAY_PRUNE_CRON): enqueue the
-reconcile actor, enqueue the sweep actor, prune raw webhook rows (run here: it is one short DELETE
-loop). Any number of scheduler processes may run: each tick is claimed in Redis with ``SET NX`` on
+reconcile actor, enqueue the sweep actor, prune raw webhook rows and the history past retention
+(run here: short DELETE loops in chunks). Any number of scheduler processes may run: each tick is claimed in Redis with ``SET NX`` on
 a key naming the job and the tick's own scheduled time, so exactly one process fires it, and a
 restarted process starts from the next tick after "now", never re-firing one already past. Without
 Redis the claims live in this process (one scheduler only).
@@ -51,13 +51,18 @@ class SchedulerResult:
 
 def default_jobs(runtime: Any) -> list[Job]:
     """Reconcile and sweep go to the workers through their actors; prune runs in the scheduler."""
+    from chimeway.retention import prune_history
     from chimeway.webhooks.pruner import prune
+
+    def prune_all(tick: datetime) -> None:
+        prune(runtime=runtime)
+        prune_history(runtime=runtime)
 
     settings = runtime.settings
     return [
         Job("reconcile", settings.reconcile_cron, lambda tick: runtime.actors["reconcile_orphans"].send()),
         Job("sweep", settings.sweep_cron, lambda tick: runtime.actors["sweep_actor"].send()),
-        Job("prune", settings.prune_cron, lambda tick: prune(runtime=runtime)),
+        Job("prune", settings.prune_cron, prune_all),
     ]
 
 

@@ -25,6 +25,13 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.SUPPRESSED, Status.CANCELLED})
 #: outage was at fault, not the delivery. The one exception to "terminal states never change".
 REDRIVABLE = frozenset({"retries_exhausted", "permanent_failure"})
 
+#: The SQL conditions for "open" and "terminal", written exactly as the partial indexes
+#: chimeway_deliveries_open (0001) and chimeway_deliveries_closed (0008) state them: a query with the
+#: same words reads its index on both dialects (SQLite matches a partial index's WHERE by its terms).
+OPEN_SQL = "status IN ('pending', 'dispatched', 'failed')"
+TERMINAL_SQL = "status IN ('succeeded', 'suppressed', 'cancelled')"
+
+
 
 class Orchestration(StrEnum):
     READY = "ready"  #: may be attempted now

@@ -1,5 +1,8 @@
-"""What ``chimeway status`` reports: schema version, counts by status and reason, stalled
-deliveries, and the orphan backlog. One read-only pass; no recipients or payloads ever shown."""
+"""What ``chimeway status`` reports: schema version, table sizes (estimates), open deliveries,
+terminal outcomes of the last hour and day, stalled deliveries, retention and the orphan backlog.
+One read-only pass whose cost follows the open deliveries and the recent window, never the history:
+open rows are counted in the partial index chimeway_deliveries_open, recent outcomes in
+chimeway_deliveries_closed, table sizes come from the catalog. No recipients or payloads shown."""
 
 from __future__ import annotations
 
@@ -9,6 +12,12 @@ from typing import Any
 from chimeway import db, deliveries
 from chimeway.migrator import status as schema_status
 from chimeway.models import ALL_MODELS
+from chimeway.states import OPEN_SQL, TERMINAL, TERMINAL_SQL, Status
+
+#: The windows over which terminal outcomes are counted.
+RECENT_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+_OPEN = [status.value for status in Status if status not in TERMINAL]
 
 
 def collect(runtime: Any) -> dict[str, Any]:
@@ -20,22 +29,61 @@ def collect(runtime: Any) -> dict[str, Any]:
         "schema": schema,
     }
     if schema["current"] == 0:
-        report["tables"] = {}
+        report["table_estimates"] = {}
         return report
-    report["tables"] = {model._meta.table_name: model.select().count() for model in ALL_MODELS}
-    rows = db.execute(
-        "SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
-        "GROUP BY status, reason ORDER BY status, reason",
-        db=database,
-    ).fetchall()
-    report["deliveries"] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
+    report["table_estimates"] = table_estimates(database)
+    # The condition repeats the partial index's own, so both dialects read that index and only it.
+    counted = dict(db.execute(f"SELECT status, COUNT(*) FROM chimeway_deliveries WHERE {OPEN_SQL} GROUP BY status",
+                              db=database).fetchall())
+    report["open"] = {status: counted.get(status, 0) for status in _OPEN}
+    report["recent"] = {}
+    for name, window in RECENT_WINDOWS.items():
+        rows = db.execute(
+            f"SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
+            f"WHERE {TERMINAL_SQL} AND updated_at >= %s GROUP BY status, reason ORDER BY status, reason",
+            (db.to_db_time(db.now() - window, database),),
+            db=database,
+        ).fetchall()
+        report["recent"][name] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
     # exactly what the sweep would re-enqueue now: live leases and future retries are not stalled
     lost, params = deliveries.lost(db.now(), timedelta(seconds=runtime.settings.sweep_stall_seconds), database)
     report["stalled"] = db.execute(
         f"SELECT COUNT(*) FROM chimeway_deliveries WHERE {lost}", params, db=database
     ).fetchone()[0]
+    report["retention"] = retention(runtime)
     report["orphans"] = orphan_backlog(runtime)
     return report
+
+
+def table_estimates(database: Any) -> dict[str, int]:
+    """Rows per table as the catalog estimates them (PostgreSQL's reltuples, as of the last ANALYZE;
+    SQLite's largest rowid, which counts rows ever inserted): cheap at any size, and labelled so."""
+    names = [model._meta.table_name for model in ALL_MODELS]
+    if db.is_postgres(database):
+        rows = db.execute(
+            "SELECT relname, reltuples::bigint FROM pg_class WHERE relkind IN ('r', 'p') AND relname = ANY(%s) "
+            "AND relnamespace = 'public'::regnamespace",
+            (names,),
+            db=database,
+        ).fetchall()
+        found = {name: max(count, 0) for name, count in rows}  # -1: never analyzed yet
+        return {name: found.get(name, 0) for name in names}
+    return {name: db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {name}", db=database).fetchone()[0] for name in names}
+
+
+def retention(runtime: Any) -> dict[str, Any]:
+    """The retention in effect and the oldest delivery kept (terminal: the one prune removes next)."""
+    database = runtime.database
+    terminal_at, open_at = (
+        db.from_db_time(db.execute(f"SELECT MIN(updated_at) FROM chimeway_deliveries WHERE {where}", db=database)
+                        .fetchone()[0])
+        for where in (TERMINAL_SQL, OPEN_SQL)
+    )
+    return {
+        "days": runtime.settings.retention_days,  # 0: everything is kept
+        "oldest_terminal_at": terminal_at.isoformat() if terminal_at else None,
+        "oldest_open_at": open_at.isoformat() if open_at else None,
+    }
 
 
 def orphan_backlog(runtime: Any) -> dict[str, Any]:
@@ -70,14 +118,16 @@ def render(report: dict[str, Any]) -> str:
         f"schema     version {schema['current']} of {schema['latest']}"
         + (f" (pending: {', '.join(schema['pending'])})" if schema["pending"] else ""),
     ]
-    if report.get("tables"):
+    if report.get("table_estimates"):
         lines.append("")
-        lines.append(f"{'table':<30} {'rows':>10}")
-        lines += [f"{name:<30} {count:>10}" for name, count in report["tables"].items()]
-    if report.get("deliveries"):
+        lines.append(f"{'table':<30} {'rows (estimate)':>16}")
+        lines += [f"{name:<30} {count:>16}" for name, count in report["table_estimates"].items()]
+    if "open" in report:
         lines.append("")
-        lines.append(f"{'status':<12} {'reason':<24} {'deliveries':>10}")
-        lines += [f"{d['status']:<12} {d['reason'] or '-':<24} {d['count']:>10}" for d in report["deliveries"]]
+        lines.append("open deliveries         " + ", ".join(f"{s} {n}" for s, n in report["open"].items()))
+        for window, rows in report["recent"].items():
+            lines.append(f"finished in the last {window}")
+            lines += [f"  {d['status']:<12} {d['reason'] or '-':<24} {d['count']:>10}" for d in rows] or ["  none"]
     if "stalled" in report:
         orphans = report["orphans"]
         age = orphans["oldest_age_seconds"]
@@ -89,4 +139,10 @@ def render(report: dict[str, Any]) -> str:
         if orphans["backlog"]:
             # Its own line: tacked onto the backlog it read as if the whole backlog would never reconcile.
             lines.append(f"  past max age, no longer reconciled  {orphans['past_max_age']}")
+    if "retention" in report:
+        kept = report["retention"]
+        days = f"{kept['days']} days" if kept["days"] else "off (everything is kept)"
+        lines.append(f"retention               {days}")
+        lines.append(f"  oldest terminal kept  {kept['oldest_terminal_at'] or '-'}")
+        lines.append(f"  oldest open           {kept['oldest_open_at'] or '-'}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Prune: delete raw webhook rows past the retention; the ledger is never touched."""
+"""Prune raw webhook rows past CHIMEWAY_WEBHOOK_RETENTION_DAYS (the ledger's retention: chimeway.retention)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from chimeway import db as dbmod
 CHUNK = 5000
 
 
-def prune(retention_days: int | None = None, *, runtime: Any = None, now: datetime | None = None) -> int:
+def prune(
+    retention_days: int | None = None, *, runtime: Any = None, now: datetime | None = None, dry_run: bool = False
+) -> int:
     """Delete raw webhook rows received more than ``retention_days`` ago (default
-    CHIMEWAY_WEBHOOK_RETENTION_DAYS); how many were deleted."""
+    CHIMEWAY_WEBHOOK_RETENTION_DAYS); how many were deleted (with ``dry_run``: would be, none is)."""
     if runtime is None:
         from chimeway.runtime import current
 
@@ -23,6 +25,10 @@ def prune(retention_days: int | None = None, *, runtime: Any = None, now: dateti
         raise ValueError("retention_days must not be negative")
     database = runtime.database
     cutoff = dbmod.to_db_time((now or dbmod.now()) - timedelta(days=days), database)
+    if dry_run:
+        return dbmod.execute(
+            "SELECT COUNT(*) FROM chimeway_webhook_events WHERE received_at < %s", (cutoff,), db=database
+        ).fetchone()[0]
     deleted = 0
     while True:
         with dbmod.transaction(database):

@@ -96,7 +96,7 @@ def test_given_a_send_that_cannot_be_delivered_then_one_line_names_the_option_an
         "chimeway send: error: --idempotency-key: key 'k-1' was first used for a send with a different payload"
     )
     status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
-    assert status["tables"]["chimeway_deliveries"] == 1
+    assert status["table_estimates"]["chimeway_deliveries"] == 1
 
 
 def test_the_happy_path_of_each_data_command(tmp_path, redis_url, redis_namespace):
@@ -120,8 +120,8 @@ def test_the_happy_path_of_each_data_command(tmp_path, redis_url, redis_namespac
     assert from_file.returncode == 0 and "recorded" in from_file.stdout
 
     status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
-    assert status["tables"]["chimeway_deliveries"] == 2
-    assert {"status": "pending", "reason": None, "count": 2} in status["deliveries"]
+    assert status["table_estimates"]["chimeway_deliveries"] == 2
+    assert status["open"]["pending"] == 2
     human = chimeway("status", cwd=tmp_path)
     assert "pending" in human.stdout and "orphan backlog" in human.stdout
     assert "a@example.com" not in human.stdout + json.dumps(status)  # recipients are never shown
@@ -131,7 +131,39 @@ def test_the_happy_path_of_each_data_command(tmp_path, redis_url, redis_namespac
     swept = chimeway("sweep", "--json", cwd=tmp_path, env=with_redis)
     assert swept.returncode == 0 and json.loads(swept.stdout)["reenqueued"] == 0  # both are fresh, not lost
     pruned = json.loads(chimeway("prune", "--days", "1", "--json", cwd=tmp_path).stdout)
-    assert pruned == {"deleted": 0}
+    assert pruned["deleted"] == 0 and pruned["deliveries"] == 0 and pruned["retention_days"] == 90
+
+
+def test_prune_dry_run_says_what_it_would_remove_and_removes_nothing(tmp_path):
+    # Given a database with one terminal delivery (an attempt, an event) from 200 days ago and an open one
+    from datetime import timedelta
+
+    from chimeway import db
+    from chimeway import runtime as runtime_mod
+    from chimeway.models import Attempt, Delivery, Event, new_id
+
+    assert chimeway("migrate", cwd=tmp_path).returncode == 0
+    runtime_mod.configure(database_url=f"sqlite:///{tmp_path / 'chimeway.sqlite3'}", redis_url="", environ={})
+    try:
+        at = db.now() - timedelta(days=200)
+        for status in ("succeeded", "pending"):
+            row = Delivery.create(notification_id=new_id(), channel="email", recipient="ann@example.com",
+                                  adapter="log", status=status, created_at=at, updated_at=at)
+            Attempt.create(delivery_id=row.id, attempt_number=1, outcome="failed", adapter="log", created_at=at)
+            Event.create(delivery_id=row.id, type="sent", provider="log", occurred_at=at, received_at=at)
+    finally:
+        runtime_mod.reset()
+    # When prune runs with --dry-run, then for real
+    dry = chimeway("prune", "--dry-run", cwd=tmp_path)
+    dry_json = json.loads(chimeway("prune", "--dry-run", "--json", cwd=tmp_path).stdout)
+    real = json.loads(chimeway("prune", "--json", cwd=tmp_path).stdout)
+    # Then the dry run names what the real run removed, and removed nothing itself
+    assert dry.returncode == 0 and "would remove 1 deliveries, 1 attempts, 1 events" in dry.stdout
+    assert dry_json["dry_run"] is True
+    assert {k: dry_json[k] for k in ("deliveries", "attempts", "events")} == {"deliveries": 1, "attempts": 1, "events": 1}
+    assert {k: real[k] for k in ("deliveries", "attempts", "events")} == {"deliveries": 1, "attempts": 1, "events": 1}
+    status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
+    assert status["open"]["pending"] == 1 and status["retention"]["days"] == 90
 
 
 def test_webhooks_serve_answers_a_real_request_and_stops_on_sigterm(tmp_path):
@@ -173,7 +205,7 @@ def test_webhooks_serve_answers_a_real_request_and_stops_on_sigterm(tmp_path):
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=10)
     status = json.loads(chimeway("status", "--json", cwd=tmp_path).stdout)
-    assert status["tables"]["chimeway_webhook_events"] == 0
+    assert status["table_estimates"]["chimeway_webhook_events"] == 0
 
 
 def test_the_scheduler_fires_its_ticks_and_stops_cleanly_on_sigterm(tmp_path, redis_url, redis_namespace):

@@ -44,4 +44,4 @@ def test_given_a_fresh_virtualenv_without_test_extras_when_running_the_demo_then
                             capture_output=True, text=True, timeout=120)
     report = json.loads(status.stdout)
     assert report["stalled"] == 0
-    assert not [d for d in report["deliveries"] if d["status"] in ("pending", "dispatched", "failed")]
+    assert report["open"] == {"pending": 0, "dispatched": 0, "failed": 0}

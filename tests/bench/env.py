@@ -36,6 +36,9 @@ class BenchConfig:
     priority_sends: int = 100  #: high-priority sends, at priority_rate per second, while it drains
     priority_rate: float = 10.0
     drain_timeout: float = 600.0
+    scale_sizes: tuple[int, ...] = (1_000_000,)  #: deliveries loaded per scale run (add 10000000 for the full figure)
+    scale_drain_n: int = 5_000  #: fresh sends drained on the loaded and on an empty database (0: skip)
+    id_rows: int = 1_000_000  #: rows inserted per key type, UUIDv4 against UUIDv7 (0: skip)
     sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile",
                                  "console", "send_many", "priority")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.

@@ -36,6 +36,11 @@ TARGETS = {
     "console": {"goal": "list and recipient search < 100 ms with 1,000,000 deliveries"},
     "send_many_ratio_to_send": {"goal": ">= 5"},
     "priority_p99_ms": {"goal": "< 250 (high-priority commit → terminal through a bulk backlog)"},
+    "status_ms_10m": {"goal": "< 200"},
+    "sweep_idle_ms_10m": {"goal": "< 50"},
+    "reconcile_idle_ms_10m": {"goal": "< 50"},
+    "prune_day_seconds_10m": {"goal": "< 10"},
+    "drain_ratio_10m": {"goal": "within 10 % of 1.0"},
 }
 
 
@@ -109,6 +114,9 @@ def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
     section("send_many", lambda: sending.send_many_bench(env, cfg.send_many_n))
     section("priority", lambda: sending.priority_latency(env, cfg.priority_bulk_n, cfg.processes, cfg.threads,
                                                          cfg.priority_sends, cfg.priority_rate))
+    from tests.bench import scale
+
+    section("scale", lambda: scale.scale_bench(env))  # not in the default sections: `make scale`
     return results, errors
 
 
@@ -153,6 +161,11 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
     if "priority" in results:
         summary["priority"] = results["priority"]
         summary["priority_p99_ms"] = results["priority"]["p99_ms"]
+    if "scale" in results:
+        from tests.bench.scale import summary_fields
+
+        summary["scale"] = results["scale"]
+        summary.update(summary_fields(results["scale"]))
     summary["targets"] = TARGETS
     summary["errors"] = errors
     summary["duration_seconds"] = round(seconds, 1)
@@ -223,6 +236,16 @@ def render_table(summary: dict[str, Any]) -> str:
                 f"{con[name]['median_ms']} / {con[name]['max_ms']}", "< 100 ms" if name != "overview" else "")
     if "index_cost_100k" in con:
         row("console index: extra cost of insert + 2 updates (%)", con["index_cost_100k"]["extra_cost_percent"])
+    for size, r in ((summary.get("scale") or {}).get("sizes") or {}).items():
+        row(f"scale {size}: status / sweep idle / reconcile idle (ms)",
+            f"{r['status_ms']} / {r['sweep_idle_ms']} / {r['reconcile_idle_ms']}", "< 200 / < 50 / < 50")
+        row(f"scale {size}: prune one day (s), drain ratio", f"{r['prune_day_seconds']}, {r.get('drain_ratio')}",
+            "< 10 s; within 10 %")
+    ids = (summary.get("scale") or {}).get("ids")
+    if ids:
+        row(f"ids {ids['rows']} rows: uuid4 / uuid7 inserts per s",
+            f"{ids['uuid4']['rows_per_second']} / {ids['uuid7']['rows_per_second']}",
+            f"pkey MiB {ids['uuid4']['pkey_mib']} / {ids['uuid7']['pkey_mib']}")
     for name, err in (summary.get("errors") or {}).items():
         row(f"{name}: FAILED", err[:80])
     width = max((len(r[0]) for r in rows), default=10)

@@ -76,6 +76,9 @@ class ChaosConfig:
     broker_maintenance_chance: int = 50_000
     sweep_cron: str = "* * * * *"
     reconcile_cron: str = "* * * * *"
+    #: CHAOS_PRUNE_CRON: the scheduler's prune (raw webhooks and history past retention) under load;
+    #: every minute by default, so its chunked, horizon-guarded deletes run beside the workers.
+    prune_cron: str = "* * * * *"
 
 
 SMALL = {"deliveries": 300, "send_seconds": 25.0, "kills": 4, "webhooks": 60, "deadline_seconds": 115.0,
@@ -84,7 +87,7 @@ SMALL = {"deliveries": 300, "send_seconds": 25.0, "kills": 4, "webhooks": 60, "d
 
 def worker_settings(cfg: ChaosConfig) -> dict[str, Any]:
     names = ("lease_seconds", "sweep_stall_seconds", "backoff_min_ms", "backoff_max_ms", "reconcile_grace_seconds",
-             "broker_heartbeat_ms", "broker_maintenance_chance", "sweep_cron", "reconcile_cron")
+             "broker_heartbeat_ms", "broker_maintenance_chance", "sweep_cron", "reconcile_cron", "prune_cron")
     settings = {name: getattr(cfg, name) for name in names}
     settings["mailgun_webhook_signing_key"] = webhooks.SIGNING_KEY
     return settings

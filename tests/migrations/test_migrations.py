@@ -30,13 +30,6 @@ from chimeway.states import (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "postgres":
-        return request.getfixturevalue("pg_empty_url")
-    return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
-
-
 @pytest.fixture
 def database(empty_url: str) -> Iterator[peewee.Database]:
     database = dbmod.connect(load_settings(environ={}, database_url=empty_url))

@@ -10,7 +10,8 @@ def report(backlog: int, oldest: int | None, past_max_age: int) -> dict:
     return {
         "database": "postgresql", "broker": "redis",
         "schema": {"current": 2, "latest": 2, "pending": []},
-        "tables": {}, "deliveries": [], "stalled": 0,
+        "table_estimates": {}, "open": {"pending": 0}, "recent": {"hour": []}, "stalled": 0,
+        "retention": {"days": 90, "oldest_terminal_at": None, "oldest_open_at": None},
         "orphans": {"backlog": backlog, "oldest_age_seconds": oldest, "past_max_age": past_max_age},
     }
 
@@ -26,3 +27,11 @@ def test_given_no_orphans_then_status_shows_an_empty_backlog_only():
     text = render(report(0, None, 0))
     assert "orphan backlog          0" in text.splitlines()
     assert "past max age" not in text
+
+
+def test_status_labels_table_sizes_as_estimates_and_shows_the_retention_in_effect():
+    text = render({**report(0, None, 0), "table_estimates": {"chimeway_events": 7},
+                   "retention": {"days": 0, "oldest_terminal_at": None, "oldest_open_at": "2026-01-01T00:00:00+00:00"}})
+    assert "rows (estimate)" in text
+    assert "retention               off (everything is kept)" in text.splitlines()
+    assert "  oldest open           2026-01-01T00:00:00+00:00" in text.splitlines()

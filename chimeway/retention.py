@@ -1,0 +1,157 @@
+"""Retention: remove terminal deliveries past CHIMEWAY_RETENTION_DAYS with their attempts and ledger
+events, and orphan events as old. Open deliveries are never removed, whatever their age.
+
+The attempts and the ledger stay append-only for every row that is kept (migration 0008): their
+triggers refuse every UPDATE, and refuse a DELETE unless the row is older than the horizon in
+``chimeway_retention`` and its delivery, if any, is terminal. Only this module writes that horizon,
+inside the transaction that deletes, and closes it again before committing: the database itself
+holds prune to the retention window, and refuses every other DELETE.
+
+A delivery is removed only once everything it owns is past retention: it is terminal and last
+changed before the cutoff, and no attempt or event of it is newer (a late "opened" keeps it).
+Orphans still within the reconcile max age are kept even when retention is shorter, so the
+reconciler never loses one it may still link. Each chunk is its own short transaction; rows a
+worker or the projection holds are skipped (SKIP LOCKED) and taken by the next run, so prune never
+waits on a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from chimeway import db as dbmod
+from chimeway.states import TERMINAL_SQL
+
+__all__ = ["CHUNK", "RetentionResult", "cutoffs", "prune_history"]
+
+#: Deliveries per transaction: short locks, and a list of ids SQLite accepts as parameters.
+CHUNK = 1000
+
+_TERMINAL_PAST = f"d.{TERMINAL_SQL} AND d.updated_at < %s"
+_NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
+  AND NOT EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = d.id AND e.received_at >= %s)"""
+
+#: Terminal deliveries past the cutoff none of whose attempts or events is newer (params: cutoff x3).
+_EXPIRED = f"SELECT d.id FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} AND {_NOTHING_NEWER}"
+
+#: The next chunk of candidates after the keyset (updated_at, id), walking chimeway_deliveries_closed.
+#: Asked apart from the NOT EXISTS: joined to them over the whole range, the planner hashes every
+#: attempt of the table for each chunk (O(history)); on a chunk of ids it probes their index.
+_NEXT = f"SELECT d.id, d.updated_at FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} {{after}} ORDER BY d.updated_at, d.id LIMIT %s"
+
+#: Orphan events (no delivery) received before the cutoff; walks chimeway_events_orphan_scan.
+_EXPIRED_ORPHANS = "FROM chimeway_events WHERE needs_reconciliation AND delivery_id IS NULL AND received_at < %s"
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one prune removed (or, with ``dry_run``, would remove)."""
+
+    retention_days: int
+    cutoff: datetime | None  #: terminal deliveries last changed before this go; None: retention off
+    deliveries: int = 0
+    attempts: int = 0
+    events: int = 0  #: the deliveries' ledger events
+    orphans: int = 0  #: orphan events past retention and the reconcile max age
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cutoff"] = self.cutoff.isoformat() if self.cutoff else None
+        return data
+
+
+def cutoffs(settings: Any, now: datetime) -> tuple[datetime, datetime] | None:
+    """(deliveries' cutoff, orphans' cutoff) for ``now``, or None when retention is off (0 days)."""
+    if settings.retention_days == 0:
+        return None
+    cutoff = now - timedelta(days=settings.retention_days)
+    # An orphan the reconciler may still link is kept, even if retention is shorter than its max age.
+    return cutoff, min(cutoff, now - timedelta(minutes=settings.reconcile_max_age_minutes))
+
+
+def prune_history(*, runtime: Any, now: datetime | None = None, dry_run: bool = False) -> RetentionResult:
+    """Remove (or count, with ``dry_run``) what is past CHIMEWAY_RETENTION_DAYS."""
+    settings, database = runtime.settings, runtime.database
+    found = cutoffs(settings, now or dbmod.now())
+    if found is None:
+        return RetentionResult(retention_days=0, cutoff=None, dry_run=dry_run)
+    cutoff, orphan_cutoff = (dbmod.to_db_time(moment, database) for moment in found)
+    counts = _count(database, cutoff, orphan_cutoff) if dry_run else _delete(database, cutoff, orphan_cutoff)
+    return RetentionResult(settings.retention_days, found[0], *counts, dry_run=dry_run)
+
+
+def _count(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, int, int]:
+    expired = f"SELECT id FROM ({_EXPIRED}) expired"
+    params = (cutoff, cutoff, cutoff)
+    deliveries = dbmod.execute(f"SELECT COUNT(*) FROM ({expired}) counted", params, database).fetchone()[0]
+    attempts = dbmod.execute(
+        f"SELECT COUNT(*) FROM chimeway_delivery_attempts WHERE delivery_id IN ({expired})", params, database
+    ).fetchone()[0]
+    events = dbmod.execute(
+        f"SELECT COUNT(*) FROM chimeway_events WHERE delivery_id IN ({expired})", params, database
+    ).fetchone()[0]
+    orphans = dbmod.execute(f"SELECT COUNT(*) {_EXPIRED_ORPHANS}", (orphan_cutoff,), database).fetchone()[0]
+    return deliveries, attempts, events, orphans
+
+
+def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, int, int]:
+    lock = " FOR UPDATE OF d SKIP LOCKED" if dbmod.is_postgres(database) else ""
+    totals = [0, 0, 0, 0]
+    after: tuple[Any, Any] | None = None
+    while True:
+        with _horizon(database, cutoff):
+            keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
+            candidates = dbmod.execute(
+                _NEXT.format(after=keyset), (cutoff, *(after or ()), CHUNK), database
+            ).fetchall()
+            if candidates:
+                after = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
+                marks = ", ".join(["%s"] * len(candidates))
+                expired = dbmod.execute(
+                    f"{_EXPIRED} AND d.id IN ({marks}){lock}", (cutoff, cutoff, cutoff, *(c[0] for c in candidates)),
+                    database,
+                ).fetchall()
+                for total, removed in enumerate(_remove([row[0] for row in expired], database)):
+                    totals[total] += removed
+        if len(candidates) < CHUNK:
+            break
+    while True:
+        with _horizon(database, orphan_cutoff):
+            removed = dbmod.execute(
+                f"DELETE FROM chimeway_events WHERE id IN (SELECT id {_EXPIRED_ORPHANS} LIMIT %s)",
+                (orphan_cutoff, CHUNK), database,
+            ).rowcount
+        totals[3] += removed
+        if removed < CHUNK:
+            break
+    return totals[0], totals[1], totals[2], totals[3]
+
+
+def _remove(ids: list[Any], database: Any) -> tuple[int, int, int]:
+    """Delete these deliveries with their events and attempts: (deliveries, attempts, events)."""
+    if not ids:
+        return 0, 0, 0
+    marks = ", ".join(["%s"] * len(ids))
+    # Children first: the foreign keys from attempts and events name the delivery.
+    events = dbmod.execute(f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks})", ids, database).rowcount
+    attempts = dbmod.execute(f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks})", ids, database).rowcount
+    deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id IN ({marks})", ids, database).rowcount
+    return deliveries, attempts, events
+
+
+@contextmanager
+def _horizon(database: Any, cutoff: Any) -> Iterator[None]:
+    """A transaction in which attempts and events older than ``cutoff`` may be deleted (the triggers
+    read the horizon). It is closed again before commit, so no other transaction ever sees it open:
+    outside prune, nothing in the ledger can be deleted. On PostgreSQL the row lock also makes two
+    prunes take turns rather than race on the same rows."""
+    set_horizon = "UPDATE chimeway_retention SET prune_before = %s WHERE id = 1"
+    with dbmod.transaction(database):
+        dbmod.execute(set_horizon, (cutoff,), database)
+        yield
+        dbmod.execute(set_horizon, (None,), database)

@@ -1,0 +1,235 @@
+"""Scale (issue 13): a year at a million notifications a day, measured on a loaded database.
+
+For each size N the history is generated in SQL (minutes, not hours): N deliveries spread evenly
+over ``DAYS`` days with UUIDv7 ids made from their own time, one attempt per delivery and two ledger
+events (sent, delivered), plus a small open set (pending, failed) changed a moment ago. With
+CHIMEWAY_RETENTION_DAYS = ``DAYS - 1`` exactly the oldest day is past retention, so one ``prune``
+removes one day's history. Figures (milliseconds of wall time around calls that are one or a few
+SQL statements each, so database time plus a little Python):
+
+- ``status_ms``: ``chimeway.status.collect`` (what ``chimeway status --json`` prints), best of 3;
+- ``sweep_idle_ms`` / ``reconcile_idle_ms``: a sweep and a reconcile with nothing to do, best of 5;
+- ``prune_day_seconds``: one prune removing the oldest day;
+- ``drain_ratio``: deliveries/s of the same workers draining ``drain_n`` fresh sends on the loaded
+  database divided by the same on an empty one (1.0: the history costs the hot path nothing).
+
+``ids`` inserts ``id_rows`` rows keyed by UUIDv4 and by UUIDv7 into two bare tables (batches of
+10,000 per statement) and reports rows/s and the primary key's size for each.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.bench.drain import send_many, worker_env
+from tests.bench.env import BenchEnv
+from tests.harness.progress import say
+from tests.harness.stack import dramatiq_argv
+
+#: Days of history loaded; retention is one day less, so prune removes exactly the oldest day.
+DAYS = 11
+
+#: A UUIDv7 from the timestamp ``t`` and a seed ``g`` (48-bit Unix milliseconds, version 7, variant
+#: 10, the rest from md5 of the seed): what chimeway.models.new_id makes, in SQL.
+UUID7_SQL = (
+    "(lpad(to_hex((extract(epoch FROM {t}) * 1000)::bigint), 12, '0') || '7' || substr(md5(({g})::text), 1, 3) "
+    "|| '8' || substr(md5(({g})::text), 4, 15))::uuid"
+)
+
+OPEN_ROWS = 1_000
+
+
+def load_history(conn: Any, n: int) -> None:
+    """N terminal deliveries over DAYS days (the newest a minute ago), their attempts and events."""
+    cur = conn.cursor()
+    span = f"interval '{DAYS} days'"
+    at = f"(now() - interval '1 minute' - {span} * (g::float8 / {n}))"
+    started = time.monotonic()
+    cur.execute(
+        "CREATE UNLOGGED TABLE bench_history AS SELECT g, "
+        f"{UUID7_SQL.format(t=at, g='g')} AS id, {at} AS at FROM generate_series(1, %s) AS g",
+        (n,),
+    )
+    cur.execute(
+        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, attempt_count, "
+        "provider, provider_message_id, delivered_at, created_at, updated_at) "
+        "SELECT id, id, 'email', 'bench-' || g || '@example.test', 'fake', 'succeeded', 1, 'fake', "
+        "'fake-' || g, at, at, at FROM bench_history"
+    )
+    say(f"scale {n}: deliveries loaded in {time.monotonic() - started:.0f}s")
+    cur.execute(
+        "INSERT INTO chimeway_delivery_attempts (id, delivery_id, attempt_number, outcome, adapter, "
+        "provider_message_id, created_at) "
+        f"SELECT {UUID7_SQL.format(t='at', g='-g')}, id, 1, 'succeeded', 'fake', 'fake-' || g, at FROM bench_history"
+    )
+    say(f"scale {n}: attempts loaded at {time.monotonic() - started:.0f}s")
+    for kind, offset in (("sent", 1), ("delivered", 2)):
+        cur.execute(
+            "INSERT INTO chimeway_events (id, delivery_id, type, provider, provider_message_id, provider_event_id, "
+            "occurred_at, received_at, idempotency_key) "
+            f"SELECT {UUID7_SQL.format(t='at', g=f'(g * 3 + {offset})')}, id, %s, 'fake', 'fake-' || g, "
+            f"'{kind}-' || g, at, at, 'fake:{kind}-' || g || ':0' FROM bench_history",
+            (kind,),
+        )
+    say(f"scale {n}: events loaded at {time.monotonic() - started:.0f}s")
+    cur.execute("DROP TABLE bench_history")
+    # The open set: sent a moment ago, some waiting for a retry (what a busy system has in flight).
+    cur.execute(
+        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, "
+        "next_attempt_at, enqueued_at) SELECT gen_random_uuid(), gen_random_uuid(), 'email', "
+        "'open-' || g || '@example.test', 'fake', CASE WHEN g %% 2 = 0 THEN 'pending' ELSE 'failed' END, "
+        "now() + interval '1 hour', now() FROM generate_series(1, %s) AS g",
+        (OPEN_ROWS,),
+    )
+    cur.execute("VACUUM ANALYZE")
+    say(f"scale {n}: loaded and analyzed in {time.monotonic() - started:.0f}s")
+
+
+def best_ms(fn: Any, times: int) -> float:
+    runs = []
+    for _ in range(times):
+        started = time.monotonic()
+        fn()
+        runs.append((time.monotonic() - started) * 1000)
+    return round(min(runs), 2)
+
+
+def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
+    """Deliveries/s of 2 x 8 workers draining ``n`` fresh sends on the database at ``url``."""
+    import chimeway
+    from chimeway.runtime import reset
+
+    env.rd.client().flushall()
+    chimeway.configure(database_url=url, redis_url=env.rd.url(), environ={})
+    cur = conn.cursor()
+    open_count = "SELECT count(*) FROM chimeway_deliveries WHERE status IN ('pending', 'dispatched', 'failed')"
+    cur.execute(open_count)
+    before = cur.fetchone()[0]
+    try:
+        send_many(n)
+    finally:
+        reset()
+    env.sup.add(label, dramatiq_argv("chimeway.worker", 2, 8), worker_env(env, url, 8), keep_alive=False)
+    env.sup.start(label)
+    try:
+        first: float | None = None
+        left_at_first = left = n
+        deadline = time.monotonic() + env.cfg.drain_timeout
+        while time.monotonic() < deadline:
+            cur.execute(open_count)
+            left = cur.fetchone()[0] - before  # the loaded open set has no message: it stays open
+            if first is None and left < n:
+                first, left_at_first = time.monotonic(), left
+            if left <= 0:
+                break
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"{label}: {left} of {n} still open")
+        rate = left_at_first / max(time.monotonic() - first, 1e-6)
+    finally:
+        env.sup.stop(label)
+    say(f"{label}: {rate:.0f} deliveries/s")
+    return round(rate, 1)
+
+
+def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
+    import chimeway
+    from chimeway.dispatch.sweep import sweep
+    from chimeway.retention import prune_history
+    from chimeway.runtime import reset
+    from chimeway.status import collect
+
+    label = f"scale_{n}"
+    url = env.fresh_database(label)
+    conn = env.pg.connect(label)
+    try:
+        load_history(conn, n)
+        cur = conn.cursor()
+        cur.execute("SELECT pg_database_size(current_database())")
+        size_mib = round(cur.fetchone()[0] / 2**20)
+        runtime = chimeway.configure(
+            database_url=url, redis_url=env.rd.url(), environ={"CHIMEWAY_RETENTION_DAYS": str(DAYS - 1)}
+        )
+        try:
+            status_ms = best_ms(lambda: collect(runtime), 3)
+            sweep_ms = best_ms(sweep, 5)
+            reconcile_ms = best_ms(chimeway.reconcile, 5)
+            started = time.monotonic()
+            pruned = prune_history(runtime=runtime)
+            prune_seconds = round(time.monotonic() - started, 2)
+            status_after_ms = best_ms(lambda: collect(runtime), 3)
+        finally:
+            reset()
+        row = {
+            "deliveries": n, "database_mib": size_mib, "status_ms": status_ms, "sweep_idle_ms": sweep_ms,
+            "reconcile_idle_ms": reconcile_ms, "prune_day_seconds": prune_seconds,
+            "pruned": {"deliveries": pruned.deliveries, "attempts": pruned.attempts, "events": pruned.events},
+            "status_after_prune_ms": status_after_ms,
+        }
+        say(f"scale {n}: {row}")
+        if env.cfg.scale_drain_n:
+            row["drain_loaded_per_second"] = drain_rate(env, url, conn, env.cfg.scale_drain_n, f"{label}_drain")
+    finally:
+        conn.close()
+        env.drop_database(label)
+    return row
+
+
+def empty_drain(env: BenchEnv) -> float:
+    url = env.fresh_database("scale_empty")
+    conn = env.pg.connect("scale_empty")
+    try:
+        return drain_rate(env, url, conn, env.cfg.scale_drain_n, "scale_empty_drain")
+    finally:
+        conn.close()
+        env.drop_database("scale_empty")
+
+
+def id_inserts(env: BenchEnv, rows: int) -> dict[str, Any]:
+    """Insert throughput and primary-key size of UUIDv4 against UUIDv7 keys."""
+    env.fresh_database("scale_ids")
+    conn = env.pg.connect("scale_ids")
+    result: dict[str, Any] = {"rows": rows}
+    try:
+        cur = conn.cursor()
+        ids = {"uuid4": "gen_random_uuid()",
+               "uuid7": UUID7_SQL.format(t="clock_timestamp()", g="g")}
+        for name, expression in ids.items():
+            cur.execute(f"CREATE TABLE ids_{name} (id uuid PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())")
+            started = time.monotonic()
+            for first in range(0, rows, 10_000):
+                cur.execute(
+                    f"INSERT INTO ids_{name} (id) SELECT {expression} FROM generate_series(%s, %s) AS g",
+                    (first, min(rows, first + 10_000) - 1),
+                )
+            seconds = time.monotonic() - started
+            cur.execute(f"SELECT pg_relation_size('ids_{name}_pkey')")
+            result[name] = {"rows_per_second": round(rows / seconds), "pkey_mib": round(cur.fetchone()[0] / 2**20, 1)}
+            say(f"ids {name}: {result[name]}")
+    finally:
+        conn.close()
+        env.drop_database("scale_ids")
+    return result
+
+
+def scale_bench(env: BenchEnv) -> dict[str, Any]:
+    cfg = env.cfg
+    result: dict[str, Any] = {"sizes": {str(n): scale_once(env, n) for n in cfg.scale_sizes}}
+    if cfg.scale_drain_n:
+        result["drain_empty_per_second"] = empty_drain(env)
+        for row in result["sizes"].values():
+            row["drain_ratio"] = round(row["drain_loaded_per_second"] / result["drain_empty_per_second"], 3)
+    if cfg.id_rows:
+        result["ids"] = id_inserts(env, cfg.id_rows)
+    return result
+
+
+def summary_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The JSON summary's flat figures, suffixed by size (``_1m``, ``_10m``)."""
+    flat: dict[str, Any] = {}
+    for size, row in result["sizes"].items():
+        suffix = f"_{int(size) // 1_000_000}m" if int(size) >= 1_000_000 else f"_{size}"
+        for name in ("status_ms", "sweep_idle_ms", "reconcile_idle_ms", "prune_day_seconds", "drain_ratio"):
+            flat[name + suffix] = row.get(name)
+    return flat

@@ -1,0 +1,114 @@
+"""Retention (CHIMEWAY_RETENTION_DAYS): prune removes terminal deliveries past retention with their
+attempts and ledger events, and old orphans; open deliveries and every row inside retention stay,
+and stay append-only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from chimeway import db
+from chimeway.errors import EventLedgerImmutableError
+from chimeway.models import Attempt, Delivery, Event
+from chimeway.retention import prune_history
+
+
+def ids(model, **where) -> set[str]:
+    query = model.select(model.id)
+    for name, value in where.items():
+        query = query.where(getattr(model, name) == value)
+    return {row.id for row in query}
+
+
+def test_given_old_and_recent_history_when_pruned_then_only_terminal_rows_past_retention_go(
+    configured, history, orphan
+):
+    # Given 90 days of retention, deliveries on both sides of it and orphans
+    old_done = [history("succeeded", days=120), history("cancelled", days=100), history("suppressed", days=91)]
+    old_open = [history("pending", days=200), history("failed", days=150), history("dispatched", days=120)]
+    recent_done = history("succeeded", days=10)
+    late_event = history("succeeded", days=120, event_days=5)  # an "opened" of last week keeps it
+    old_orphan, young_orphan = orphan(100), orphan(3)
+
+    # When prune runs dry first, then for real
+    dry = prune_history(runtime=configured, dry_run=True)
+    assert (dry.deliveries, dry.attempts, dry.events, dry.orphans) == (3, 3, 3, 1)
+    assert Delivery.select().count() == 8 and Event.select().count() == 10  # a dry run removes nothing
+    done = prune_history(runtime=configured)
+
+    # Then exactly the terminal deliveries past retention went, with their attempts and events
+    assert (done.deliveries, done.attempts, done.events, done.orphans) == (3, 3, 3, 1)
+    assert ids(Delivery) == {*old_open, recent_done, late_event}
+    assert {a.delivery_id for a in Attempt.select()} == {*old_open, recent_done, late_event}
+    assert ids(Event, delivery_id=None) == {young_orphan}
+    assert old_orphan not in ids(Event)
+    assert not set(old_done) & ids(Delivery)
+    # And a second run finds nothing more
+    again = prune_history(runtime=configured)
+    assert (again.deliveries, again.attempts, again.events, again.orphans) == (0, 0, 0, 0)
+
+
+def test_given_retention_zero_when_pruned_then_everything_is_kept(configured, history, orphan):
+    history("succeeded", days=3000)
+    orphan(3000)
+    runtime = replace(configured, settings=replace(configured.settings, retention_days=0))
+    result = prune_history(runtime=runtime)
+    assert result.cutoff is None and result.deliveries == 0
+    assert Delivery.select().count() == 1 and Event.select().count() == 2
+
+
+def test_given_an_orphan_the_reconciler_may_still_link_then_a_short_retention_keeps_it(configured, orphan):
+    # Given 1 day of retention but a reconcile max age of 7 days (the default)
+    young = orphan(3)
+    runtime = replace(configured, settings=replace(configured.settings, retention_days=1))
+    assert prune_history(runtime=runtime).orphans == 0
+    assert young in ids(Event)
+
+
+def test_given_a_prune_has_run_then_kept_rows_are_still_append_only(configured, history):
+    # Given a prune that set its horizon 90 days back
+    recent = history("succeeded", days=10)
+    old_open = history("pending", days=200)
+    prune_history(runtime=configured)
+    database = configured.database
+    # Then a row inside retention cannot be deleted, nor updated
+    for table in ("chimeway_delivery_attempts", "chimeway_events"):
+        with pytest.raises(EventLedgerImmutableError):
+            db.execute(f"DELETE FROM {table} WHERE delivery_id = %s", (recent,), database)
+        with pytest.raises(EventLedgerImmutableError):
+            db.execute(f"UPDATE {table} SET provider_message_id = 'x' WHERE delivery_id = %s", (recent,), database)
+        # And an open delivery's rows cannot be deleted whatever their age
+        with pytest.raises(EventLedgerImmutableError):
+            db.execute(f"DELETE FROM {table} WHERE delivery_id = %s", (old_open,), database)
+    assert Attempt.select().count() == 2 and Event.select().count() == 2
+
+
+def test_given_no_prune_ever_ran_then_even_old_terminal_rows_cannot_be_deleted(configured, history):
+    old = history("succeeded", days=400)
+    for table in ("chimeway_delivery_attempts", "chimeway_events"):
+        with pytest.raises(EventLedgerImmutableError):
+            db.execute(f"DELETE FROM {table} WHERE delivery_id = %s", (old,), configured.database)
+
+
+def test_given_more_than_a_chunk_then_prune_removes_them_all(configured, history, monkeypatch):
+    from chimeway import retention
+
+    monkeypatch.setattr(retention, "CHUNK", 3)
+    for _ in range(7):
+        history("succeeded", days=120)
+    assert prune_history(runtime=configured).deliveries == 7
+    assert Delivery.select().count() == 0 and Attempt.select().count() == 0 and Event.select().count() == 0
+
+
+def test_given_the_oldest_candidates_are_all_kept_by_late_events_then_prune_walks_past_them(
+    configured, history, monkeypatch
+):
+    from chimeway import retention
+
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    kept = {history("succeeded", days=130, event_days=1) for _ in range(3)}  # oldest, each with a late event
+    for _ in range(3):
+        history("succeeded", days=120)
+    assert prune_history(runtime=configured).deliveries == 3
+    assert ids(Delivery) == kept
