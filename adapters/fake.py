@@ -6,13 +6,15 @@
     ok          succeed (provider ``payload["fake_provider"]`` or "fake", message id
                 ``payload["fake_provider_message_id"]`` or a fresh one)
     temporary   raise TemporaryError        permanent   raise PermanentError
+    throttled:S raise TemporaryError with retry_after S seconds (a provider's 429 with Retry-After)
     bounced     raise BouncedError          garbage     return something that is not a SendResult
     crash       raise an unexpected exception
     sleep:MS    sleep MS milliseconds, then succeed
 
 Every call is recorded in memory (``FakeAdapter.calls``, ``FakeAdapter.calls_for(id)``) and, when the environment
 variable ``CHIMEWAY_FAKE_CALL_LOG`` names a file, appended to it as one JSON line as the call
-begins — delivery_id, attempt_number, idempotency_key, pid — so tests can count calls across
+begins — delivery_id, attempt_number, idempotency_key, pid, and ``at`` (the time, in seconds since
+the epoch) — so tests can count calls across
 processes, including calls cut short by a crash.
 """
 
@@ -31,7 +33,7 @@ from chimeway.adapter import Adapter, BouncedError, PermanentError, SendRequest,
 #: The environment variable naming the cross-process call log.
 CALL_LOG_ENV = "CHIMEWAY_FAKE_CALL_LOG"
 
-OUTCOMES = ("ok", "temporary", "permanent", "bounced", "garbage", "crash", "sleep:MS")
+OUTCOMES = ("ok", "temporary", "throttled:S", "permanent", "bounced", "garbage", "crash", "sleep:MS")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class FakeAdapter(Adapter):
             provider = str(request.payload.get("fake_provider") or "fake")
             message_id = request.payload.get("fake_provider_message_id") or f"fake-{uuid.uuid4()}"
             return SendResult(provider=provider, provider_message_id=str(message_id), response={"fake": "ok"})
+        if outcome.startswith("throttled:"):
+            seconds = float(outcome.partition(":")[2])
+            raise TemporaryError("fake: scripted 429", retry_after=seconds, response={"status": 429})
         if outcome == "temporary":
             raise TemporaryError("fake: scripted temporary failure", response={"fake": outcome})
         if outcome == "permanent":
@@ -110,6 +115,7 @@ def _log_call(request: SendRequest, outcome: str) -> None:
             "attempt_number": request.attempt_number,
             "idempotency_key": request.idempotency_key,
             "pid": os.getpid(),
+            "at": time.time(),
         })
         # One write of a short line with O_APPEND: lines from many processes never interleave.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -1,5 +1,5 @@
-"""What ``chimeway status`` reports: schema version, counts by status and reason, stalled
-deliveries, and the orphan backlog. One read-only pass; no recipients or payloads ever shown."""
+"""What ``chimeway status`` reports: schema version, each configured adapter's circuit, counts by
+status and reason, stalled deliveries, and the orphan backlog. One read-only pass; no recipients or payloads ever shown."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def collect(runtime: Any) -> dict[str, Any]:
         "database": "postgresql" if db.is_postgres(database) else "sqlite",
         "broker": "redis" if runtime.settings.redis_url else "in-memory",
         "schema": schema,
+        "circuits": _circuits(runtime),
     }
     if schema["current"] == 0:
         report["tables"] = {}
@@ -38,6 +39,14 @@ def collect(runtime: Any) -> dict[str, Any]:
     ).fetchone()[0]
     report["orphans"] = orphan_backlog(runtime)
     return report
+
+
+def _circuits(runtime: Any) -> list[dict[str, Any]] | None:
+    """Each configured adapter's circuit, or None when Redis cannot be read (the rest still reports)."""
+    try:
+        return runtime.guard.circuits(runtime.registry.configured())
+    except Exception:  # redis.RedisError, a timeout: status reads the database without it
+        return None
 
 
 def orphan_backlog(runtime: Any) -> dict[str, Any]:
@@ -72,6 +81,15 @@ def render(report: dict[str, Any]) -> str:
         f"schema     version {schema['current']} of {schema['latest']}"
         + (f" (pending: {', '.join(schema['pending'])})" if schema["pending"] else ""),
     ]
+    circuits = report.get("circuits")
+    if circuits is None and "circuits" in report:
+        lines += ["", "circuits   unknown (Redis unreachable)"]
+    if circuits:
+        lines.append("")
+        lines.append(f"{'adapter':<20} {'circuit':<10} {'failures in a row':>17}")
+        for c in circuits:
+            closes = f"  (probe in {c['opens_for_seconds']} s)" if c["state"] == "open" else ""
+            lines.append(f"{c['adapter']:<20} {c['state']:<10} {c['failures']:>17}{closes}")
     if report.get("tables"):
         lines.append("")
         lines.append(f"{'table':<30} {'rows':>10}")

@@ -25,6 +25,7 @@ from chimeway.config import Settings
 from chimeway.dispatch.actors import declare
 from chimeway.dispatch.enqueue import MemoryDedupe, RedisDedupe
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
+from chimeway.dispatch.resilience import MemoryGuard, RedisGuard
 
 
 def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Broker:
@@ -41,11 +42,12 @@ def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Bro
 
 
 def wire(runtime: Any, broker: dramatiq.Broker | None = None) -> None:
-    """Attach the Redis client, dedupe, broker, middleware and actors to ``runtime``."""
+    """Attach the Redis client, dedupe, guard, broker, middleware and actors to ``runtime``."""
     settings = runtime.settings
     runtime.redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     runtime.broker = broker or build_broker(settings, runtime.redis)
     runtime.dedupe = RedisDedupe(runtime.redis, settings.redis_namespace) if runtime.redis else MemoryDedupe()
+    runtime.guard = RedisGuard(settings, runtime.redis) if runtime.redis else MemoryGuard(settings)
     add_middleware(runtime.broker, runtime.database)
     runtime.actors = declare(runtime.broker, settings)
 

@@ -31,7 +31,12 @@ logger = logging.getLogger("chimeway.dispatch")
 #: Fresh sends of one delivery within this window are dropped as duplicates.
 DEDUPE_WINDOW_MS = 60_000
 
-_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING id"
+_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING adapter"
+
+#: The deliver message's options naming the delivery's own adapter and the adapter its next attempt
+#: tries first (failover moves it along the chain): the actor decides with them, before it loads or
+#: claims (chimeway.dispatch.resilience).
+ADAPTER_OPTION, ROUTE_OPTION = "chimeway_adapter", "chimeway_route"
 
 
 class RedisDedupe:
@@ -73,8 +78,12 @@ class MemoryDedupe:
             self._until.pop(delivery_id, None)
 
 
-def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Any = None) -> bool:
-    """Send one ``deliver`` message for ``delivery_id``; see the module docstring for the rules."""
+def enqueue(
+    delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Any = None,
+    route: str | None = None,
+) -> bool:
+    """Send one ``deliver`` message for ``delivery_id``; see the module docstring for the rules.
+    ``route``: the adapter the next attempt tries first (default: the delivery's own)."""
     if runtime is None:
         from chimeway.runtime import current
 
@@ -88,7 +97,9 @@ def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = Tru
             logger.warning("delivery %s: not enqueued, no such delivery", delivery_id)
             return False
         delay = None if delay_ms is None else max(0, int(delay_ms))
-        runtime.actors["deliver"].send_with_options(args=(delivery_id,), delay=delay)
+        adapter = rows[0][0]
+        options = {ADAPTER_OPTION: adapter, ROUTE_OPTION: route or adapter}
+        runtime.actors["deliver"].send_with_options(args=(delivery_id,), delay=delay, **options)
     except BaseException:
         if dedupe:  # nothing was sent: do not let the dedupe mark block the next attempt
             _forget_quietly(runtime, delivery_id)
