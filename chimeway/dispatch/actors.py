@@ -141,8 +141,7 @@ def _admit(runtime: Any, delivery_id: str, origin: str, options: Any, report: di
     decision = runtime.guard.admit(origin, route)
     if isinstance(decision, Go):
         return decision
-    telemetry.emit("admission", "wait", delivery_id=delivery_id, adapter=decision.adapter, why=decision.why,
-                   delay_ms=decision.delay_ms)
+    telemetry.emit("admission", "wait", delivery_id=delivery_id, adapter=decision.adapter, reason=decision.why)
     logger.debug("delivery %s: adapter %s %s; next try in %d ms (no attempt spent)", delivery_id, decision.adapter,
                  _WAITS[decision.why], decision.delay_ms)
     enqueue(delivery_id, delay_ms=decision.delay_ms, dedupe=False, runtime=runtime,
