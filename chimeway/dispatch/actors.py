@@ -14,8 +14,9 @@ the attempt calls — rate limits, paused adapters, open circuits, failover — 
 wait is a fresh delayed message and spends no attempt. The message carries the adapters that
 decision needs, so it is made before the load (the fast path stays one statement).
 
-The row is the source of truth; the message carries only the id (and those adapter names). Actors are declared per runtime
-by :func:`declare` (called from ``chimeway.dispatch.broker.wire``), never at import time.
+The row is the source of truth; the message carries only the id (and those adapter names). Actors
+are declared per runtime by :func:`declare` (called from ``chimeway.dispatch.broker.wire``), never
+at import time.
 """
 
 from __future__ import annotations

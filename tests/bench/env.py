@@ -31,6 +31,9 @@ class BenchConfig:
     reconcile_scale: tuple[int, ...] = (10_000, 20_000, 40_000)
     profile_n: int = 8_000  #: deliveries drained under py-spy (0: no profile)
     drain_timeout: float = 600.0
+    #: CHIMEWAY_RATE_LIMITS for one more Chimeway drain per round (``fake=100000/1``: a limit above the
+    #: throughput, so the figure is the cost of the check); empty: that drain is skipped
+    drain_rate_limit: str = ""
     sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
     worker_settings: dict[str, Any] = field(default_factory=dict)

@@ -75,6 +75,11 @@ class ChaosConfig:
     broker_maintenance_chance: int = 50_000
     sweep_cron: str = "* * * * *"
     reconcile_cron: str = "* * * * *"
+    #: CHIMEWAY_RATE_LIMITS and CHIMEWAY_FAILOVER for the workers (e.g. ``fake=400/1`` and ``fake=log``);
+    #: empty: unset. A failover to ``log`` makes some scripted exhaustions succeed (reported as
+    #: unexpected outcomes, not invariants) and its calls are not in the fake adapter's call log.
+    rate_limits: str = ""
+    failover: str = ""
 
 
 SMALL = {"deliveries": 300, "send_seconds": 25.0, "kills": 4, "webhooks": 60, "deadline_seconds": 115.0,
@@ -85,6 +90,7 @@ def worker_settings(cfg: ChaosConfig) -> dict[str, Any]:
     names = ("lease_seconds", "sweep_stall_seconds", "backoff_min_ms", "backoff_max_ms", "reconcile_grace_seconds",
              "broker_heartbeat_ms", "broker_maintenance_chance", "sweep_cron", "reconcile_cron")
     settings = {name: getattr(cfg, name) for name in names}
+    settings.update({name: getattr(cfg, name) for name in ("rate_limits", "failover") if getattr(cfg, name)})
     settings["mailgun_webhook_signing_key"] = webhooks.SIGNING_KEY
     return settings
 
