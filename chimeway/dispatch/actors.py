@@ -275,7 +275,7 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
     )
     report.update(outcome=outcome.outcome.value, error_class=outcome.error_class, status=outcome.status.value)
     if not outcome.unhandled:  # an adapter's bug says nothing about its provider's health
-        _report_health(runtime, adapter, outcome.transient, retry_after)
+        _report_health(runtime, go, outcome.transient, retry_after)
     if not recorded:
         logger.warning("delivery %s: attempt %d finished after its claim was lost; not recorded", delivery.id, attempt)
     elif accepted:
@@ -289,11 +289,12 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
                     outcome.status.value, outcome.reason and outcome.reason.value)
 
 
-def _report_health(runtime: Any, adapter: str, transient: bool, retry_after: float | None) -> None:
+def _report_health(runtime: Any, go: Go, transient: bool, retry_after: float | None) -> None:
     """Tell the guard what the call said about its provider (after the record: a Redis failure here
     must not lose the attempt), and say when that opened or closed the adapter's circuit."""
+    adapter = go.adapter
     try:
-        changed = runtime.guard.report(adapter, transient=transient, retry_after_s=retry_after)
+        changed = runtime.guard.report(go, transient=transient, retry_after_s=retry_after)
     except Exception:  # the circuit misses one data point; the next call reports again
         logger.warning("adapter %s: outcome not reported to the circuit breaker", adapter, exc_info=True)
         return

@@ -19,6 +19,9 @@ acts on it (a :class:`Wait` is a fresh delayed message, spending no attempt)::
   transient failures in a row open it; open, no call is made; once the open time passed, one probe
   (held for the open time) goes through; its success closes the circuit, its failure opens it again.
   A permanent failure or a bounce is an answer about the recipient: it ends the row of failures.
+  A success is reported only when its admission saw a failure on record (:attr:`Go.clean`), so the
+  healthy path is one round trip: a success whose call was in flight when a failure landed does not
+  end that row (the next one does).
 - **Failover** (``CHIMEWAY_FAILOVER``): the route of a delivery is its adapter's chain; a transient
   failure moves the next attempt to the next adapter (:func:`next_adapter`, back to the first after
   the last), and an open circuit on the route's adapter sends the attempt down the chain now.
@@ -44,10 +47,13 @@ _KEY_TTL_MS = 86_400_000
 
 @dataclass(frozen=True)
 class Go:
-    """Call ``adapter`` now. ``probe``: this call decides whether a half-open circuit closes."""
+    """Call ``adapter`` now. ``probe``: this call decides whether a half-open circuit closes.
+    ``clean``: the circuit had no failure on record, so a success need not be reported (the healthy
+    path costs one round trip, not two)."""
 
     adapter: str
     probe: bool = False
+    clean: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,12 +106,14 @@ class Guard:
         """The adapter this attempt may call now along the route from ``preferred``, or how long to wait."""
         return self._admit(_route(self.failover, origin, preferred))
 
-    def report(self, adapter: str, *, transient: bool, retry_after_s: float | None = None) -> str | None:
-        """After a call: a transient failure counts toward opening the circuit (and a ``Retry-After``
-        pauses the adapter); any answer about the recipient or a success closes the circuit. Returns
-        ``opened`` or ``closed`` when this report changed the circuit, else None."""
+    def report(self, go: Go, *, transient: bool, retry_after_s: float | None = None) -> str | None:
+        """After the call ``go`` allowed: a transient failure counts toward opening the circuit (and a
+        ``Retry-After`` pauses the adapter); any answer about the recipient or a success closes the
+        circuit. Returns ``opened`` or ``closed`` when this report changed the circuit, else None."""
+        if not transient and go.clean:
+            return None
         pause_ms = int(retry_after_s * 1000) if transient and retry_after_s and retry_after_s > 0 else 0
-        return self._report(adapter, transient, pause_ms)
+        return self._report(go.adapter, transient, pause_ms)
 
     def circuits(self, adapters: Sequence[str]) -> list[dict[str, Any]]:
         """Each adapter's circuit: state (closed, open, half-open), failures in a row, seconds until it half-opens."""
@@ -132,7 +140,7 @@ class Guard:
 
 #: KEYS: per adapter on the route, its circuit hash, pause key, rate key and waiting queue's key.
 #: ARGV: the probe's hold (ms), then per adapter its interval (ms, 0: no limit).
-#: Returns {index of the adapter (0: none), delay ms, why, probe}.
+#: Returns {index of the adapter (0: none), delay ms, why, probe, clean (no failure on record)}.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -140,7 +148,8 @@ local hold = tonumber(ARGV[1])
 local soonest = -1
 for i = 1, #KEYS / 4 do
   local circuit, pause, rate, queue = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
-  local open_until = tonumber(redis.call('HGET', circuit, 'open_until') or '0')
+  local state = redis.call('HMGET', circuit, 'open_until', 'failures')
+  local open_until = tonumber(state[1] or '0')
   local wait, probe = 0, 0
   if open_until > now then
     wait = open_until - now
@@ -150,24 +159,24 @@ for i = 1, #KEYS / 4 do
   end
   if wait == 0 then
     local paused = tonumber(redis.call('GET', pause) or '0')
-    if paused > now then return {i, paused - now, 'paused', 0} end
+    if paused > now then return {i, paused - now, 'paused', 0, 0} end
     local interval = tonumber(ARGV[i + 1])
     if interval > 0 then
       local due = tonumber(redis.call('GET', rate) or '0')
       if due > now + interval then
         local place = math.max(tonumber(redis.call('GET', queue) or '0'), due)
         redis.call('SET', queue, tostring(place + interval), 'PX', math.ceil(place + interval - now) + 1000)
-        return {i, math.ceil(place - now), 'rate', 0}
+        return {i, math.ceil(place - now), 'rate', 0, 0}
       end
       due = math.max(due, now) + interval
       redis.call('SET', rate, tostring(due), 'PX', math.ceil(due - now) + 1000)
     end
     if probe == 1 then redis.call('HSET', circuit, 'probe_until', now + hold) end
-    return {i, 0, 'go', probe}
+    return {i, 0, 'go', probe, (state[2] or open_until > 0) and 0 or 1}
   end
   if soonest < 0 or wait < soonest then soonest = wait end
 end
-return {0, soonest, 'open', 0}
+return {0, soonest, 'open', 0, 0}
 """
 
 #: KEYS: circuit hash, pause key. ARGV: 1 transient / 0 not, threshold, open ms, pause ms, key ttl ms.
@@ -213,11 +222,11 @@ class RedisGuard(Guard):
     def _admit(self, route: list[str]) -> Go | Wait:
         keys = [key for adapter in route for key in self._keys(adapter)]
         args = [self.open_ms, *(self.intervals.get(adapter, 0) for adapter in route)]
-        index, delay, why, probe = self._admit_script(keys=keys, args=args)
+        index, delay, why, probe, clean = self._admit_script(keys=keys, args=args)
         why = why.decode() if isinstance(why, bytes) else why
         adapter = route[int(index) - 1] if index else route[0]
         if why == "go":
-            return Go(adapter, bool(probe))
+            return Go(adapter, bool(probe), bool(clean))
         return Wait(int(delay), why, adapter)
 
     def _report(self, adapter: str, transient: bool, pause_ms: int) -> str | None:
@@ -275,7 +284,7 @@ class MemoryGuard(Guard):
                     self._due[adapter] = max(due, now) + interval
                 if probe:
                     self._probe_until[adapter] = now + self.open_ms
-                return Go(adapter, probe)
+                return Go(adapter, probe, not open_until and not self._failures.get(adapter))
         return Wait(int(soonest or 0), "open", route[0])
 
     def _report(self, adapter: str, transient: bool, pause_ms: int) -> str | None:
