@@ -19,7 +19,7 @@ from chimeway import db
 from chimeway import runtime as runtime_mod
 from chimeway.models import Delivery
 from tests.harness.stack import wait_until
-from tests.integration.dispatch.test_worker_processes import Workers
+from tests.harness.workers import Workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
