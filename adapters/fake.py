@@ -6,6 +6,7 @@
     ok          succeed (provider ``payload["fake_provider"]`` or "fake", message id
                 ``payload["fake_provider_message_id"]`` or a fresh one)
     temporary   raise TemporaryError        permanent   raise PermanentError
+    throttled:S raise TemporaryError with retry_after S seconds (a provider's 429 with Retry-After)
     bounced     raise BouncedError          garbage     return something that is not a SendResult
     crash       raise an unexpected exception
     sleep:MS    sleep MS milliseconds, then succeed
@@ -31,7 +32,7 @@ from chimeway.adapter import Adapter, BouncedError, PermanentError, SendRequest,
 #: The environment variable naming the cross-process call log.
 CALL_LOG_ENV = "CHIMEWAY_FAKE_CALL_LOG"
 
-OUTCOMES = ("ok", "temporary", "permanent", "bounced", "garbage", "crash", "sleep:MS")
+OUTCOMES = ("ok", "temporary", "throttled:S", "permanent", "bounced", "garbage", "crash", "sleep:MS")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class FakeAdapter(Adapter):
             provider = str(request.payload.get("fake_provider") or "fake")
             message_id = request.payload.get("fake_provider_message_id") or f"fake-{uuid.uuid4()}"
             return SendResult(provider=provider, provider_message_id=str(message_id), response={"fake": "ok"})
+        if outcome.startswith("throttled:"):
+            seconds = float(outcome.partition(":")[2])
+            raise TemporaryError("fake: scripted 429", retry_after=seconds, response={"status": 429})
         if outcome == "temporary":
             raise TemporaryError("fake: scripted temporary failure", response={"fake": outcome})
         if outcome == "permanent":

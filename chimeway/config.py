@@ -218,6 +218,41 @@ _tolerances.accepts = (  # type: ignore[attr-defined]
 )
 
 
+def _rate_limits(value: Any) -> dict[str, tuple[int, int]]:
+    """``adapter=calls/seconds`` pairs (``postmark=50/1,twilio=1/1``), or a dict of such values."""
+    pairs = value.items() if isinstance(value, Mapping) else (
+        part.partition("=")[::2] for part in str(value).split(",") if part.strip()
+    )
+    result = {}
+    for name, limit in pairs:
+        cap = _delivery_cap(limit)
+        if cap is None:
+            raise ValueError
+        result[_name(name)] = cap
+    return result
+
+
+_rate_limits.accepts = "adapter=calls/seconds pairs separated by commas, e.g. postmark=50/1,twilio=1/1"  # type: ignore[attr-defined]
+
+
+def _failover(value: Any) -> dict[str, str]:
+    """``adapter=next`` pairs (``postmark=sendgrid,sendgrid=ses``): each adapter's next in its chain."""
+    chain = _mapping(value)
+    for start in chain:
+        seen, name = {start}, start
+        while name in chain:
+            name = chain[name]
+            if name in seen:  # a chain must end: its last adapter fails over to nothing
+                raise ValueError
+            seen.add(name)
+    return chain
+
+
+_failover.accepts = (  # type: ignore[attr-defined]
+    "adapter=next-adapter pairs separated by commas, without cycles, e.g. postmark=sendgrid,sendgrid=ses"
+)
+
+
 def _setting(env: str, default: Any, parse: Callable[[Any], Any], doc: str, secret: bool = False) -> Any:
     metadata = {"env": env, "parse": parse, "doc": doc, "secret": secret}
     if isinstance(default, dict):
@@ -336,6 +371,19 @@ class Settings:
     )
     console_tenant: str | None = _setting(
         "CHIMEWAY_CONSOLE_TENANT", None, _text, "web console: show only this tenant (unset: every tenant)"
+    )
+    rate_limits: dict[str, tuple[int, int]] = _setting(
+        "CHIMEWAY_RATE_LIMITS", {}, _rate_limits,
+        "calls per seconds per adapter, across every worker: postmark=50/1,twilio=1/1",
+    )
+    circuit_failures: int = _setting(
+        "CHIMEWAY_CIRCUIT_FAILURES", 20, _int(1), "transient failures in a row that open an adapter's circuit"
+    )
+    circuit_open_seconds: int = _setting(
+        "CHIMEWAY_CIRCUIT_OPEN_SECONDS", 30, _int(1), "how long an open circuit stops calls before one probe"
+    )
+    failover: dict[str, str] = _setting(
+        "CHIMEWAY_FAILOVER", {}, _failover, "next adapter after a transient failure or an open circuit: postmark=sendgrid"
     )
     # Adapter options and policy rules are validated by the registry and the policy, which own them.
     adapters: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"env": None})

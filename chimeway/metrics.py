@@ -14,6 +14,11 @@ chimeway_webhooks_total                webhook requests answered, by provider an
 chimeway_webhook_verify_failures_total webhook requests refused by signature verification (401)
 chimeway_webhook_duplicates_total      replayed webhook requests that changed nothing
 chimeway_reconcile_linked_total        orphans linked to their delivery by reconcile
+chimeway_admission_waits_total         deliveries sent back to wait (no attempt spent), by adapter and
+                                       reason (rate, paused, open)
+chimeway_circuit_transitions_total     circuits opened or closed by this process, by adapter and state
+chimeway_circuit_state                 each configured adapter's circuit: 0 closed, 1 half-open, 2 open
+                                       (read from Redis at scrape)
 chimeway_orphan_backlog                orphans not linked yet (read from the database at scrape)
 chimeway_oldest_orphan_age_seconds     age of the oldest of them (read from the database at scrape)
 =====================================  =============================================================
@@ -70,6 +75,14 @@ class Metrics:
             "chimeway_webhook_duplicates_total", "Replayed webhook requests.", ["provider"], registry=registry
         )
         self.linked = Counter("chimeway_reconcile_linked_total", "Orphans linked by reconcile.", registry=registry)
+        self.waits = Counter(
+            "chimeway_admission_waits_total", "Deliveries sent back to wait for their adapter (no attempt spent).",
+            ["adapter", "reason"], registry=registry,
+        )
+        self.circuit_transitions = Counter(
+            "chimeway_circuit_transitions_total", "Circuits opened or closed.", ["adapter", "state"], registry=registry
+        )
+        registry.register(_CircuitCollector())
         self._orphans = _OrphanReader()
         Gauge(
             "chimeway_orphan_backlog", "Orphan events not linked yet.", registry=registry
@@ -94,6 +107,10 @@ class Metrics:
                 self.verify_failures.labels(provider).inc()
             if metadata.get("duplicate"):
                 self.duplicates.labels(provider).inc()
+        elif event == "admission":
+            self.waits.labels(adapter, metadata.get("reason") or "").inc()
+        elif event == "circuit":
+            self.circuit_transitions.labels(adapter, phase).inc()
         elif event == "reconcile" and phase == "stop":
             self.linked.inc(int(metadata.get("linked") or 0))
 
@@ -120,6 +137,40 @@ class _OrphanReader:
                 except Exception:  # a scrape must never fail because the database is away
                     logger.warning("orphan backlog not read for metrics", exc_info=True)
             return self._value
+
+
+class _CircuitCollector:
+    """``chimeway_circuit_state``: the circuits as the guard holds them (shared in Redis), read at
+    most every 5 s (scrapes must stay cheap)."""
+
+    TTL_SECONDS = 5.0
+    _VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.TTL_SECONDS:
+                from chimeway.runtime import current
+
+                self._read_at = time.monotonic()
+                try:
+                    runtime = current()
+                    self._rows = runtime.guard.circuits(runtime.registry.configured())
+                except Exception:  # a scrape must never fail because Redis is away
+                    logger.warning("circuits not read for metrics", exc_info=True)
+            rows = list(self._rows)
+        family = GaugeMetricFamily(
+            "chimeway_circuit_state", "Adapter circuit: 0 closed, 1 half-open, 2 open.", labels=["adapter"]
+        )
+        for row in rows:
+            family.add_metric([row["adapter"]], self._VALUES[row["state"]])
+        yield family
 
 
 def install(registry: Any = None) -> Metrics:

@@ -42,6 +42,8 @@ class Registry:
         self._instances: dict[str, Adapter] = {}
         self._lock = threading.Lock()
         self._options = settings.adapters
+        self._failover_names = sorted({*settings.failover, *settings.failover.values()})
+        self._rate_limited = sorted(settings.rate_limits)
         self.default_adapter = settings.default_adapter
         self.channel_adapters = dict(settings.channel_adapters)
         self._checked: set[str] = set()  #: adapters whose required options are known to be present
@@ -52,9 +54,27 @@ class Registry:
             self._check_known(name, variable)
         for name in self._named():
             self.options_for(name, require=False)
+        self.failover = dict(settings.failover)
+        self._check_failover()
 
     def _named(self) -> set[str]:
-        return set(self._options) | set(self.channel_adapters.values()) | {self.default_adapter}
+        named = set(self._options) | set(self.channel_adapters.values()) | {self.default_adapter}
+        return named | set(self._failover_names)
+
+    def configured(self) -> list[str]:
+        """Every adapter the settings name (channels, default, options, failover, rate limits)."""
+        return sorted(self._named() | set(self._rate_limited))
+
+    def _check_failover(self) -> None:
+        """Each failover target serves every channel its predecessor serves ("any" serves all)."""
+        for name, target in self.failover.items():
+            serves, target_serves = self.adapter_class(name).channel, self.adapter_class(target).channel
+            if target_serves not in ("any", serves):
+                raise ConfigurationError(
+                    f"CHIMEWAY_FAILOVER: adapter {target!r} serves {target_serves!r}, not {serves!r} as {name!r} "
+                    f"does; a failover target must serve the same channel",
+                    variable="CHIMEWAY_FAILOVER",
+                )
 
     def check(self) -> None:
         """Every adapter the settings name has its required options: a worker calls it at start."""
@@ -79,6 +99,8 @@ class Registry:
         named = [(self.default_adapter, "CHIMEWAY_DEFAULT_ADAPTER")]
         named += [(name, "CHIMEWAY_CHANNEL_ADAPTERS") for name in self.channel_adapters.values()]
         named += [(name, "adapters=") for name in self._options]
+        named += [(name, "CHIMEWAY_FAILOVER") for name in self._failover_names]
+        named += [(name, "CHIMEWAY_RATE_LIMITS") for name in self._rate_limited]
         return named
 
     @property

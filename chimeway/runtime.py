@@ -32,6 +32,8 @@ class Runtime:
     actors: dict[str, Any] = field(default_factory=dict)
     #: SET NX with expiry (chimeway.setnx): in Redis, or in memory under the stub broker.
     setnx: Any = None
+    #: Rate limits, circuits and failover of chimeway.dispatch.resilience: Redis-backed, or in memory.
+    guard: Any = None
 
     def close(self) -> None:
         self.registry.close()

@@ -1,4 +1,4 @@
-"""What ``chimeway status`` reports: schema version, table sizes (estimates), open deliveries,
+"""What ``chimeway status`` reports: schema version, each configured adapter's circuit, table sizes (estimates), open deliveries,
 terminal outcomes of the last hour and day, stalled deliveries, retention and the orphan backlog.
 One read-only pass whose cost follows the open deliveries and the recent window, never the history:
 open rows are counted in the partial index chimeway_deliveries_open, recent outcomes in
@@ -27,6 +27,7 @@ def collect(runtime: Any) -> dict[str, Any]:
         "database": "postgresql" if db.is_postgres(database) else "sqlite",
         "broker": "redis" if runtime.settings.redis_url else "in-memory",
         "schema": schema,
+        "circuits": _circuits(runtime),
     }
     if schema["current"] == 0:
         report["table_estimates"] = {}
@@ -86,6 +87,14 @@ def retention(runtime: Any) -> dict[str, Any]:
     }
 
 
+def _circuits(runtime: Any) -> list[dict[str, Any]] | None:
+    """Each configured adapter's circuit, or None when Redis cannot be read (the rest still reports)."""
+    try:
+        return runtime.guard.circuits(runtime.registry.configured())
+    except Exception:  # redis.RedisError, a timeout: status reads the database without it
+        return None
+
+
 def orphan_backlog(runtime: Any) -> dict[str, Any]:
     """Orphans not linked yet: how many, the oldest one's age, and how many are past max age."""
     database = runtime.database
@@ -118,6 +127,15 @@ def render(report: dict[str, Any]) -> str:
         f"schema     version {schema['current']} of {schema['latest']}"
         + (f" (pending: {', '.join(schema['pending'])})" if schema["pending"] else ""),
     ]
+    circuits = report.get("circuits")
+    if circuits is None and "circuits" in report:
+        lines += ["", "circuits   unknown (Redis unreachable)"]
+    if circuits:
+        lines.append("")
+        lines.append(f"{'adapter':<20} {'circuit':<10} {'failures in a row':>17}")
+        for c in circuits:
+            closes = f"  (probe in {c['opens_for_seconds']} s)" if c["state"] == "open" else ""
+            lines.append(f"{c['adapter']:<20} {c['state']:<10} {c['failures']:>17}{closes}")
     if report.get("table_estimates"):
         lines.append("")
         lines.append(f"{'table':<30} {'rows (estimate)':>16}")

@@ -9,8 +9,14 @@ On PostgreSQL, when the policy reads nothing but the facts loaded with the row
 (``policy.decided_by_facts()``), load and claim are one statement for a delivery those facts clear
 (``deliveries.load_and_claim``); any other delivery takes the whole path above.
 
-The row is the source of truth; the message carries only the id. Actors are declared per runtime
-by :func:`declare` (called from ``chimeway.dispatch.broker.wire``), never at import time.
+Before anything is claimed, the runtime's guard (``chimeway.dispatch.resilience``) says which adapter
+the attempt calls — rate limits, paused adapters, open circuits, failover — or how long to wait: a
+wait is a fresh delayed message and spends no attempt. The message carries the adapters that
+decision needs, so it is made before the load (the fast path stays one statement).
+
+The row is the source of truth; the message carries only the id (and those adapter names). Actors
+are declared per runtime by :func:`declare` (called from ``chimeway.dispatch.broker.wire``), never
+at import time.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from dramatiq.middleware import CurrentMessage
 from chimeway import db, deliveries, logcontext, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
+from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION
 from chimeway.dispatch.middleware import DELIVER_ACTOR
+from chimeway.dispatch.resilience import Go, next_adapter
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
 from chimeway.states import AttemptOutcome, ErrorClass, Priority, Reason, Status
@@ -122,7 +130,13 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     lease_seconds = runtime.settings.lease_seconds
     message = CurrentMessage.get_current_message()  # None when the actor is called directly
     earlier_leases = _note_lease(message, now + timedelta(seconds=lease_seconds))
-    if policy.decided_by_facts():  # a delivery the loaded facts clear is claimed by the same statement
+    options = message.options if message is not None else {}
+    go = None
+    if policy.decided_by_facts() and ADAPTER_OPTION in options:
+        go = _admit(runtime, delivery_id, options[ADAPTER_OPTION], options, report)  # before the claim below
+        if go is None:
+            return
+    if go is not None:  # a delivery the loaded facts clear is claimed by the same statement
         delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=lease_seconds)
     else:
         delivery, attempt = deliveries.load(delivery_id, now), None  # with the facts the first rules need
@@ -133,15 +147,41 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     logcontext.update(tenant=delivery.tenant_id, adapter=delivery.adapter)
     if attempt is None and _holds(delivery, earlier_leases, now):
         attempt = delivery.attempt_count
+        go = go or Go(options.get(ROUTE_OPTION) or delivery.adapter)
         logger.info("delivery %s: attempt %d was claimed by an earlier try of this message that failed "
                     "before recording it; carrying it on", delivery_id, attempt)
     if attempt is None:
-        attempt = _claim_after_policy(runtime, delivery, now, report)
-        if attempt is None:
+        claimed = _claim_after_policy(runtime, delivery, now, report, go, options)
+        if claimed is None:
             return
+        attempt, go = claimed
     logcontext.update(attempt=attempt)
-    report["attempt"] = attempt
-    _attempt(runtime, delivery, attempt, report)
+    report.update(attempt=attempt, adapter=go.adapter)
+    logcontext.update(adapter=go.adapter)
+    _attempt(runtime, delivery, attempt, report, go)
+
+
+def _admit(runtime: Any, delivery_id: str, origin: str, options: Any, report: dict[str, Any]) -> Go | None:
+    """The adapter this attempt may call now, or None when it must wait: then a fresh message, due
+    when the guard says, carries the route on (nothing was claimed, no attempt is spent)."""
+    from chimeway.dispatch.enqueue import enqueue
+
+    route = options.get(ROUTE_OPTION) or origin
+    decision = runtime.guard.admit(origin, route)
+    if isinstance(decision, Go):
+        return decision
+    telemetry.emit("admission", "wait", delivery_id=delivery_id, adapter=decision.adapter, reason=decision.why)
+    logger.debug("delivery %s: adapter %s %s; next try in %d ms (no attempt spent)", delivery_id, decision.adapter,
+                 _WAITS[decision.why], decision.delay_ms)
+    enqueue(delivery_id, delay_ms=decision.delay_ms, dedupe=False, runtime=runtime,
+            route=decision.adapter if decision.why != "open" else route)
+    report["waited"] = decision.why
+    return None
+
+
+#: How a wait reads in the worker's log.
+_WAITS = {"rate": "is at its rate limit", "paused": "is paused (the provider asked to retry later)",
+          "open": "has an open circuit, as has every adapter after it in its failover chain"}
 
 
 def _note_lease(message: Any, lease_until: datetime) -> list[datetime]:
@@ -166,9 +206,11 @@ def _holds(delivery: Delivery, leases: list[datetime], now: datetime) -> bool:
     )
 
 
-def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report: dict[str, Any]) -> int | None:
-    """short-circuit → budget → policy → claim: the attempt number, or None when this message must
-    do nothing more (acknowledged)."""
+def _claim_after_policy(
+    runtime: Any, delivery: Delivery, now: datetime, report: dict[str, Any], go: Go | None, options: Any
+) -> tuple[int, Go] | None:
+    """short-circuit → budget → policy → guard → claim: the attempt number and the adapter it calls,
+    or None when this message must do nothing more (acknowledged, or sent again later by the guard)."""
     delivery_id = delivery.id
     skip = deliveries.why_not_claimable(delivery, now)
     if skip:
@@ -183,10 +225,14 @@ def _claim_after_policy(runtime: Any, delivery: Delivery, now: datetime, report:
         return None
     if not _apply_policy(runtime, delivery, now):
         return None
+    go = go or _admit(runtime, delivery_id, options.get(ADAPTER_OPTION) or delivery.adapter, options, report)
+    if go is None:
+        return None
     attempt = deliveries.claim(delivery_id, lease_seconds=runtime.settings.lease_seconds, now=now)
     if attempt is None:
         logger.debug("delivery %s: not claimable (another message won it); acknowledged", delivery_id)
-    return attempt
+        return None
+    return attempt, go
 
 
 #: deliveries.why_not_claimable's answer for a deferred delivery whose time has not come.
@@ -220,19 +266,23 @@ def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
     return True
 
 
-def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, Any]) -> None:
+def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, Any], go: Go) -> None:
     """Call the adapter outside any transaction, classify, record; then the next attempt or convergence."""
-    result, duration_ms = _call_adapter(runtime, delivery, attempt)
+    adapter = go.adapter
+    result, duration_ms = _call_adapter(runtime, delivery, attempt, adapter)
     outcome = classify(result)
     telemetry.emit(
-        "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=delivery.adapter,
+        "adapter_call", "stop", delivery_id=delivery.id, tenant_id=delivery.tenant_id, adapter=adapter,
         attempt=attempt, outcome=outcome.outcome.value, error_class=outcome.error_class, duration_ms=duration_ms,
     )
     retry: backoff.RetryAt | None = None
+    retry_after = getattr(result, "retry_after", None)
+    route = next_adapter(runtime.settings.failover, delivery.adapter, adapter) if outcome.transient else adapter
     if outcome.transient:  # only a failure that may be retried needs a backoff
         decision = backoff.decide(
             attempt, delivery.max_attempts, now=db.now(), min_ms=runtime.settings.backoff_min_ms,
-            max_ms=runtime.settings.backoff_max_ms, retry_after_s=getattr(result, "retry_after", None),
+            max_ms=runtime.settings.backoff_max_ms,
+            retry_after_s=retry_after if route == adapter else None,  # the wait was asked of that adapter only
         )
         retry = decision if isinstance(decision, backoff.RetryAt) else None
     accepted = result if isinstance(result, SendResult) else None
@@ -240,7 +290,7 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
         delivery.id, attempt,
         outcome=outcome.outcome.value,
         error_class=outcome.error_class and outcome.error_class.value,
-        adapter=delivery.adapter,
+        adapter=adapter,
         status=outcome.status,
         reason=outcome.reason,
         next_attempt_at=retry and retry.when,
@@ -251,20 +301,40 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
         duration_ms=duration_ms,
     )
     report.update(outcome=outcome.outcome.value, error_class=outcome.error_class, status=outcome.status.value)
+    if not outcome.unhandled:  # an adapter's bug says nothing about its provider's health
+        _report_health(runtime, go, outcome.transient, retry_after)
     if not recorded:
         logger.warning("delivery %s: attempt %d finished after its claim was lost; not recorded", delivery.id, attempt)
     elif accepted:
         logger.debug("delivery %s: attempt %d/%d via %s succeeded", delivery.id, attempt, delivery.max_attempts,
-                     delivery.adapter)
+                     adapter)
     elif outcome.transient:
-        _retry_or_exhaust(runtime, delivery, attempt, outcome, result, retry)
+        _retry_or_exhaust(runtime, delivery, attempt, outcome, result, retry, adapter, route)
     else:
         logger.info("delivery %s: attempt %d/%d via %s %s (%s); %s(%s)", delivery.id, attempt, delivery.max_attempts,
-                    delivery.adapter, outcome.outcome.value, _cause_of(delivery.adapter, result),
+                    adapter, outcome.outcome.value, _cause_of(adapter, result),
                     outcome.status.value, outcome.reason and outcome.reason.value)
 
 
-def _call_adapter(runtime: Any, delivery: Delivery, attempt: int) -> tuple[Any, int]:
+def _report_health(runtime: Any, go: Go, transient: bool, retry_after: float | None) -> None:
+    """Tell the guard what the call said about its provider (after the record: a Redis failure here
+    must not lose the attempt), and say when that opened or closed the adapter's circuit."""
+    adapter = go.adapter
+    try:
+        changed = runtime.guard.report(go, transient=transient, retry_after_s=retry_after)
+    except Exception:  # the circuit misses one data point; the next call reports again
+        logger.warning("adapter %s: outcome not reported to the circuit breaker", adapter, exc_info=True)
+        return
+    if changed == "opened":
+        logger.warning("adapter %s: circuit opened after transient failures in a row; no call for %d s, then one probe",
+                       adapter, runtime.settings.circuit_open_seconds)
+    elif changed == "closed":
+        logger.warning("adapter %s: circuit closed (a call succeeded)", adapter)
+    if changed:
+        telemetry.emit("circuit", changed, adapter=adapter)
+
+
+def _call_adapter(runtime: Any, delivery: Delivery, attempt: int, adapter: str) -> tuple[Any, int]:
     """The adapter's SendResult or the exception it raised (BaseException — shutdown, the time limit —
     propagates: the attempt stays unrecorded and the lease lets another message claim it later)."""
     request = SendRequest(
@@ -274,14 +344,15 @@ def _call_adapter(runtime: Any, delivery: Delivery, attempt: int) -> tuple[Any, 
     )
     started = time.perf_counter()
     try:
-        result: Any = runtime.registry.get(delivery.adapter).send(request)
+        result: Any = runtime.registry.get(adapter).send(request)
     except Exception as err:
         result = err
     return result, int((time.perf_counter() - started) * 1000)
 
 
 def _retry_or_exhaust(
-    runtime: Any, delivery: Delivery, attempt: int, outcome: Outcome, result: Any, retry: backoff.RetryAt | None
+    runtime: Any, delivery: Delivery, attempt: int, outcome: Outcome, result: Any, retry: backoff.RetryAt | None,
+    adapter: str, route: str,
 ) -> None:
     """After a recorded transient (or unhandled) failure: send the next attempt's message, due at the
     row's ``next_attempt_at``, or converge when no attempt is left.
@@ -291,22 +362,24 @@ def _retry_or_exhaust(
     before the durable attempt count does."""
     from chimeway.dispatch.enqueue import enqueue
 
-    cause = _cause_of(delivery.adapter, result)
+    cause = _cause_of(adapter, result)
     if outcome.unhandled:
-        _log_unhandled(delivery, attempt, outcome, result, cause, retry)
+        _log_unhandled(delivery, attempt, outcome, result, cause, retry, adapter)
     if retry is None:
         if deliveries.exhaust(delivery.id):
             logger.warning("delivery %s: attempt %d/%d via %s %s (%s); no attempt left: cancelled(retries_exhausted)",
-                           delivery.id, attempt, delivery.max_attempts, delivery.adapter, outcome.outcome.value, cause)
+                           delivery.id, attempt, delivery.max_attempts, adapter, outcome.outcome.value, cause)
         return
     if not outcome.unhandled:  # the unhandled outcome's ERROR already says all of this
-        logger.info("delivery %s: attempt %d/%d via %s %s (%s); next attempt at %s", delivery.id, attempt,
-                    delivery.max_attempts, delivery.adapter, outcome.outcome.value, cause, retry.when.isoformat())
-    enqueue(delivery.id, delay_ms=retry.delay_ms, dedupe=False, runtime=runtime)
+        via = f" via {route}" if route != adapter else ""
+        logger.info("delivery %s: attempt %d/%d via %s %s (%s); next attempt%s at %s", delivery.id, attempt,
+                    delivery.max_attempts, adapter, outcome.outcome.value, cause, via, retry.when.isoformat())
+    enqueue(delivery.id, delay_ms=retry.delay_ms, dedupe=False, runtime=runtime, route=route)
 
 
 def _log_unhandled(
-    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, cause: str, retry: backoff.RetryAt | None
+    delivery: Delivery, attempt: int, outcome: Outcome, result: Any, cause: str, retry: backoff.RetryAt | None,
+    adapter: str,
 ) -> None:
     """One ERROR per unhandled attempt naming UnhandledOutcomeError, with every field and a traceback
     that reaches into the adapter when it raised (for alerting and error trackers, which skip
@@ -327,7 +400,7 @@ def _log_unhandled(
             f"next attempt at {retry.when.isoformat()}" if retry else "no attempt left",
             exc_info=True, extra={"unhandled_outcome": fields},
         )
-    telemetry.emit("unhandled_outcome", "stop", adapter=delivery.adapter, **fields)
+    telemetry.emit("unhandled_outcome", "stop", adapter=adapter, **fields)
 
 
 class AdapterRaised(Exception):  # noqa: N818 - named for what the log line says

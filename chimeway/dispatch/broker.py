@@ -25,6 +25,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 from chimeway.config import Settings
 from chimeway.dispatch.actors import LANES, declare
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
+from chimeway.dispatch.resilience import MemoryGuard, RedisGuard
 from chimeway.setnx import SetNX
 from chimeway.states import Priority
 
@@ -97,6 +98,7 @@ def wire(runtime: Any, broker: dramatiq.Broker | None = None) -> None:
     runtime.redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     runtime.broker = broker or build_broker(settings, runtime.redis)
     runtime.setnx = SetNX(runtime.redis)
+    runtime.guard = RedisGuard(settings, runtime.redis) if runtime.redis else MemoryGuard(settings)
     add_middleware(runtime.broker, runtime.database)
     runtime.actors = declare(runtime.broker, settings)
 

@@ -37,11 +37,20 @@ DEDUPE_WINDOW_MS = 60_000
 #: Dramatiq refuses a delay of 7 days or more; a longer wait is made of several messages.
 MAX_DELAY_MS = 6 * 24 * 3600 * 1000
 
-_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING priority"
+#: The deliver message's options naming the delivery's own adapter and the adapter its next attempt
+#: tries first (failover moves it along the chain): the actor decides with them, before it loads or
+#: claims (chimeway.dispatch.resilience).
+ADAPTER_OPTION, ROUTE_OPTION = "chimeway_adapter", "chimeway_route"
+
+_MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s RETURNING priority, adapter"
 
 
-def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Any = None) -> bool:
-    """Send one ``deliver`` message for ``delivery_id``; see the module docstring for the rules."""
+def enqueue(
+    delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Any = None,
+    route: str | None = None,
+) -> bool:
+    """Send one ``deliver`` message for ``delivery_id``; see the module docstring for the rules.
+    ``route``: the adapter the next attempt tries first (default: the delivery's own)."""
     if runtime is None:
         from chimeway.runtime import current
 
@@ -54,7 +63,8 @@ def enqueue(delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = Tru
         if not rows:
             logger.warning("delivery %s: not enqueued, no such delivery", delivery_id)
             return False
-        _send(runtime, delivery_id, rows[0][0], delay_ms)
+        priority, adapter = rows[0]
+        _send(runtime, delivery_id, priority, delay_ms, adapter=adapter, route=route)
     except BaseException:
         if dedupe:  # nothing was sent: do not let the dedupe mark block the next attempt
             _forget_quietly(runtime, delivery_id)
@@ -84,11 +94,16 @@ def enqueue_many(deliveries: list[tuple[str, str, int | None]], *, runtime: Any)
             _send(runtime, delivery_id, priority, delay_ms)
 
 
-def _send(runtime: Any, delivery_id: str, priority: str, delay_ms: int | None) -> None:
+def _send(
+    runtime: Any, delivery_id: str, priority: str, delay_ms: int | None, *, adapter: str | None = None,
+    route: str | None = None,
+) -> None:
     from chimeway.dispatch.actors import lane_actor
 
     delay = None if delay_ms is None else min(MAX_DELAY_MS, max(0, int(delay_ms)))
-    lane_actor(runtime.actors, priority).send_with_options(args=(delivery_id,), delay=delay)
+    # Without the adapter options the actor checks limits and circuits after loading, before the claim.
+    options = {ADAPTER_OPTION: adapter, ROUTE_OPTION: route or adapter} if adapter else {}
+    lane_actor(runtime.actors, priority).send_with_options(args=(delivery_id,), delay=delay, **options)
 
 
 def _pipelined(broker: Any) -> Any:

@@ -105,7 +105,7 @@ class ExhaustionGuard(Middleware):
         if exception is None or message.actor_name not in DELIVER_ACTORS or not message.failed:
             return  # succeeded, or Retries scheduled a retry
         from chimeway import db, deliveries
-        from chimeway.dispatch.enqueue import enqueue
+        from chimeway.dispatch.enqueue import ROUTE_OPTION, enqueue
         from chimeway.runtime import current
 
         delivery_id = message.args[0] if message.args else None
@@ -119,7 +119,7 @@ class ExhaustionGuard(Middleware):
                 now = db.now()
                 due = max([now, *(t for t in (delivery.next_attempt_at, delivery.lease_until) if t)])
                 delay_ms = current().settings.backoff_max_ms + int((due - now).total_seconds() * 1000)
-                enqueue(delivery_id, delay_ms=delay_ms, dedupe=False)
+                enqueue(delivery_id, delay_ms=delay_ms, dedupe=False, route=message.options.get(ROUTE_OPTION))
                 logger.warning(
                     "delivery %s: Dramatiq gave up on message %s after %s retries that spent no attempt "
                     "(%d/%d attempts spent); re-enqueued as a fresh message in %d ms", delivery_id,

@@ -89,6 +89,14 @@ def drain_rounds(env: BenchEnv, rounds: int, latency: bool) -> dict[str, Any]:
         base = baseline_drain(env, cfg.n, cfg.processes, cfg.threads)
         chim = chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, latency=latency and number == 1)
         taken.append({"baseline": base, "chimeway": chim, "ratio": round(chim["per_second"] / base["per_second"], 3)})
+        if cfg.drain_rate_limit:  # the same drain with a rate limit above the throughput: the check's cost
+            limited = chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, label="chimeway_rate_limited",
+                                     settings={"rate_limits": cfg.drain_rate_limit})
+            taken[-1]["rate_limited_ratio"] = round(limited["per_second"] / base["per_second"], 3)
+            taken[-1]["rate_limited_per_second"] = limited["per_second"]
+            # CPU per delivery does not swing with the machine's load as throughput does
+            taken[-1]["cpu_ms_per_delivery"] = {"chimeway": chim["cpu_ms_per_delivery"],
+                                                "rate_limited": limited["cpu_ms_per_delivery"]}
     median = sorted(taken, key=lambda r: r["ratio"])[(len(taken) - 1) // 2]
     latency_figures = taken[0]["chimeway"].get("latency")
     chimeway = dict(median["chimeway"], latency=latency_figures) if latency_figures else median["chimeway"]
@@ -96,7 +104,9 @@ def drain_rounds(env: BenchEnv, rounds: int, latency: bool) -> dict[str, Any]:
         "baseline": median["baseline"],
         "chimeway": chimeway,
         "rounds": [{"baseline_per_second": r["baseline"]["per_second"], "chimeway_per_second": r["chimeway"]["per_second"],
-                    "ratio": r["ratio"]} for r in taken],
+                    "ratio": r["ratio"],
+                    **{k: r[k] for k in ("rate_limited_per_second", "rate_limited_ratio", "cpu_ms_per_delivery")
+                       if k in r}} for r in taken],
     }
 
 
@@ -169,20 +179,20 @@ def send_many(n: int, outcomes: list[str] | None = None) -> tuple[list[str], flo
     return ids, time.monotonic() - started
 
 
-def worker_env(env: BenchEnv, database_url: str, threads: int) -> dict[str, str]:
-    return chimeway_env(database_url, env.rd.url(), db_pool_size=threads + 2, **env.cfg.worker_settings)
+def worker_env(env: BenchEnv, database_url: str, threads: int, **settings: Any) -> dict[str, str]:
+    return chimeway_env(database_url, env.rd.url(), db_pool_size=threads + 2, **{**env.cfg.worker_settings, **settings})
 
 
 def chimeway_drain(env: BenchEnv, n: int, processes: int, threads: int, label: str = "chimeway",
-                   latency: bool = False) -> dict[str, Any]:
+                   latency: bool = False, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     url = env.fresh_database(label)
     env.rd.client().flushall()
     configure_chimeway(env, url)
     _, send_seconds = send_many(n)
     say(f"{label}: {n} sends in {send_seconds:.1f}s ({n / send_seconds:.0f}/s); "
         f"starting {processes}x{threads} workers")
-    env.sup.add(label, dramatiq_argv("chimeway.worker", processes, threads), worker_env(env, url, threads),
-                keep_alive=False)
+    env.sup.add(label, dramatiq_argv("chimeway.worker", processes, threads),
+                worker_env(env, url, threads, **(settings or {})), keep_alive=False)
     conn = env.pg.connect(label)
     env.sup.start(label)
     try:

@@ -79,6 +79,14 @@ class ChaosConfig:
     #: CHAOS_PRUNE_CRON: the scheduler's prune (raw webhooks and history past retention) under load;
     #: every minute by default, so its chunked, horizon-guarded deletes run beside the workers.
     prune_cron: str = "* * * * *"
+    #: CHIMEWAY_RATE_LIMITS and CHIMEWAY_FAILOVER for the workers (e.g. ``fake=400/1`` and ``fake=log``);
+    #: empty: unset. A failover to ``log`` makes some scripted exhaustions succeed (reported as
+    #: unexpected outcomes, not invariants) and its calls are not in the fake adapter's call log.
+    rate_limits: str = ""
+    failover: str = ""
+    #: the workload's scripted failures are each delivery's own, not a provider's outage: a circuit
+    #: opening on them (default 20 in a row) would only slow the run down
+    circuit_failures: int = 100_000
 
 
 SMALL = {"deliveries": 300, "send_seconds": 25.0, "kills": 4, "webhooks": 60, "deadline_seconds": 115.0,
@@ -87,8 +95,10 @@ SMALL = {"deliveries": 300, "send_seconds": 25.0, "kills": 4, "webhooks": 60, "d
 
 def worker_settings(cfg: ChaosConfig) -> dict[str, Any]:
     names = ("lease_seconds", "sweep_stall_seconds", "backoff_min_ms", "backoff_max_ms", "reconcile_grace_seconds",
-             "broker_heartbeat_ms", "broker_maintenance_chance", "sweep_cron", "reconcile_cron", "prune_cron")
+             "broker_heartbeat_ms", "broker_maintenance_chance", "sweep_cron", "reconcile_cron", "prune_cron",
+             "circuit_failures")
     settings = {name: getattr(cfg, name) for name in names}
+    settings.update({name: getattr(cfg, name) for name in ("rate_limits", "failover") if getattr(cfg, name)})
     settings["mailgun_webhook_signing_key"] = webhooks.SIGNING_KEY
     return settings
 

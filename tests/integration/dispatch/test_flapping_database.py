@@ -45,6 +45,9 @@ def test_given_a_flapping_database_connection_when_deliveries_retry_transient_fa
         _, log = workers.start(threads=2, env={
             "CHIMEWAY_DATABASE_URL": through(proxy, pg_url),
             "CHIMEWAY_BACKOFF_MIN_MS": "50", "CHIMEWAY_BACKOFF_MAX_MS": "400",
+            # 160 scripted transient failures: the circuit breaker would rightly open on them, and
+            # this test is about the database, not the provider
+            "CHIMEWAY_CIRCUIT_FAILURES": "100000",
         })
         flapping = proxy.flap(period=1.0, down=0.4, total=12.0)
         script = ["temporary"] * 4 + ["ok"]
