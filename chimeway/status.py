@@ -27,7 +27,7 @@ def collect(runtime: Any) -> dict[str, Any]:
         "database": "postgresql" if db.is_postgres(database) else "sqlite",
         "broker": "redis" if runtime.settings.redis_url else "in-memory",
         "schema": schema,
-        "circuits": _circuits(runtime),
+        "circuits": circuits(runtime),
     }
     if schema["current"] == 0:
         report["table_estimates"] = {}
@@ -87,7 +87,7 @@ def retention(runtime: Any) -> dict[str, Any]:
     }
 
 
-def _circuits(runtime: Any) -> list[dict[str, Any]] | None:
+def circuits(runtime: Any) -> list[dict[str, Any]] | None:
     """Each configured adapter's circuit, or None when Redis cannot be read (the rest still reports)."""
     try:
         return runtime.guard.circuits(runtime.registry.configured())

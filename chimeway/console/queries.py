@@ -18,6 +18,7 @@ from chimeway import db
 from chimeway.deliveries import lost as lost_deliveries
 from chimeway.models import Delivery
 from chimeway.states import TERMINAL
+from chimeway.status import circuits
 
 #: Rows per page of the deliveries list.
 PAGE_SIZE = 50
@@ -139,6 +140,7 @@ def overview(runtime: Any, tenant: str | None) -> dict[str, Any]:
         "orphans": backlog,
         "oldest_orphan_seconds": round((now - oldest).total_seconds()) if oldest else None,
         "chart": terminal_per_minute(tenant, now),
+        "circuits": circuits(runtime),  # adapters are shared by every tenant: their circuits too
     }
 
 

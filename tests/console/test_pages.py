@@ -158,3 +158,22 @@ def test_given_jinja2_is_not_installed_then_the_console_names_the_extra_to_insta
     monkeypatch.setitem(sys.modules, "jinja2", None)  # what an installation without the extra looks like
     with pytest.raises(ConfigurationError, match=r"pip install 'chimeway\[console\]'"):
         make_app(runtime)
+
+
+def test_given_an_open_circuit_then_the_overview_shows_it(database_url):
+    from chimeway import runtime as runtime_mod
+    from chimeway.console import make_app
+    from chimeway.testing import start_worker
+    from tests.console.conftest import PASSWORD, USER, Client
+
+    runtime = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, default_adapter="fake",
+                                    circuit_failures=1, circuit_open_seconds=3600, console_user=USER,
+                                    console_password=PASSWORD)
+    try:
+        chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary"]}, max_attempts=1)
+        with start_worker(runtime):
+            assert drain(runtime) == []
+        page = Client(make_app(runtime)).get("/").text
+        assert '<span class="circuit open">open</span>' in page and "<td>fake</td>" in page
+    finally:
+        runtime_mod.reset()
