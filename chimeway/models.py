@@ -106,9 +106,9 @@ class Delivery(BaseModel):
     lock_version = peewee.IntegerField(default=0)
     created_at = UTCDateTime(default=db.now)
     updated_at = UTCDateTime(default=db.now)
-    #: the priority lane: high, normal or bulk (0009)
+    #: the priority lane: high, normal or bulk (0007)
     priority = peewee.TextField(default="normal")
-    #: when a scheduled send was asked for; None: at once (0009)
+    #: when a scheduled send was asked for; None: at once (0007)
     send_at = UTCDateTime(null=True)
 
     class Meta:
