@@ -92,7 +92,8 @@ def _enqueue_after_commit(runtime: Any, fresh: list[Delivery]) -> None:
     for start in range(0, len(fresh), CHUNK):
         chunk = fresh[start:start + CHUNK]
         try:
-            enqueue_many([(d.id, d.priority, delay_until(d.next_eligible_at)) for d in chunk], runtime=runtime)
+            enqueue_many([(d.id, d.priority, delay_until(d.next_eligible_at), d.adapter) for d in chunk],
+                         runtime=runtime)
         except Exception:
             logger.warning("send_many: %d deliveries committed but not enqueued; the sweep will send them",
                            len(chunk), exc_info=True)

@@ -76,22 +76,24 @@ def _dedupe_key(runtime: Any, delivery_id: str) -> str:
     return f"{runtime.settings.redis_namespace}:dedupe:deliver:{delivery_id}"
 
 
-def enqueue_many(deliveries: list[tuple[str, str, int | None]], *, runtime: Any) -> None:
-    """Send the ``deliver`` messages of freshly created deliveries, given as (id, priority, delay_ms),
-    with one ``enqueued_at`` UPDATE and, on Redis, one pipeline (not a round trip per message).
+def enqueue_many(deliveries: list[tuple[str, str, int | None, str]], *, runtime: Any) -> None:
+    """Send the ``deliver`` messages of freshly created deliveries, given as (id, priority, delay_ms,
+    adapter), with one ``enqueued_at`` UPDATE and, on Redis, one pipeline (not a round trip per message).
+    The adapter goes on each message as :func:`enqueue` puts it, so the actor can check the guard before
+    it loads and claims in one statement.
 
     No dedupe mark: the rows were created by the transaction that just committed, so nothing else
     has enqueued them (the sweep waits for ``CHIMEWAY_SWEEP_STALL_SECONDS``)."""
     if not deliveries:
         return
-    ids = [delivery_id for delivery_id, _, _ in deliveries]
+    ids = [delivery_id for delivery_id, _, _, _ in deliveries]
     marks = ", ".join(["%s"] * len(ids))
     db.execute(
         f"UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id IN ({marks})", (db.to_db_time(db.now()), *ids)
     )
     with _pipelined(runtime.broker):
-        for delivery_id, priority, delay_ms in deliveries:
-            _send(runtime, delivery_id, priority, delay_ms)
+        for delivery_id, priority, delay_ms, adapter in deliveries:
+            _send(runtime, delivery_id, priority, delay_ms, adapter=adapter)
 
 
 def _send(

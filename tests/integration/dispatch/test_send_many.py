@@ -66,6 +66,20 @@ def test_given_the_callers_transaction_then_messages_wait_for_its_commit(runtime
     assert queued() == 5
 
 
+def test_given_send_many_then_each_message_names_its_adapter_as_send_does(runtime) -> None:
+    # The deliver actor checks limits and circuits before it loads only when the message names the
+    # adapter; without it a bulk delivery would take the two-statement path.
+    from dramatiq import Message
+
+    from chimeway.dispatch.actors import QUEUE
+    from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION
+
+    sent = chimeway.send_many([item(n) for n in range(3)])
+    messages = [Message.decode(raw) for raw in list(runtime.broker.queues[QUEUE].queue)]
+    assert sorted(m.args[0] for m in messages) == sorted(d.id for d in sent)
+    assert {(m.options[ADAPTER_OPTION], m.options[ROUTE_OPTION]) for m in messages} == {(sent[0].adapter,) * 2}
+
+
 @pytest.mark.parametrize(("bad", "argument"), [
     ({"channel": "email", "recipient": "  "}, "recipient"),
     ({"channel": "email", "recipient": "a@example.com", "priority": "urgent"}, "priority"),
