@@ -14,6 +14,7 @@ from typing import Any
 
 from chimeway.config import mask_url
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSendError
+from chimeway.states import REDRIVABLE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -395,7 +396,7 @@ def _redrive_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attempts", type=int, help="new attempts on top of those spent (default: the original budget)")
     parser.add_argument("--tenant", help="only this tenant's deliveries")
     parser.add_argument("--why", help="why: kept in the operator record")
-    parser.add_argument("--reason", choices=["retries_exhausted", "permanent_failure"], help="bulk: the reason cancelled")
+    parser.add_argument("--reason", choices=sorted(REDRIVABLE), help="bulk: the reason cancelled")
     parser.add_argument("--since", type=_since, help="bulk: cancelled within this long, e.g. 2h")
     parser.add_argument("--adapter", help="bulk: only this adapter's deliveries")
     parser.add_argument("--dry-run", action="store_true", help="bulk: list what would be redriven, change nothing")

@@ -54,8 +54,10 @@ def ingest(
         )
         if raw_id is None:
             return IngestResult(duplicate=True)
-        targets = find_deliveries(database, tenant_id, provider, [e.message_id for e in parsed.events])
         echoed = find_deliveries_by_id(database, tenant_id, provider, [e.delivery_id for e in parsed.events])
+        # By message id only what the echoed ids did not link: no second lookup when every event echoed one.
+        unlinked = [e.message_id for e in parsed.events if e.delivery_id not in echoed]
+        targets = find_deliveries(database, tenant_id, provider, unlinked)
         rows = []
         for index, event in enumerate(parsed.events):
             # The delivery id the provider echoed back is the surest link; then the provider message id.
