@@ -89,6 +89,11 @@ def lost(now: datetime, stall: timedelta, database: Any = None) -> tuple[str, li
     return _LOST, [cutoff, cutoff, cutoff, cutoff, db.to_db_time(now, database), db.to_db_time(now + stall, database)]
 
 
+#: why_not_claimable's answer for a deferred or scheduled delivery whose time has not come (the deliver
+#: actor tells it apart: a schedule longer than one Dramatiq delay is waited out message by message).
+NOT_DUE = "deferred and not due yet"
+
+
 def why_not_claimable(delivery: Delivery, now: datetime) -> str | None:
     """Why the claim would refuse this loaded delivery, or None: the claim's WHERE read in Python, so
     a message that cannot win does not run the policy first. The claim re-checks all of it atomically."""
@@ -100,7 +105,7 @@ def why_not_claimable(delivery: Delivery, now: datetime) -> str | None:
     if delivery.orchestration_state == Orchestration.DEFERRED and delivery.next_eligible_at and (
         delivery.next_eligible_at > due
     ):
-        return "deferred and not due yet"
+        return NOT_DUE
     if delivery.status == Status.FAILED and delivery.next_attempt_at and delivery.next_attempt_at > due:
         return "its retry is not due yet"
     return None

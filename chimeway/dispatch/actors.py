@@ -30,12 +30,13 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from chimeway import db, deliveries, logcontext, telemetry
+from chimeway import db, deliveries, logcontext, policy, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
-from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION
+from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION, enqueue
 from chimeway.dispatch.middleware import DELIVER_ACTOR
 from chimeway.dispatch.resilience import Go, next_adapter
+from chimeway.dispatch.send import delay_until
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
 from chimeway.states import AttemptOutcome, ErrorClass, Priority, Reason, Status
@@ -124,8 +125,6 @@ def deliver(delivery_id: str) -> None:
 
 
 def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
-    from chimeway import policy
-
     now = db.now()
     lease_seconds = runtime.settings.lease_seconds
     message = CurrentMessage.get_current_message()  # None when the actor is called directly
@@ -164,8 +163,6 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
 def _admit(runtime: Any, delivery_id: str, origin: str, options: Any, report: dict[str, Any]) -> Go | None:
     """The adapter this attempt may call now, or None when it must wait: then a fresh message, due
     when the guard says, carries the route on (nothing was claimed, no attempt is spent)."""
-    from chimeway.dispatch.enqueue import enqueue
-
     route = options.get(ROUTE_OPTION) or origin
     decision = runtime.guard.admit(origin, route)
     if isinstance(decision, Go):
@@ -216,7 +213,7 @@ def _claim_after_policy(
     if skip:
         logger.debug("delivery %s: %s; message acknowledged", delivery_id, skip)
         report["status"] = delivery.status
-        if skip == _NOT_DUE and delivery.send_at is not None:
+        if skip == deliveries.NOT_DUE and delivery.send_at is not None:
             _wait_more(runtime, delivery, now)
         return None
     if delivery.attempt_count >= delivery.max_attempts:
@@ -235,31 +232,22 @@ def _claim_after_policy(
     return attempt, go
 
 
-#: deliveries.why_not_claimable's answer for a deferred delivery whose time has not come.
-_NOT_DUE = "deferred and not due yet"
-
-
 def _wait_more(runtime: Any, delivery: Delivery, now: datetime) -> None:
     """A scheduled delivery's message came early: its send time is further than one Dramatiq delay
     reaches (``enqueue.MAX_DELAY_MS``), so this message is one step of the wait; send the next."""
-    from chimeway.dispatch.enqueue import enqueue
-
-    delay_ms = int((delivery.next_eligible_at - now).total_seconds() * 1000)
+    delay_ms = delay_until(delivery.next_eligible_at)
     enqueue(delivery.id, delay_ms=delay_ms, dedupe=False, runtime=runtime)
 
 
 def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
     """Evaluate the policy and act on its decision; True when the delivery may be sent now."""
-    from chimeway import policy
-    from chimeway.dispatch.enqueue import enqueue
-
     decision = policy.evaluate(delivery, now)
     if isinstance(decision, policy.Suppress):
         deliveries.suppress(delivery.id, decision.reason, now=now)
         return False
     if isinstance(decision, policy.Defer):
         if deliveries.defer(delivery.id, decision.until, now=now):
-            delay_ms = max(0, int((decision.until - now).total_seconds() * 1000))
+            delay_ms = delay_until(decision.until)
             # The fresh-send dedupe mark may still be set: this re-enqueue is deliberate.
             enqueue(delivery.id, delay_ms=delay_ms, dedupe=False, runtime=runtime)
         return False
@@ -360,8 +348,6 @@ def _retry_or_exhaust(
     The next attempt is a fresh message, never a Dramatiq retry: Dramatiq's retry count is kept for
     failures that spend no attempt (see :data:`DRAMATIQ_MAX_RETRIES`), so it can never run out
     before the durable attempt count does."""
-    from chimeway.dispatch.enqueue import enqueue
-
     cause = _cause_of(adapter, result)
     if outcome.unhandled:
         _log_unhandled(delivery, attempt, outcome, result, cause, retry, adapter)

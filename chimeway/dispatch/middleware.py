@@ -100,10 +100,12 @@ class ExhaustionGuard(Middleware):
     """
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        if exception is None or not message.failed:
+            return  # succeeded, or Retries scheduled a retry
         from chimeway.dispatch.actors import DELIVER_ACTORS  # every lane's; actors imports this module
 
-        if exception is None or message.actor_name not in DELIVER_ACTORS or not message.failed:
-            return  # succeeded, or Retries scheduled a retry
+        if message.actor_name not in DELIVER_ACTORS:
+            return
         from chimeway import db, deliveries
         from chimeway.dispatch.enqueue import ROUTE_OPTION, enqueue
         from chimeway.runtime import current
