@@ -382,6 +382,14 @@ class Settings:
     circuit_open_seconds: int = _setting(
         "CHIMEWAY_CIRCUIT_OPEN_SECONDS", 30, _int(1), "how long an open circuit stops calls before one probe"
     )
+    group_commit_max: int = _setting(
+        "CHIMEWAY_GROUP_COMMIT_MAX", 32, _int(1, 1000),
+        "PostgreSQL workers: most claims (and records) one statement takes for a process's threads; 1: none shared",
+    )
+    group_commit_wait_ms: int = _setting(
+        "CHIMEWAY_GROUP_COMMIT_WAIT_MS", 0, _int(0, 50),
+        "PostgreSQL workers: how long a busy worker's claim or record may wait for others to join its statement",
+    )
     failover: dict[str, str] = _setting(
         "CHIMEWAY_FAILOVER", {}, _failover, "next adapter after a transient failure or an open circuit: postmark=sendgrid"
     )

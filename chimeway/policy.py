@@ -53,6 +53,7 @@ __all__ = [
     "Rule",
     "Suppress",
     "decided_by_facts",
+    "facts_sql",
     "evaluate",
     "quiet_hours_end",
     "register",
@@ -111,16 +112,22 @@ class PolicyFacts:
     enabled: bool
 
 
-#: The columns ``suppressed`` and ``enabled`` (NULL: no preference row) of the delivery row aliased
-#: ``d``, as :func:`suppression_list` and :func:`preferences` read them. Placeholder: now (expiry).
-FACTS_SQL = """EXISTS (SELECT 1 FROM chimeway_suppressions s
+def facts_sql(now: str = "%s") -> str:
+    """The columns ``suppressed`` and ``enabled`` (NULL: no preference row) of the delivery row aliased
+    ``d``, as :func:`suppression_list` and :func:`preferences` read them; ``now`` (the suppressions'
+    expiry is compared with it) is a placeholder, or a column for a batch of deliveries."""
+    return f"""EXISTS (SELECT 1 FROM chimeway_suppressions s
                 WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel AND s.address = d.recipient
-                  AND (s.expires_at IS NULL OR s.expires_at > %s)) AS suppressed,
+                  AND (s.expires_at IS NULL OR s.expires_at > {now})) AS suppressed,
        (SELECT p.enabled FROM chimeway_preferences p
          WHERE p.tenant_id = d.tenant_id AND p.recipient = d.recipient AND p.channel = d.channel
            AND (p.category = COALESCE(d.category, '*') OR p.category = '*')
          ORDER BY CASE WHEN p.category = '*' THEN 1 ELSE 0 END
          LIMIT 1) AS enabled"""
+
+
+#: :func:`facts_sql` for one delivery. Placeholder: now.
+FACTS_SQL = facts_sql()
 
 #: PostgreSQL, over a delivery row aliased ``x`` with :data:`FACTS_SQL`'s columns: true when, while
 #: :func:`decided_by_facts`, every built-in rule must Proceed — not suppressed, its channel enabled,

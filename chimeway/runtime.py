@@ -34,6 +34,8 @@ class Runtime:
     setnx: Any = None
     #: Rate limits, circuits and failover of chimeway.dispatch.resilience: Redis-backed, or in memory.
     guard: Any = None
+    #: The worker's group commits of claims and records (chimeway.dispatch.batch); None: one by one.
+    batches: Any = None
 
     def close(self) -> None:
         self.registry.close()

@@ -33,9 +33,10 @@ from dramatiq.middleware import CurrentMessage
 from chimeway import db, deliveries, logcontext, policy, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
+from chimeway.dispatch.batch import Started
 from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION, enqueue
 from chimeway.dispatch.middleware import DELIVER_ACTOR
-from chimeway.dispatch.resilience import Go, next_adapter
+from chimeway.dispatch.resilience import Go, Wait, next_adapter
 from chimeway.dispatch.send import delay_until
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
@@ -128,15 +129,20 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     now = db.now()
     lease_seconds = runtime.settings.lease_seconds
     message = CurrentMessage.get_current_message()  # None when the actor is called directly
-    earlier_leases = _note_lease(message, now + timedelta(seconds=lease_seconds))
+    lease_until = now + timedelta(seconds=lease_seconds)
+    # this try's own lease counts too: a claim batch that committed but lost its answer falls back
+    # to the one-delivery statement, which then finds this try's claim
+    leases = [*_note_lease(message, lease_until), lease_until]
     options = message.options if message is not None else {}
     go = None
     if policy.decided_by_facts() and ADAPTER_OPTION in options:
-        go = _admit(runtime, delivery_id, options[ADAPTER_OPTION], options, report)  # before the claim below
-        if go is None:
+        # the guard is asked before the claim; a delivery the loaded facts clear is claimed by the
+        # same statement (with other threads' deliveries, when the worker batches)
+        started = _start(runtime, delivery_id, now, options)
+        if isinstance(started, Wait):
+            _wait(runtime, delivery_id, started, options.get(ROUTE_OPTION) or options[ADAPTER_OPTION], report)
             return
-    if go is not None:  # a delivery the loaded facts clear is claimed by the same statement
-        delivery, attempt = deliveries.load_and_claim(delivery_id, now, lease_seconds=lease_seconds)
+        go, delivery, attempt = started.go, started.delivery, started.attempt
     else:
         delivery, attempt = deliveries.load(delivery_id, now), None  # with the facts the first rules need
     if delivery is None:
@@ -144,7 +150,7 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
         return
     report.update(tenant_id=delivery.tenant_id, channel=delivery.channel, adapter=delivery.adapter)
     logcontext.update(tenant=delivery.tenant_id, adapter=delivery.adapter)
-    if attempt is None and _holds(delivery, earlier_leases, now):
+    if attempt is None and _holds(delivery, leases, now):
         attempt = delivery.attempt_count
         go = go or Go(options.get(ROUTE_OPTION) or delivery.adapter)
         logger.info("delivery %s: attempt %d was claimed by an earlier try of this message that failed "
@@ -160,20 +166,38 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     _attempt(runtime, delivery, attempt, report, go)
 
 
+def _start(runtime: Any, delivery_id: str, now: datetime, options: Any) -> Started | Wait:
+    """The guard's decision for this message's route and, when it says go, the delivery loaded and
+    (if its facts clear it) claimed: in the worker's next claim batch, or alone."""
+    origin = options[ADAPTER_OPTION]
+    route = options.get(ROUTE_OPTION) or origin
+    if runtime.batches is not None and deliveries.valid_id(delivery_id):
+        return runtime.batches.start(delivery_id, now, origin, route)
+    decision = runtime.guard.admit(origin, route)
+    if isinstance(decision, Wait):
+        return decision
+    return Started(decision, *deliveries.load_and_claim(delivery_id, now, lease_seconds=runtime.settings.lease_seconds))
+
+
 def _admit(runtime: Any, delivery_id: str, origin: str, options: Any, report: dict[str, Any]) -> Go | None:
-    """The adapter this attempt may call now, or None when it must wait: then a fresh message, due
-    when the guard says, carries the route on (nothing was claimed, no attempt is spent)."""
+    """The adapter this attempt may call now, or None when it must wait (see :func:`_wait`)."""
     route = options.get(ROUTE_OPTION) or origin
     decision = runtime.guard.admit(origin, route)
     if isinstance(decision, Go):
         return decision
+    _wait(runtime, delivery_id, decision, route, report)
+    return None
+
+
+def _wait(runtime: Any, delivery_id: str, decision: Wait, route: str, report: dict[str, Any]) -> None:
+    """No adapter may be called yet: a fresh message, due when the guard says, carries the route on
+    (nothing was claimed, no attempt is spent)."""
     telemetry.emit("admission", "wait", delivery_id=delivery_id, adapter=decision.adapter, reason=decision.why)
     logger.debug("delivery %s: adapter %s %s; next try in %d ms (no attempt spent)", delivery_id, decision.adapter,
                  _WAITS[decision.why], decision.delay_ms)
     enqueue(delivery_id, delay_ms=decision.delay_ms, dedupe=False, runtime=runtime,
             route=decision.adapter if decision.why != "open" else route)
     report["waited"] = decision.why
-    return None
 
 
 #: How a wait reads in the worker's log.
@@ -275,7 +299,7 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
         retry = decision if isinstance(decision, backoff.RetryAt) else None
     accepted = result if isinstance(result, SendResult) else None
     recorded = deliveries.record(
-        delivery.id, attempt,
+        delivery.id, attempt, write_with=runtime.batches and runtime.batches.write,
         outcome=outcome.outcome.value,
         error_class=outcome.error_class and outcome.error_class.value,
         adapter=adapter,

@@ -22,8 +22,10 @@ from dramatiq.brokers import redis as dramatiq_redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
+from chimeway import db
 from chimeway.config import Settings
 from chimeway.dispatch.actors import LANES, declare
+from chimeway.dispatch.batch import Batches
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.dispatch.resilience import MemoryGuard, RedisGuard
 from chimeway.setnx import SetNX
@@ -99,6 +101,9 @@ def wire(runtime: Any, broker: dramatiq.Broker | None = None) -> None:
     runtime.broker = broker or build_broker(settings, runtime.redis)
     runtime.setnx = SetNX(runtime.redis)
     runtime.guard = RedisGuard(settings, runtime.redis) if runtime.redis else MemoryGuard(settings)
+    # Group commit needs PostgreSQL's arrays; SQLite takes one writer at a time anyway.
+    if db.is_postgres(runtime.database) and settings.group_commit_max > 1:
+        runtime.batches = Batches(settings, runtime.guard)
     add_middleware(runtime.broker, runtime.database)
     runtime.actors = declare(runtime.broker, settings)
 

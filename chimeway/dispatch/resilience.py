@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 __all__ = ["Go", "Guard", "MemoryGuard", "RedisGuard", "Wait", "chain", "next_adapter"]
 
 #: Circuit and rate keys left untouched this long disappear (a closed circuit's failure count too).
@@ -105,6 +107,11 @@ class Guard:
     def admit(self, origin: str, preferred: str) -> Go | Wait:
         """The adapter this attempt may call now along the route from ``preferred``, or how long to wait."""
         return self._admit(_route(self.failover, origin, preferred))
+
+    def admit_many(self, routes: Sequence[tuple[str, str]]) -> list[Go | Wait]:
+        """:meth:`admit` for many attempts, ``(origin, preferred)`` each, in order (one round trip in
+        Redis: a worker's group commit asks for its whole batch at once)."""
+        return [self.admit(origin, preferred) for origin, preferred in routes]
 
     def report(self, go: Go, *, transient: bool, retry_after_s: float | None = None) -> str | None:
         """After the call ``go`` allowed: a transient failure counts toward opening the circuit (and a
@@ -220,9 +227,61 @@ class RedisGuard(Guard):
         return [f"{prefix}:circuit", f"{prefix}:pause", f"{prefix}:rate", f"{prefix}:queue"]
 
     def _admit(self, route: list[str]) -> Go | Wait:
-        keys = [key for adapter in route for key in self._keys(adapter)]
-        args = [self.open_ms, *(self.intervals.get(adapter, 0) for adapter in route)]
-        index, delay, why, probe, clean = self._admit_script(keys=keys, args=args)
+        return self._decision(route, self._admit_script(keys=self._admit_keys(route), args=self._admit_args(route)))
+
+    def admit_many(self, routes: Sequence[tuple[str, str]]) -> list[Go | Wait]:
+        """One round trip for the batch, and one check per distinct route that no rate limit counts:
+        without a limit the check only reads the circuit and the pause, so attempts on the same
+        route at the same instant get the same answer; but a half-open circuit lets one probe
+        through, so the others on its route are checked again, each on its own."""
+        chains = [_route(self.failover, origin, preferred) for origin, preferred in routes]
+        shared: dict[tuple[str, ...], int] = {}  # a route no limit counts -> its check
+        checks: list[list[str]] = []
+        where = []  # each attempt's check
+        for route in chains:
+            key = tuple(route)
+            if key not in shared:
+                checks.append(route)
+                if not any(self.intervals.get(adapter) for adapter in route):
+                    shared[key] = len(checks) - 1
+            where.append(shared.get(key, len(checks) - 1))
+        answers = [self._decision(route, answer) for route, answer in zip(checks, self._run_many(checks), strict=True)]
+        decisions: list[Go | Wait] = []
+        used: set[int] = set()
+        for route, index in zip(chains, where, strict=True):
+            decision = answers[index]
+            if index in used and isinstance(decision, Go) and decision.probe:
+                decision = self._admit(route)  # the probe went to the first attempt on this route
+            used.add(index)
+            decisions.append(decision)
+        return decisions
+
+    def _run_many(self, chains: list[list[str]]) -> list[Any]:
+        try:
+            return self._pipelined(chains)
+        except NoScriptError:  # Redis restarted and forgot the script: load it, then run the batch once more
+            self.client.script_load(_ADMIT)
+            return self._pipelined(chains)
+
+    def _pipelined(self, chains: list[list[str]]) -> list[Any]:
+        # EVALSHA on a plain pipeline: redis-py's Script on a pipeline checks SCRIPT EXISTS on every
+        # execute, a second round trip; the script is loaded by the first admit (or just above).
+        sha = self._admit_script.sha or self.client.script_load(_ADMIT)
+        pipe = self.client.pipeline(transaction=False)
+        for route in chains:
+            keys = self._admit_keys(route)
+            pipe.evalsha(sha, len(keys), *keys, *self._admit_args(route))
+        return pipe.execute()
+
+    def _admit_keys(self, route: list[str]) -> list[str]:
+        return [key for adapter in route for key in self._keys(adapter)]
+
+    def _admit_args(self, route: list[str]) -> list[Any]:
+        return [self.open_ms, *(self.intervals.get(adapter, 0) for adapter in route)]
+
+    @staticmethod
+    def _decision(route: list[str], answer: Sequence[Any]) -> Go | Wait:
+        index, delay, why, probe, clean = answer
         why = why.decode() if isinstance(why, bytes) else why
         adapter = route[int(index) - 1] if index else route[0]
         if why == "go":

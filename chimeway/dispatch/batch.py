@@ -1,0 +1,203 @@
+"""Group commit: the worker threads of one process share their claims and their records.
+
+A thread that wants a statement run hands its request to a :class:`GroupCommit` and waits. When no
+batch is running, that thread leads: it takes every request waiting (up to ``max_size``), runs them
+as one statement with one commit, and hands each thread its answer. Requests that arrive while a
+batch runs wait for it to finish and go in the next one, so batches form by themselves under load
+and a lone thread runs its request at once, as it would without batching (docs/architecture.md §9).
+
+A leader may linger up to ``max_wait_ms`` for the batch to fill, and only while the previous batch
+held more than one request (other threads are busy): a quiet worker never waits. No request waits
+longer than the batch before it, its lingering and its own batch.
+
+When the batch statement fails, every request in it gets :data:`ALONE` and its thread runs its own
+statement: one bad row cannot fail its neighbours, and a failure that is not a row's (the database
+unreachable) reaches each thread as it would without batching.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from chimeway import deliveries
+from chimeway.config import Settings
+from chimeway.dispatch.resilience import Go, Guard, Wait
+from chimeway.models import Delivery
+
+__all__ = ["ALONE", "Batches", "GroupCommit", "Started"]
+
+logger = logging.getLogger("chimeway.dispatch")
+
+Request = TypeVar("Request")
+
+
+class _Alone:
+    def __repr__(self) -> str:
+        return "ALONE"
+
+
+#: The answer to a request whose batch failed: run it on its own.
+ALONE: Any = _Alone()
+
+
+class _Slot:
+    """One request: its answer, and a lock its thread blocks on until the answer is in, or until it is
+    handed the lead (a bare lock, released once: the cheapest wake-up of one thread; a shared
+    Condition's notify_all woke every waiting thread after every batch)."""
+
+    __slots__ = ("answer", "done", "request", "wake")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.answer: Any = None
+        self.done = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class GroupCommit(Generic[Request]):
+    """Runs the requests of many threads as batches of ``run_batch(requests) -> answers`` (one answer
+    per request, in order)."""
+
+    def __init__(self, name: str, run_batch: Callable[[Sequence[Request]], Sequence[Any]], *, max_size: int,
+                 max_wait_ms: float) -> None:
+        self.name = name
+        self.run_batch = run_batch
+        self.max_size = max(1, max_size)
+        self.max_wait = max(0.0, max_wait_ms) / 1000
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  #: a lingering leader waits on it
+        self._waiting: list[_Slot] = []
+        self._leading = False
+        self._lingering = False
+        self._last_size = 0
+        #: batches run and requests answered (for the benchmark and the tests)
+        self.batches = 0
+        self.requests = 0
+
+    def submit(self, request: Request) -> Any:
+        """This request's answer, or :data:`ALONE` when its batch failed."""
+        slot = _Slot(request)
+        with self._lock:
+            self._waiting.append(slot)
+            lead = not self._leading
+            self._leading = True
+            if self._lingering:
+                self._arrived.notify()
+        if not lead:
+            slot.wake.acquire()  # answered, or handed the lead
+            if slot.done:
+                return slot.answer
+        while True:  # leading: batches until this thread's own request is answered
+            self._run(self._take())
+            with self._lock:
+                if not slot.done:
+                    continue  # its request did not fit that batch: lead the next one too
+                successor = self._waiting[0] if self._waiting else None
+                self._leading = successor is not None
+            if successor is not None:
+                successor.wake.release()  # it finds itself not done, and leads
+            return slot.answer
+
+    def _take(self) -> list[_Slot]:
+        """The next batch, after lingering when the last one was shared (only the leader calls it)."""
+        with self._lock:
+            if self.max_wait and self._last_size > 1 and len(self._waiting) < self.max_size:
+                deadline = time.monotonic() + self.max_wait
+                self._lingering = True
+                while len(self._waiting) < self.max_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._arrived.wait(left)
+                self._lingering = False
+            batch = self._waiting[:self.max_size]
+            del self._waiting[:self.max_size]
+            self._last_size = len(batch)
+            return batch
+
+    def _run(self, batch: list[_Slot]) -> None:
+        """Run one batch and hand out the answers (waking every thread but the leader)."""
+        try:
+            answers = list(self.run_batch([slot.request for slot in batch]))
+            if len(answers) != len(batch):
+                raise RuntimeError(f"{self.name}: {len(answers)} answers for {len(batch)} requests")
+        except Exception as err:
+            _failed(self.name, len(batch), err)
+            answers = [ALONE] * len(batch)
+        self.batches += 1  # only the leader writes these
+        self.requests += len(batch)
+        for slot, answer in zip(batch, answers, strict=True):
+            slot.answer, slot.done = answer, True
+            slot.wake.release()  # the leader's own lock too: nobody acquires it again
+
+
+@dataclass(frozen=True)
+class Started:
+    """A delivery admitted by the guard and loaded, claimed (``attempt``) or not (None: the policy decides)."""
+
+    go: Go
+    delivery: Delivery | None
+    attempt: int | None
+
+
+class Batches:
+    """The group commits of one worker process (PostgreSQL only): the start of an attempt (the guard's
+    admission and the load-and-claim) and its record. Each answers as its one-delivery counterpart
+    does, which it falls back to when a batch fails."""
+
+    def __init__(self, settings: Settings, guard: Guard) -> None:
+        self.guard = guard
+        self.lease_seconds = settings.lease_seconds
+        size, wait = settings.group_commit_max, settings.group_commit_wait_ms
+        self.starts: GroupCommit[tuple[str, datetime, str, str]] = GroupCommit(
+            "claim batch", self._start_many, max_size=size, max_wait_ms=wait)
+        self.records: GroupCommit[deliveries.Recording] = GroupCommit(
+            "record batch", deliveries.record_many, max_size=size, max_wait_ms=wait)
+
+    def start(self, delivery_id: str, now: datetime, origin: str, route: str) -> Started | Wait:
+        """Admit (along ``route`` from ``origin``), load, and claim when the loaded facts clear it."""
+        answer = self.starts.submit((delivery_id, now, origin, route))
+        if answer is ALONE:  # the guard's round trip failed for the batch: this delivery asks alone
+            answer = self.guard.admit(origin, route)
+        if isinstance(answer, Go):  # admitted, but the batch's statement failed or held this id twice
+            return Started(answer, *deliveries.load_and_claim(delivery_id, now, lease_seconds=self.lease_seconds))
+        return answer
+
+    def write(self, entry: deliveries.Recording) -> Sequence[Any] | None:
+        """:func:`chimeway.deliveries.write`, in this process's next record batch."""
+        answer = self.records.submit(entry)
+        return deliveries.write(entry) if answer is ALONE else answer
+
+    def _start_many(self, requests: Sequence[tuple[str, datetime, str, str]]) -> list[Any]:
+        decisions: list[Any] = self.guard.admit_many([(origin, route) for _, _, origin, route in requests])
+        batch, seen = [], set()
+        for index, ((delivery_id, _, _, _), decision) in enumerate(zip(requests, decisions, strict=True)):
+            if isinstance(decision, Go) and delivery_id not in seen:  # a repeated id claims alone, after
+                seen.add(delivery_id)
+                batch.append(index)
+        if not batch:
+            return decisions
+        try:
+            loaded = deliveries.load_and_claim_many(
+                [(requests[index][0], requests[index][1]) for index in batch], lease_seconds=self.lease_seconds)
+        except Exception as err:  # each admitted delivery claims alone (its Go kept: no second admission)
+            _failed(self.starts.name, len(batch), err)
+            return decisions
+        for index, (delivery, attempt) in zip(batch, loaded, strict=True):
+            decisions[index] = Started(decisions[index], delivery, attempt)
+        return decisions
+
+
+def _failed(name: str, size: int, err: Exception) -> None:
+    """One line for a failed batch; the traceback at DEBUG: each request's own statement follows, and
+    if it fails too, its message's failure is logged by Dramatiq with that traceback. The error's
+    message is not logged (a database error may quote a value of the row)."""
+    logger.warning("%s of %d failed (%s); each runs its own statement", name, size, type(err).__name__)
+    logger.debug("%s failed", name, exc_info=True)

@@ -1,0 +1,90 @@
+"""GroupCommit (chimeway/dispatch/batch.py): threads' requests run as batches, a lone request at once,
+a failed batch answers ALONE to each of its requests, and every thread gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from chimeway.dispatch.batch import ALONE, GroupCommit
+
+
+class Recorder:
+    """A batch function that answers each request with its double, noting each batch; the first
+    batch holds for ``hold`` seconds so that the other threads queue behind it."""
+
+    def __init__(self, hold: float = 0.0, fail_on: int | None = None) -> None:
+        self.hold = hold
+        self.fail_on = fail_on
+        self.batches: list[list[int]] = []
+
+    def __call__(self, requests: list[int]) -> list[int]:
+        self.batches.append(list(requests))
+        if len(self.batches) == 1 and self.hold:
+            time.sleep(self.hold)
+        if self.fail_on is not None and self.fail_on in requests:
+            raise ValueError("a bad row")
+        return [request * 2 for request in requests]
+
+
+def submit_all(group: GroupCommit, requests: list[int]) -> dict[int, object]:
+    answers: dict[int, object] = {}
+
+    def one(request: int) -> None:
+        answers[request] = group.submit(request)
+
+    threads = [threading.Thread(target=one, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)  # the first one leads and holds; the others arrive while it runs
+    for thread in threads:
+        thread.join(10)
+    return answers
+
+
+def test_a_lone_request_runs_at_once_in_a_batch_of_its_own():
+    recorder = Recorder()
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=20)
+    assert group.submit(21) == 42
+    assert group.submit(5) == 10
+    assert recorder.batches == [[21], [5]]
+
+
+def test_requests_arriving_while_a_batch_runs_share_the_next_statement():
+    recorder = Recorder(hold=0.3)
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=0)
+    answers = submit_all(group, list(range(1, 9)))
+    assert answers == {n: 2 * n for n in range(1, 9)}
+    assert recorder.batches[0] == [1]
+    assert sorted(recorder.batches[1]) == list(range(2, 9))  # seven threads, one statement
+    assert len(recorder.batches) == 2
+    assert (group.batches, group.requests) == (2, 8)
+
+
+def test_a_batch_never_takes_more_than_its_size():
+    recorder = Recorder(hold=0.3)
+    group = GroupCommit("test", recorder, max_size=3, max_wait_ms=0)
+    answers = submit_all(group, list(range(1, 11)))
+    assert answers == {n: 2 * n for n in range(1, 11)}
+    assert max(len(batch) for batch in recorder.batches) == 3
+    assert sorted(n for batch in recorder.batches for n in batch) == list(range(1, 11))
+
+
+def test_a_failed_batch_answers_alone_to_each_of_its_requests_and_to_no_other():
+    recorder = Recorder(hold=0.3, fail_on=5)
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=0)
+    answers = submit_all(group, list(range(1, 9)))
+    assert answers[1] == 2  # the batch before, unaffected
+    assert {n: answers[n] for n in range(2, 9)} == {n: ALONE for n in range(2, 9)}
+    assert group.submit(9) == 18  # the next batch runs as usual
+
+
+def test_a_busy_leader_lingers_for_more_requests_but_no_longer_than_its_bound():
+    recorder = Recorder(hold=0.3)
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=30)
+    submit_all(group, list(range(1, 4)))  # a shared batch: the next leader may linger
+    started = time.monotonic()
+    assert group.submit(100) == 200
+    waited = time.monotonic() - started
+    assert recorder.batches[-1] == [100]
+    assert waited >= 0.03  # it lingered for company that never came, up to the bound
