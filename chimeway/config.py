@@ -387,7 +387,7 @@ class Settings:
         "PostgreSQL workers: most claims (and records) one statement takes for a process's threads; 1: none shared",
     )
     group_commit_wait_ms: int = _setting(
-        "CHIMEWAY_GROUP_COMMIT_WAIT_MS", 0, _int(0, 50),
+        "CHIMEWAY_GROUP_COMMIT_WAIT_MS", 2, _int(0, 50),
         "PostgreSQL workers: how long a busy worker's claim or record may wait for others to join its statement",
     )
     failover: dict[str, str] = _setting(

@@ -6,9 +6,10 @@ as one statement with one commit, and hands each thread its answer. Requests tha
 batch runs wait for it to finish and go in the next one, so batches form by themselves under load
 and a lone thread runs its request at once, as it would without batching (docs/architecture.md §9).
 
-A leader may linger up to ``max_wait_ms`` for the batch to fill, and only while the previous batch
-held more than one request (other threads are busy): a quiet worker never waits. No request waits
-longer than the batch before it, its lingering and its own batch.
+A leader may linger up to ``max_wait_ms`` for the batch to fill, and only when that is worth it: the
+previous batch held more than one request (other threads are busy) and requests have been arriving
+less than ``max_wait_ms`` apart (an average kept as they come). A quiet worker, or one busy thread,
+never waits. No request waits longer than the batch before it, its lingering and its own batch.
 
 When the batch statement fails, every request in it gets :data:`ALONE` and its thread runs its own
 statement: one bad row cannot fail its neighbours, and a failure that is not a row's (the database
@@ -77,14 +78,20 @@ class GroupCommit(Generic[Request]):
         self._leading = False
         self._lingering = False
         self._last_size = 0
-        #: batches run and requests answered (for the benchmark and the tests)
+        self._last_arrival = 0.0
+        self._gap = float("inf")  #: moving average of the time between two requests' arrivals
+        #: batches run, requests answered, and batches whose leader lingered (for the bench and the tests)
         self.batches = 0
         self.requests = 0
+        self.lingered = 0
 
     def submit(self, request: Request) -> Any:
         """This request's answer, or :data:`ALONE` when its batch failed."""
         slot = _Slot(request)
         with self._lock:
+            arrived = time.monotonic()
+            self._gap = min(arrived - self._last_arrival, self._gap * 0.8 + (arrived - self._last_arrival) * 0.2)
+            self._last_arrival = arrived
             self._waiting.append(slot)
             lead = not self._leading
             self._leading = True
@@ -108,9 +115,11 @@ class GroupCommit(Generic[Request]):
     def _take(self) -> list[_Slot]:
         """The next batch, after lingering when the last one was shared (only the leader calls it)."""
         with self._lock:
-            if self.max_wait and self._last_size > 1 and len(self._waiting) < self.max_size:
+            worth_it = self._last_size > 1 and self._gap < self.max_wait
+            if worth_it and len(self._waiting) < self.max_size:
                 deadline = time.monotonic() + self.max_wait
                 self._lingering = True
+                self.lingered += 1
                 while len(self._waiting) < self.max_size:
                     left = deadline - time.monotonic()
                     if left <= 0:

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.bench import BASELINE_ACTOR, BASELINE_NAMESPACE, BASELINE_QUEUE
+from tests.bench import BASELINE_ACTOR, BASELINE_NAMESPACE, BASELINE_QUEUE, sql
 from tests.bench.env import BenchEnv
 from tests.harness.processes import cpu_seconds, group_pids, peak_rss_kib, tree_cpu_seconds
 from tests.harness.progress import say
@@ -37,8 +37,12 @@ def _cpu(env: BenchEnv, process: str) -> dict[str, float]:
 
 
 def measure_drain(env: BenchEnv, conn: Any, process: str, n: int, timeout: float) -> dict[str, Any]:
-    """Poll until ``n`` rows are terminal; throughput, CPU per delivery (load-independent) and peak memory."""
+    """Poll until ``n`` rows are terminal; throughput, CPU per delivery (load-independent), peak memory,
+    and the statements and commits the workers sent per delivery."""
     cur = conn.cursor()
+    database = conn.get_dsn_parameters()["dbname"]
+    counted = sql.reset_statements(env) >= 0
+    commits_before = sql.commits(env, database) if counted else 0
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     first: tuple[float, int] | None = None
@@ -66,7 +70,12 @@ def measure_drain(env: BenchEnv, conn: Any, process: str, n: int, timeout: float
         raise TimeoutError(f"{process}: only {done}/{n} deliveries terminal after {timeout:.0f}s")
     seconds = max(now - first[0], 1e-6)
     drained = max(1, n - first[1])
+    statements = {}
+    if counted:  # the whole drain's, boot included, per delivery; commits once the workers stopped
+        statements = {"statements_per_delivery": sql.top_statements(env, n)["statements_per_delivery"],
+                      "_commits_before": (database, commits_before)}
     return {
+        **statements,
         "n": n,
         "seconds": round(seconds, 2),
         "per_second": round(drained / seconds, 1),
@@ -89,6 +98,11 @@ def drain_rounds(env: BenchEnv, rounds: int, latency: bool) -> dict[str, Any]:
         base = baseline_drain(env, cfg.n, cfg.processes, cfg.threads)
         chim = chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, latency=latency and number == 1)
         taken.append({"baseline": base, "chimeway": chim, "ratio": round(chim["per_second"] / base["per_second"], 3)})
+        if cfg.compare_unbatched:  # the same drain without group commit: the batcher's effect, in this run
+            alone = chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, label="chimeway_unbatched",
+                                   latency=latency and number == 1, settings={"group_commit_max": 1})
+            taken[-1]["unbatched"] = alone
+            taken[-1]["unbatched_ratio"] = round(alone["per_second"] / base["per_second"], 3)
         if cfg.drain_rate_limit:  # the same drain with a rate limit above the throughput: the check's cost
             limited = chimeway_drain(env, cfg.n, cfg.processes, cfg.threads, label="chimeway_rate_limited",
                                      settings={"rate_limits": cfg.drain_rate_limit})
@@ -98,16 +112,21 @@ def drain_rounds(env: BenchEnv, rounds: int, latency: bool) -> dict[str, Any]:
             taken[-1]["cpu_ms_per_delivery"] = {"chimeway": chim["cpu_ms_per_delivery"],
                                                 "rate_limited": limited["cpu_ms_per_delivery"]}
     median = sorted(taken, key=lambda r: r["ratio"])[(len(taken) - 1) // 2]
-    latency_figures = taken[0]["chimeway"].get("latency")
-    chimeway = dict(median["chimeway"], latency=latency_figures) if latency_figures else median["chimeway"]
-    return {
+    first = taken[0]
+    measured = {key: first["chimeway"][key] for key in ("latency", "latency_high") if key in first["chimeway"]}
+    result = {
         "baseline": median["baseline"],
-        "chimeway": chimeway,
+        "chimeway": dict(median["chimeway"], **measured),
         "rounds": [{"baseline_per_second": r["baseline"]["per_second"], "chimeway_per_second": r["chimeway"]["per_second"],
                     "ratio": r["ratio"],
-                    **{k: r[k] for k in ("rate_limited_per_second", "rate_limited_ratio", "cpu_ms_per_delivery")
-                       if k in r}} for r in taken],
+                    **{k: r[k] for k in ("rate_limited_per_second", "rate_limited_ratio", "cpu_ms_per_delivery",
+                                         "unbatched_ratio") if k in r}} for r in taken],
     }
+    if "unbatched" in median:  # group commit off: the figures before it, from the same round
+        alone = first["unbatched"]
+        result["unbatched"] = dict(median["unbatched"], **{key: alone[key] for key in ("latency", "latency_high")
+                                                           if key in alone})
+    return result
 
 
 # --- baseline ---------------------------------------------------------------------------------------
@@ -150,11 +169,23 @@ def baseline_drain(env: BenchEnv, n: int, processes: int, threads: int, label: s
     env.sup.start(label)
     try:
         result = measure_drain(env, conn, label, n, env.cfg.drain_timeout)
+        env.sup.stop(label)
+        count_commits(env, result, n)
     finally:
         env.sup.stop(label)
         conn.close()
         env.drop_database(label)
     say(f"{label}: {result['per_second']}/s")
+    return result
+
+
+def count_commits(env: BenchEnv, result: dict[str, Any], n: int) -> dict[str, Any]:
+    """Commits per delivery, read after the workers stopped: a backend reports its counts to
+    pg_stat_database lazily (at most once a second while busy), and at exit."""
+    noted = result.pop("_commits_before", None)
+    if noted is not None:
+        database, before = noted
+        result["commits_per_delivery"] = round((sql.commits(env, database) - before) / n, 2)
     return result
 
 
@@ -198,8 +229,18 @@ def chimeway_drain(env: BenchEnv, n: int, processes: int, threads: int, label: s
     try:
         result = measure_drain(env, conn, label, n, env.cfg.drain_timeout)
         result["enqueue_per_second"] = round(n / send_seconds, 1)
-        if latency:
+        env.sup.stop(label)
+        count_commits(env, result, n)
+        if latency:  # on workers started afresh, as the drain's were, once they took a first delivery
+            env.sup.start(label)
+            import chimeway
+
+            first = chimeway.send("email", "warm-up@example.test", {"fake_outcomes": ["ok"]}, adapter="fake").id
+            wait_until(lambda: chimeway.get_delivery(first).is_terminal, 60, 0.1, "the restarted workers' first delivery")
             result["latency"] = measure_latency(env, conn, env.cfg.latency_rate, env.cfg.latency_seconds)
+            if env.cfg.latency_high_rate:
+                result["latency_high"] = measure_latency(env, conn, env.cfg.latency_high_rate,
+                                                         env.cfg.latency_seconds)
     finally:
         env.sup.stop(label)
         conn.close()
@@ -220,20 +261,25 @@ def measure_latency(env: BenchEnv, conn: Any, rate: float, seconds: float) -> di
     import chimeway
 
     count = int(rate * seconds)
-    say(f"  latency: {count} sends at {rate:.0f}/s")
+    # one send() per tick up to 100/s; above, one send_many() of rate/100 items every 10 ms (one
+    # process's send() alone does not reach 1,000/s here); each item's commit is the call's return
+    per_tick = max(1, int(rate // 100))
+    say(f"  latency: {count} sends at {rate:.0f}/s ({per_tick} per commit)")
     committed: dict[str, float] = {}
     started = time.monotonic()
     late = 0
-    for i in range(count):
+    for i in range(0, count, per_tick):
         due = started + i / rate
         pause = due - time.monotonic()
         if pause > 0:
             time.sleep(pause)
         elif pause < -0.05:
             late += 1
-        delivery = chimeway.send("email", f"latency-{uuid.uuid4().hex}@example.test", {"fake_outcomes": ["ok"]},
-                                 adapter="fake")
-        committed[str(delivery.id)] = time.time()
+        items = [{"channel": "email", "recipient": f"latency-{uuid.uuid4().hex}@example.test",
+                  "payload": {"fake_outcomes": ["ok"]}, "adapter": "fake"} for _ in range(min(per_tick, count - i))]
+        sent = ([chimeway.send(**items[0])] if per_tick == 1 else chimeway.send_many(items))
+        at = time.time()
+        committed.update((str(delivery.id), at) for delivery in sent)
     cur = conn.cursor()
 
     def all_terminal() -> bool:

@@ -21,6 +21,8 @@ class BenchConfig:
     threads: int = 8
     latency_rate: float = 100.0  #: sends per second for the commit → terminal latency
     latency_seconds: float = 15.0
+    latency_high_rate: float = 1000.0  #: a second commit → terminal measure at this rate (0: skip)
+    compare_unbatched: int = 1  #: 1: each drain round also drains with group commit off (the "before")
     scale_n: int = 10_000  #: deliveries per run of the 1 / 2 / 4 process scaling
     scale_processes: tuple[int, ...] = (1, 2, 4)
     ingest_events: int = 3_000  #: webhook events through handle(), single process

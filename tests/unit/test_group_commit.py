@@ -42,12 +42,12 @@ def submit_all(group: GroupCommit, requests: list[int]) -> dict[int, object]:
     return answers
 
 
-def test_a_lone_request_runs_at_once_in_a_batch_of_its_own():
+def test_a_lone_thread_runs_each_request_at_once_in_a_batch_of_its_own():
     recorder = Recorder()
-    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=20)
-    assert group.submit(21) == 42
-    assert group.submit(5) == 10
-    assert recorder.batches == [[21], [5]]
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=100)
+    assert [group.submit(n) for n in (21, 5, 7)] == [42, 10, 14]
+    assert recorder.batches == [[21], [5], [7]]
+    assert group.lingered == 0  # one busy thread never waits for company
 
 
 def test_requests_arriving_while_a_batch_runs_share_the_next_statement():
@@ -79,12 +79,23 @@ def test_a_failed_batch_answers_alone_to_each_of_its_requests_and_to_no_other():
     assert group.submit(9) == 18  # the next batch runs as usual
 
 
-def test_a_busy_leader_lingers_for_more_requests_but_no_longer_than_its_bound():
+def submit_wave(group: GroupCommit, requests: list[int], spacing: float) -> None:
+    threads = [threading.Thread(target=group.submit, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+        time.sleep(spacing)
+    for thread in threads:
+        thread.join(10)
+
+
+def test_a_busy_leader_lingers_for_company_but_no_longer_than_its_bound():
     recorder = Recorder(hold=0.3)
-    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=30)
-    submit_all(group, list(range(1, 4)))  # a shared batch: the next leader may linger
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=100)
+    submit_wave(group, list(range(1, 9)), spacing=0.002)  # [1] holds; [2..8] arrive 2 ms apart
+    assert group.lingered == 0 and len(recorder.batches[1]) == 7
     started = time.monotonic()
-    assert group.submit(100) == 200
-    waited = time.monotonic() - started
-    assert recorder.batches[-1] == [100]
-    assert waited >= 0.03  # it lingered for company that never came, up to the bound
+    assert group.submit(100) == 200  # busy a moment ago: worth waiting for others, up to the bound
+    assert time.monotonic() - started >= 0.1
+    assert group.lingered == 1 and recorder.batches[-1] == [100]
+    group.submit(101)  # the last batch held one request: no waiting this time
+    assert group.lingered == 1
