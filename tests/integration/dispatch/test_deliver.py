@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 
 import chimeway
-from chimeway import db, deliveries
+from chimeway import db
 from chimeway.dispatch.enqueue import enqueue
 from chimeway.errors import UnhandledOutcomeError
 from chimeway.states import Status
+from chimeway.store import deliveries
 from chimeway.testing import drain, start_worker
 
 
@@ -220,7 +221,7 @@ def test_given_a_message_for_a_missing_delivery_when_processed_then_it_is_acknow
 def test_given_an_attempt_outliving_its_lease_then_dramatiq_interrupts_it_and_the_next_message_claims_again(
     database_url,
 ):
-    from chimeway import runtime as runtime_mod
+    from chimeway.wiring import runtime as runtime_mod
 
     configured = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, lease_seconds=1,
                                        backoff_min_ms=1, backoff_max_ms=20, default_adapter="fake")
