@@ -2,6 +2,6 @@
 
 import sys
 
-from chimeway.cli import main
+from chimeway.ops.cli import main
 
 sys.exit(main())

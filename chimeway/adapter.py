@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from chimeway.config import parse_flag
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError
 from chimeway.http import TEMPORARY_STATUSES, Classification, http_error, parse_retry_after, status_outcome
+from chimeway.wiring.config import parse_flag
 
 __all__ = [
     "Adapter",

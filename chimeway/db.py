@@ -30,8 +30,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from chimeway.config import Settings
 from chimeway.errors import APPEND_ONLY_SQLSTATE, ConfigurationError, EventLedgerImmutableError
+from chimeway.wiring.config import Settings
 
 logger = logging.getLogger("chimeway.db")
 

@@ -128,8 +128,8 @@ class _OrphanReader:
     def read(self) -> dict[str, Any]:
         with self._lock:
             if time.monotonic() - self._read_at >= self.TTL_SECONDS:
-                from chimeway.runtime import current
-                from chimeway.status import orphan_backlog
+                from chimeway.ops.status import orphan_backlog
+                from chimeway.wiring.runtime import current
 
                 self._read_at = time.monotonic()
                 try:
@@ -156,7 +156,7 @@ class _CircuitCollector:
 
         with self._lock:
             if time.monotonic() - self._read_at >= self.TTL_SECONDS:
-                from chimeway.runtime import current
+                from chimeway.wiring.runtime import current
 
                 self._read_at = time.monotonic()
                 try:

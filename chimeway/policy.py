@@ -38,9 +38,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chimeway import preferences as preference_store
 from chimeway import suppressions
-from chimeway.config import Settings, parse_quiet_hours
 from chimeway.models import Delivery
 from chimeway.states import Reason, Status
+from chimeway.wiring.config import Settings, parse_quiet_hours
 
 __all__ = [
     "BUILTIN_RULES",
@@ -377,6 +377,6 @@ def _zone(name: object, default: str, delivery_id: str) -> tzinfo:
 
 
 def _settings() -> Settings:
-    from chimeway.runtime import current  # late: the runtime imports the dispatch layer
+    from chimeway.wiring.runtime import current  # late: the runtime imports the dispatch layer
 
     return current().settings

@@ -28,7 +28,7 @@ __all__ = ["drain", "fake_calls", "start_worker"]
 def _runtime(runtime: Any = None) -> Any:
     if runtime is not None:
         return runtime
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     return current()
 
@@ -71,8 +71,8 @@ def chimeway_sqlite_url(tmp_path: Any) -> str:
 @pytest.fixture
 def chimeway_runtime(chimeway_sqlite_url: str) -> Iterator[Any]:
     """Chimeway on a fresh, migrated SQLite database, the in-memory broker and fast backoff; reset after."""
-    from chimeway.migrator import migrate
-    from chimeway.runtime import configure, reset
+    from chimeway.store.migrator import migrate
+    from chimeway.wiring.runtime import configure, reset
 
     runtime = configure(
         database_url=chimeway_sqlite_url, redis_url="", environ={}, backoff_min_ms=1, backoff_max_ms=50

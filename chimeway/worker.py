@@ -9,7 +9,7 @@ to it for the command line. Applications call ``chimeway.configure()`` instead o
 
 import dramatiq
 
-from chimeway.runtime import configure
+from chimeway.wiring.runtime import configure
 
 runtime = configure()
 runtime.registry.check()  # a worker performs sends: every adapter the settings name needs its secrets now

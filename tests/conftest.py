@@ -19,9 +19,9 @@ import psycopg2
 import pytest
 import redis as redis_lib
 
-from chimeway import runtime as runtime_mod
-from chimeway.migrator import migrate
 from chimeway.models import ALL_MODELS
+from chimeway.store.migrator import migrate
+from chimeway.wiring import runtime as runtime_mod
 
 PG_SERVER = os.environ.get("CHIMEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("CHIMEWAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -64,8 +64,8 @@ def pg_empty_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_session_url() -> Iterator[str]:
     url = create_pg_database()
-    from chimeway.config import load_settings
     from chimeway.db import connect
+    from chimeway.wiring.config import load_settings
 
     database = connect(load_settings(environ={}, database_url=url))
     migrate(database)
@@ -122,8 +122,8 @@ def database_url(dialect: str, request: pytest.FixtureRequest) -> str:
     if dialect == "postgres":
         return request.getfixturevalue("pg_url")
     url = request.getfixturevalue("sqlite_url")
-    from chimeway.config import load_settings
     from chimeway.db import connect
+    from chimeway.wiring.config import load_settings
 
     database = connect(load_settings(environ={}, database_url=url))
     migrate(database)

@@ -35,7 +35,7 @@ def make_app(runtime: Any = None, *, auth: bool = True) -> Any:
     from chimeway.console.app import Console
 
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     return Console(runtime, auth=auth)
@@ -77,8 +77,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 def serve(host: str = "127.0.0.1", port: int = 8025, *, no_auth: bool = False) -> int:
     """Run the console on the development server until interrupted; ``chimeway console``."""
-    from chimeway.runtime import current
     from chimeway.webhooks.wsgi import ThreadingWSGIServer
+    from chimeway.wiring.runtime import current
 
     if no_auth and not _loopback(host):
         raise ConfigurationError(f"--no-auth is accepted only with a loopback --host (127.0.0.1, ::1), not {host}")

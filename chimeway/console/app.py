@@ -159,8 +159,8 @@ class Console:
                           search_fields=queries.SEARCH_FIELDS)
 
     def _detail(self, request: Request, delivery_id: str) -> Response:
-        from chimeway.deliveries import get_delivery
-        from chimeway.history import timeline
+        from chimeway.ops.history import timeline
+        from chimeway.store.deliveries import get_delivery
 
         try:
             delivery = get_delivery(delivery_id, self.tenant)
@@ -181,7 +181,7 @@ class Console:
         form = request.form()
         if not request.csrf_valid(form.get("csrf", "")):
             return self._error(request, 403, "the form has expired or did not come from this console: reload the page")
-        from chimeway.operations import cancel_by_operator, redrive
+        from chimeway.ops.operations import cancel_by_operator, redrive
 
         actor, why = f"console:{request.user}", form.get("why", "").strip() or None
         try:

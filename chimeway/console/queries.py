@@ -15,10 +15,10 @@ from typing import Any
 import peewee
 
 from chimeway import db
-from chimeway.deliveries import lost as lost_deliveries
 from chimeway.models import Delivery
+from chimeway.ops.status import circuits
 from chimeway.states import TERMINAL, TERMINAL_SQL
-from chimeway.status import circuits
+from chimeway.store.deliveries import lost as lost_deliveries
 
 #: Rows per page of the deliveries list.
 PAGE_SIZE = 50

@@ -13,7 +13,7 @@ _ACTORS = ("deliver", "reconcile_orphans", "sweep_actor")
 
 def __getattr__(name: str) -> Any:
     if name in _ACTORS:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         return current().actors[name]
     raise AttributeError(f"module 'chimeway.dispatch' has no attribute {name!r}")

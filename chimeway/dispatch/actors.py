@@ -30,7 +30,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from chimeway import db, deliveries, logcontext, policy, telemetry
+from chimeway import db, policy, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
 from chimeway.dispatch.batch import Started
@@ -41,6 +41,8 @@ from chimeway.dispatch.send import delay_until
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
 from chimeway.states import AttemptOutcome, ErrorClass, Priority, Reason, Status
+from chimeway.store import deliveries
+from chimeway.wiring import logcontext
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -119,7 +121,7 @@ def classify(result: Any) -> Outcome:
 
 def deliver(delivery_id: str) -> None:
     """Perform one attempt of one delivery (the body of the ``deliver`` actor)."""
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     with logcontext.bind(delivery_id=delivery_id), telemetry.span("perform", delivery_id=delivery_id) as report:
         _deliver(current(), str(delivery_id), report)

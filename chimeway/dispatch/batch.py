@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from chimeway import deliveries
-from chimeway.config import Settings
 from chimeway.dispatch.resilience import Go, Guard, Wait
 from chimeway.models import Delivery
+from chimeway.store import deliveries
+from chimeway.wiring.config import Settings
 
 __all__ = ["ALONE", "Batches", "GroupCommit", "Started"]
 
@@ -180,7 +180,7 @@ class Batches:
         return answer
 
     def write(self, entry: deliveries.Recording) -> Sequence[Any] | None:
-        """:func:`chimeway.deliveries.write`, in this process's next record batch."""
+        """:func:`chimeway.store.deliveries.write`, in this process's next record batch."""
         answer = self.records.submit(entry)
         return deliveries.write(entry) if answer is ALONE else answer
 

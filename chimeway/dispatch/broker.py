@@ -23,13 +23,13 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 from chimeway import db
-from chimeway.config import Settings
 from chimeway.dispatch.actors import LANES, declare
 from chimeway.dispatch.batch import Batches
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.dispatch.resilience import MemoryGuard, RedisGuard
-from chimeway.setnx import SetNX
 from chimeway.states import Priority
+from chimeway.store.setnx import SetNX
+from chimeway.wiring.config import Settings
 
 #: The longest an idle consumer of the high lane or of a delay queue sleeps between polls (ms).
 PROMPT_POLL_MS = 100

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chimeway import db, deliveries
+from chimeway import db
 from chimeway.dispatch.send import delay_until, prepare
 from chimeway.errors import IdempotencyConflictError, InvalidSendError
 from chimeway.models import Delivery
+from chimeway.store import deliveries
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -48,7 +49,7 @@ def send_many(items: Iterable[Mapping[str, Any]], *, tenant_id: str | None = Non
     transaction the rows join it and the messages go out after the outermost commit; a rollback
     stores and sends nothing.
     """
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     runtime = current()
     rows = [_check(runtime, index, item, tenant_id) for index, item in enumerate(items)]

@@ -5,7 +5,7 @@
     enqueue(delivery_id, *, delay_ms=None, dedupe=True, runtime=None) -> bool
 
 - ``dedupe=True`` (fresh sends): a second enqueue of the same delivery within
-  :data:`DEDUPE_WINDOW_MS` is dropped — ``chimeway.setnx`` (Redis ``SET NX PX`` under the runtime's key namespace, or
+  :data:`DEDUPE_WINDOW_MS` is dropped — ``chimeway.store.setnx`` (Redis ``SET NX PX`` under the runtime's key namespace, or
   an in-memory table under the stub broker). Callers that re-enqueue on purpose (the sweep, a
   policy deferral) pass ``dedupe=False``. Dramatiq's own retries and delayed-queue moves call the
   broker directly and never come here, so dedupe can never drop a legitimate retry; the database
@@ -52,7 +52,7 @@ def enqueue(
     """Send one ``deliver`` message for ``delivery_id``; see the module docstring for the rules.
     ``route``: the adapter the next attempt tries first (default: the delivery's own)."""
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     if dedupe and not runtime.setnx.first(_dedupe_key(runtime, delivery_id), DEDUPE_WINDOW_MS / 1000):

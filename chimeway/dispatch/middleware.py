@@ -106,9 +106,10 @@ class ExhaustionGuard(Middleware):
 
         if message.actor_name not in DELIVER_ACTORS:
             return
-        from chimeway import db, deliveries
+        from chimeway import db
         from chimeway.dispatch.enqueue import ROUTE_OPTION, enqueue
-        from chimeway.runtime import current
+        from chimeway.store import deliveries
+        from chimeway.wiring.runtime import current
 
         delivery_id = message.args[0] if message.args else None
         try:

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chimeway import db, deliveries
-from chimeway.config import MAX_ATTEMPTS_LIMIT
+from chimeway import db
 from chimeway.errors import InvalidSendError
 from chimeway.models import Delivery
 from chimeway.states import Priority
+from chimeway.store import deliveries
+from chimeway.wiring.config import MAX_ATTEMPTS_LIMIT
 
 #: The lanes, as send() accepts them.
 PRIORITIES = tuple(lane.value for lane in Priority)
@@ -58,7 +59,7 @@ def send(
     ``CHIMEWAY_MAX_PAYLOAD_BYTES`` as JSON; ``max_attempts`` outside 1..100; a notification id that
     is not a UUID; an unknown priority; a naive ``send_at``, a negative ``delay``, or both.
     """
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     runtime = current()
     row = prepare(

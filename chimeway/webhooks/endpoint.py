@@ -60,7 +60,7 @@ def handle(
     ``tenant_id`` None is the ``default`` tenant; an id that is not a plain name (see
     :mod:`chimeway.webhooks.tenancy`) answers 404 like an unknown tenant."""
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     tenant = tenancy.DEFAULT_TENANT if tenant_id is None else tenant_id

@@ -10,7 +10,7 @@ from typing import Any
 
 import peewee
 
-from chimeway.pubsub import Broadcast, publish_after_commit
+from chimeway.store.pubsub import Broadcast, publish_after_commit
 from chimeway.webhooks import projection, suppression_entries
 
 

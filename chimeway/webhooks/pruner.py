@@ -1,4 +1,4 @@
-"""Prune raw webhook rows past CHIMEWAY_WEBHOOK_RETENTION_DAYS (the ledger's retention: chimeway.retention)."""
+"""Prune raw webhook rows past CHIMEWAY_WEBHOOK_RETENTION_DAYS (the ledger's retention: chimeway.ops.retention)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def prune(
     """Delete raw webhook rows received more than ``retention_days`` ago (default
     CHIMEWAY_WEBHOOK_RETENTION_DAYS); how many were deleted (with ``dry_run``: would be, none is)."""
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     days = runtime.settings.webhook_retention_days if retention_days is None else retention_days

@@ -30,9 +30,10 @@ from typing import Any
 import peewee
 
 from chimeway import db as dbmod
-from chimeway import pubsub, telemetry
+from chimeway import telemetry
 from chimeway.models import new_id
-from chimeway.pubsub import Broadcast
+from chimeway.store import pubsub
+from chimeway.store.pubsub import Broadcast
 from chimeway.webhooks import feedback, ledger, projection, suppression_entries
 
 logger = logging.getLogger("chimeway.webhooks")
@@ -66,7 +67,7 @@ def reconcile(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     settings, database = runtime.settings, runtime.database
@@ -268,7 +269,7 @@ def run_actor(tenant_id: str | None = None, *, runtime: Any = None) -> Reconcile
     key is what guarantees one event per orphan; the locks only spare the duplicate work.
     """
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     scope = tenant_id if tenant_id is not None else "*"

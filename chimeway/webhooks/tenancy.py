@@ -19,8 +19,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from chimeway.config import Settings
 from chimeway.webhooks.providers.base import NotConfigured
+from chimeway.wiring.config import Settings
 
 #: A tenant id: a letter or digit, then up to 63 letters, digits, ``_``, ``.`` or ``-``.
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -40,7 +40,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     if environ.get("REQUEST_METHOD") != "POST":
         return _respond(start_response, 405, "use POST", [("Allow", "POST")])
 
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     limit = current().settings.webhook_max_bytes
     try:
@@ -97,7 +97,7 @@ class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             # The thread ends here: hand its database connection back, or every request would keep one.
-            from chimeway.runtime import current
+            from chimeway.wiring.runtime import current
 
             database = current().database
             if not database.is_closed():

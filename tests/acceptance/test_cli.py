@@ -103,7 +103,7 @@ def test_the_happy_path_of_each_data_command(tmp_path, redis_url, redis_namespac
     with_redis = {"CHIMEWAY_REDIS_URL": redis_url, "CHIMEWAY_REDIS_NAMESPACE": redis_namespace}
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     migrated = chimeway("migrate", "--json", cwd=tmp_path)
-    from chimeway.migrator import load_migrations
+    from chimeway.store.migrator import load_migrations
 
     assert json.loads(migrated.stdout) == {"applied": [], "version": len(load_migrations("sqlite"))}
 
@@ -139,8 +139,8 @@ def test_prune_dry_run_says_what_it_would_remove_and_removes_nothing(tmp_path):
     from datetime import timedelta
 
     from chimeway import db
-    from chimeway import runtime as runtime_mod
     from chimeway.models import Attempt, Delivery, Event, new_id
+    from chimeway.wiring import runtime as runtime_mod
 
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     runtime_mod.configure(database_url=f"sqlite:///{tmp_path / 'chimeway.sqlite3'}", redis_url="", environ={})
@@ -180,7 +180,7 @@ def test_webhooks_serve_answers_a_real_request_and_stops_on_sigterm(tmp_path):
     env["CHIMEWAY_MAILGUN_WEBHOOK_SIGNING_KEY"] = "k"
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     server = subprocess.Popen(
-        [sys.executable, "-m", "chimeway.cli", "webhooks", "serve", "--port", str(port)],
+        [sys.executable, "-m", "chimeway.ops.cli", "webhooks", "serve", "--port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -219,7 +219,7 @@ def test_the_scheduler_fires_its_ticks_and_stops_cleanly_on_sigterm(tmp_path, re
     )
     assert chimeway("migrate", cwd=tmp_path).returncode == 0
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "chimeway.cli", "scheduler"], cwd=tmp_path, env=env,
+        [sys.executable, "-m", "chimeway.ops.cli", "scheduler"], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

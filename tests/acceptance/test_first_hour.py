@@ -85,8 +85,9 @@ def test_given_a_demo_that_fails_after_sending_then_it_leaves_no_delivery_for_st
 ):
     import io
 
-    from chimeway import demo, runtime
-    from chimeway.status import collect
+    from chimeway.ops import demo
+    from chimeway.ops.status import collect
+    from chimeway.wiring import runtime
 
     def broken_worker(*args, **kwargs):  # what a missing optional dependency did after "sending 300/300"
         raise ModuleNotFoundError("No module named 'pytest'")

@@ -7,7 +7,7 @@ the idempotency header, connection reuse. Each ``Test…Adapter`` fills the name
 server, arrange a scenario, say what the server saw) and adds its provider's own cases.
 
 Adapters are built the way the runtime builds them: discovered through the ``chimeway.adapters``
-entry points by :class:`chimeway.registry.Registry`, with validated options.
+entry points by :class:`chimeway.wiring.registry.Registry`, with validated options.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from chimeway.adapter import (
     SendResult,
     TemporaryError,
 )
-from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
-from chimeway.registry import Registry, discover
+from chimeway.wiring.config import load_settings
+from chimeway.wiring.registry import Registry, discover
 from tests.adapters.servers import (
     SHORT_TIMEOUT,
     SLOW_SECONDS,

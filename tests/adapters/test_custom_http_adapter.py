@@ -27,8 +27,8 @@ from chimeway.adapter import (
     http_error,
     parse_retry_after,
 )
-from chimeway.config import load_settings
-from chimeway.registry import Registry
+from chimeway.wiring.config import load_settings
+from chimeway.wiring.registry import Registry
 from tests.adapters.servers import LocalHttpServer, Reply, Speaker
 from tests.adapters.test_adapter_contract import WEBHOOK_SECRET, make_request
 

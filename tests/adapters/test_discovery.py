@@ -17,9 +17,9 @@ import pytest
 
 import chimeway
 from chimeway.adapter import SendRequest, SendResult
-from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
-from chimeway.registry import Registry, discover
+from chimeway.wiring.config import load_settings
+from chimeway.wiring.registry import Registry, discover
 from tests.adapters.distribution import write_pigeon_distribution
 
 BUILT_INS = {"fake", "log", "smtp", "webhook", "postmark", "sendgrid", "twilio"}

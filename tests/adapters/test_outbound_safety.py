@@ -17,9 +17,9 @@ from chimeway_adapters._http import MAX_RESPONSE_BYTES
 from chimeway_adapters.webhook import WebhookAdapter
 
 from chimeway.adapter import PermanentError, SendRequest, TemporaryError
-from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
-from chimeway.registry import Registry
+from chimeway.wiring.config import load_settings
+from chimeway.wiring.registry import Registry
 from tests.adapters.servers import TEST_TIMEOUT, LocalHttpServer, Reply, Speaker
 from tests.adapters.test_adapter_contract import WEBHOOK_SECRET, make_request
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import chimeway
-from chimeway.migrator import migrate
-from chimeway.runtime import Runtime, configure, reset
+from chimeway.store.migrator import migrate
 from chimeway.testing import drain, start_worker
+from chimeway.wiring.runtime import Runtime, configure, reset
 from tests.adapters.servers import LocalHttpServer, PostmarkSpeaker, Speaker
 
 TOKEN = "pm-token-through-dispatch-77"

@@ -104,7 +104,7 @@ def console_bench(env: BenchEnv, count: int) -> dict[str, Any]:
     import chimeway
     from chimeway.console import make_app
     from chimeway.console.queries import PAGE_SIZE, tenants
-    from chimeway.runtime import reset
+    from chimeway.wiring.runtime import reset
 
     label = "console"
     url = env.fresh_database(label)

@@ -251,7 +251,7 @@ def chimeway_drain(env: BenchEnv, n: int, processes: int, threads: int, label: s
 
 
 def _unconfigure() -> None:
-    from chimeway.runtime import reset
+    from chimeway.wiring.runtime import reset
 
     reset()
 

@@ -61,9 +61,9 @@ class BenchEnv:
 
     def prepare_template(self) -> None:
         """One migrated database that every run copies (CREATE DATABASE … TEMPLATE is fast)."""
-        from chimeway.config import load_settings
         from chimeway.db import connect
-        from chimeway.migrator import migrate
+        from chimeway.store.migrator import migrate
+        from chimeway.wiring.config import load_settings
 
         conn = self.pg.connect()
         try:  # where the profile reads the workers' SQL from (loaded only when the library is installed)

@@ -40,8 +40,8 @@ def create_sent_deliveries(conn: Any, n: int, prefix: str) -> list[str]:
 
 def ingest_handle(env: BenchEnv, events: int) -> dict[str, Any]:
     import chimeway
-    from chimeway.runtime import reset
     from chimeway.webhooks import handle
+    from chimeway.wiring.runtime import reset
 
     url = env.fresh_database("ingest")
     conn = env.pg.connect("ingest")

@@ -55,7 +55,7 @@ def build_ledger(conn: Any, events: int, orphans: int) -> None:
 
 def reconcile_once(env: BenchEnv, events: int, orphans: int, label: str, statements: bool = False) -> dict[str, Any]:
     import chimeway
-    from chimeway.runtime import reset
+    from chimeway.wiring.runtime import reset
 
     url = env.fresh_database(label)
     conn = env.pg.connect(label)

@@ -7,7 +7,7 @@ CHIMEWAY_RETENTION_DAYS = ``DAYS - 1`` exactly the oldest day is past retention,
 removes one day's history. Figures (milliseconds of wall time around calls that are one or a few
 SQL statements each, so database time plus a little Python):
 
-- ``status_ms``: ``chimeway.status.collect`` (what ``chimeway status --json`` prints), best of 3;
+- ``status_ms``: ``chimeway.ops.status.collect`` (what ``chimeway status --json`` prints), best of 3;
 - ``sweep_idle_ms`` / ``reconcile_idle_ms``: a sweep and a reconcile with nothing to do, best of 5;
 - ``prune_day_seconds``: one prune removing the oldest day;
 - ``drain_ratio``: deliveries/s of the same workers draining ``drain_n`` fresh sends on the loaded
@@ -98,7 +98,7 @@ def best_ms(fn: Any, times: int) -> float:
 def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
     """Deliveries/s of 2 x 8 workers draining ``n`` fresh sends on the database at ``url``."""
     import chimeway
-    from chimeway.runtime import reset
+    from chimeway.wiring.runtime import reset
 
     env.rd.client().flushall()
     chimeway.configure(database_url=url, redis_url=env.rd.url(), environ={})
@@ -136,9 +136,9 @@ def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
 def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
     import chimeway
     from chimeway.dispatch.sweep import sweep
-    from chimeway.retention import prune_history
-    from chimeway.runtime import reset
-    from chimeway.status import collect
+    from chimeway.ops.retention import prune_history
+    from chimeway.ops.status import collect
+    from chimeway.wiring.runtime import reset
 
     label = f"scale_{n}"
     url = env.fresh_database(label)

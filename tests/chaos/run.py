@@ -496,9 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with private_servers("chimeway-chaos-") as (root, reaper, pg, rd):
             url = pg.create_database("chaos")
-            from chimeway.config import load_settings
             from chimeway.db import connect
-            from chimeway.migrator import migrate
+            from chimeway.store.migrator import migrate
+            from chimeway.wiring.config import load_settings
 
             database = connect(load_settings(environ={}, database_url=url))
             migrate(database)

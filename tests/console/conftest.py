@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from chimeway import runtime as runtime_mod
 from chimeway.testing import start_worker
+from chimeway.wiring import runtime as runtime_mod
 
 USER, PASSWORD = "ops", "s3cret-pass"
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import chimeway
-from chimeway import runtime as runtime_mod
+from chimeway.wiring import runtime as runtime_mod
 from tests.harness.processes import Supervisor
 from tests.harness.servers import Reaper, free_port, wait_for_port
 from tests.harness.stack import BIN, chimeway_env, dramatiq_argv, wait_until

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 import chimeway
-from chimeway import deliveries, operator_record
-from chimeway import runtime as runtime_mod
+from chimeway.ops import operator_record
 from chimeway.states import Reason, Status
+from chimeway.store import deliveries
+from chimeway.wiring import runtime as runtime_mod
 from tests.acceptance.test_cli import chimeway as run_cli
 from tests.harness.processes import Supervisor
 from tests.harness.servers import Reaper, free_port, wait_for_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import chimeway
-from chimeway import operator_record
+from chimeway.ops import operator_record
 from chimeway.testing import drain
 
 
@@ -144,7 +144,7 @@ def test_given_no_credentials_configured_then_the_app_refuses_to_build(database_
         with pytest.raises(ConfigurationError, match="CHIMEWAY_CONSOLE_USER and CHIMEWAY_CONSOLE_PASSWORD"):
             make_app(runtime)
     finally:
-        from chimeway import runtime as runtime_mod
+        from chimeway.wiring import runtime as runtime_mod
 
         runtime_mod.reset()
 
@@ -161,9 +161,9 @@ def test_given_jinja2_is_not_installed_then_the_console_names_the_extra_to_insta
 
 
 def test_given_an_open_circuit_then_the_overview_shows_it(database_url):
-    from chimeway import runtime as runtime_mod
     from chimeway.console import make_app
     from chimeway.testing import start_worker
+    from chimeway.wiring import runtime as runtime_mod
     from tests.console.conftest import PASSWORD, USER, Client
 
     runtime = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, default_adapter="fake",

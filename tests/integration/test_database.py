@@ -10,10 +10,10 @@ import pytest
 from playhouse.pool import MaxConnectionsExceeded
 
 from chimeway import db as dbmod
-from chimeway import runtime as runtime_mod
-from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
 from chimeway.models import Delivery
+from chimeway.wiring import runtime as runtime_mod
+from chimeway.wiring.config import load_settings
 
 
 def _new_delivery() -> Delivery:

@@ -12,10 +12,10 @@ import uuid
 
 import pytest
 
-from chimeway import runtime as runtime_mod
-from chimeway.demo import mailgun_body
-from chimeway.migrator import migrate
+from chimeway.ops.demo import mailgun_body
+from chimeway.store.migrator import migrate
 from chimeway.webhooks import handle
+from chimeway.wiring import runtime as runtime_mod
 
 PG_BIN = os.environ.get("CHIMEWAY_HARNESS_PG_BIN", "/usr/lib/postgresql/15/bin")
 KEY = "restart-test-key"

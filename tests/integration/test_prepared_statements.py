@@ -10,10 +10,10 @@ import pytest
 
 import chimeway
 from chimeway import db as dbmod
-from chimeway import deliveries
-from chimeway import runtime as runtime_mod
 from chimeway.errors import ConfigurationError
 from chimeway.states import Status
+from chimeway.store import deliveries
+from chimeway.wiring import runtime as runtime_mod
 
 PREPARED_NAMES = "SELECT name FROM pg_prepared_statements WHERE left(name, 9) = 'chimeway_' ORDER BY name"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
-from chimeway.setnx import SetNX
+from chimeway.store.setnx import SetNX
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -35,9 +35,9 @@ def test_given_a_key_set_when_set_again_then_only_the_first_wins_until_it_is_for
 @pytest.mark.redis
 def test_every_set_nx_user_goes_through_the_runtime_helper(redis_url, redis_namespace, database_url) -> None:
     # Given a runtime on Redis
-    from chimeway import runtime as runtime_mod
-    from chimeway.scheduler import Scheduler
+    from chimeway.ops.scheduler import Scheduler
     from chimeway.webhooks import reconciler
+    from chimeway.wiring import runtime as runtime_mod
 
     configured = runtime_mod.configure(database_url=database_url, redis_url=redis_url, redis_namespace=redis_namespace)
     try:

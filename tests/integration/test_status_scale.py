@@ -10,7 +10,7 @@ import pytest
 from chimeway import db
 from chimeway.dispatch.sweep import sweep
 from chimeway.models import Delivery, new_id
-from chimeway.status import collect
+from chimeway.ops.status import collect
 
 
 def delivery(status: str, age: timedelta, **fields) -> Delivery:

@@ -8,10 +8,10 @@ import uuid
 import pytest
 
 from chimeway import metrics
-from chimeway import runtime as runtime_mod
-from chimeway.demo import mailgun_body
 from chimeway.models import Delivery
+from chimeway.ops.demo import mailgun_body
 from chimeway.webhooks import handle, reconcile
+from chimeway.wiring import runtime as runtime_mod
 
 prometheus_client = pytest.importorskip("prometheus_client")
 KEY = "metrics-test-key"

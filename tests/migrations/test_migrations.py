@@ -15,9 +15,7 @@ import peewee
 import pytest
 
 from chimeway import db as dbmod
-from chimeway.config import load_settings
 from chimeway.errors import EventLedgerImmutableError, MigrationError
-from chimeway.migrator import HISTORY_TABLE, load_migrations, migrate, status
 from chimeway.models import ALL_MODELS, Attempt, Delivery, Event, Suppression
 from chimeway.states import (
     AttemptOutcome,
@@ -28,6 +26,8 @@ from chimeway.states import (
     Status,
     SuppressionReason,
 )
+from chimeway.store.migrator import HISTORY_TABLE, load_migrations, migrate, status
+from chimeway.wiring.config import load_settings
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_given_a_migrated_database_when_migrating_again_then_nothing_is_applied(
 def test_given_two_processes_when_both_migrate_at_once_then_both_succeed_and_each_file_applies_once(empty_url):
     env = {**os.environ, "CHIMEWAY_DATABASE_URL": empty_url}
     env.pop("CHIMEWAY_REDIS_URL", None)
-    command = [sys.executable, "-m", "chimeway.cli", "migrate", "--json"]
+    command = [sys.executable, "-m", "chimeway.ops.cli", "migrate", "--json"]
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs

@@ -7,7 +7,7 @@ import pytest
 from chimeway import db as dbmod
 from chimeway.errors import EventLedgerImmutableError
 from chimeway.models import new_id
-from chimeway.operator_record import Action, OperatorAction, write
+from chimeway.ops.operator_record import Action, OperatorAction, write
 
 
 def test_given_the_migrated_schema_then_the_operator_table_matches_its_model(configured):

@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 
 from chimeway import db as dbmod
-from chimeway import migrator
-from chimeway import runtime as runtime_mod
-from chimeway.config import load_settings
 from chimeway.errors import EventLedgerImmutableError
-from chimeway.retention import prune_history
+from chimeway.ops.retention import prune_history
+from chimeway.store import migrator
+from chimeway.wiring import runtime as runtime_mod
+from chimeway.wiring.config import load_settings
 
 OLD_DONE, OLD_OPEN, RECENT = (str(uuid.uuid4()) for _ in range(3))
 

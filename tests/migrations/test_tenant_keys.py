@@ -9,8 +9,8 @@ import peewee
 import pytest
 
 from chimeway import db as dbmod
-from chimeway import migrator
-from chimeway.config import load_settings
+from chimeway.store import migrator
+from chimeway.wiring.config import load_settings
 
 NOTIFICATION = str(uuid.uuid4())
 DELIVERY = str(uuid.uuid4())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chimeway.config import DEFAULT_DATABASE_URL, describe, load_settings
 from chimeway.errors import ConfigurationError
-from chimeway.registry import Registry
+from chimeway.wiring.config import DEFAULT_DATABASE_URL, describe, load_settings
+from chimeway.wiring.registry import Registry
 
 INVALID = [
     ("CHIMEWAY_DATABASE_URL", "mysql://root@localhost/app"),
@@ -108,7 +108,7 @@ def test_given_an_adapter_option_passed_as_none_then_its_default_applies():
 
 
 def _configure(tmp_path, **environ):
-    from chimeway import runtime
+    from chimeway.wiring import runtime
 
     try:
         return runtime.configure(environ={"CHIMEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite3'}", **environ})

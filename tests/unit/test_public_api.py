@@ -22,7 +22,7 @@ def test_every_public_name_resolves():
 def test_importing_chimeway_does_not_import_the_dispatch_layer_or_connect():
     code = (
         "import sys, chimeway; "
-        "loaded = [m for m in ('dramatiq', 'chimeway.runtime', 'chimeway_adapters', 'psycopg2') if m in sys.modules]; "
+        "loaded = [m for m in ('dramatiq', 'chimeway.wiring.runtime', 'chimeway_adapters', 'psycopg2') if m in sys.modules]; "
         "print(','.join(loaded))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

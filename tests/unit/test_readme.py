@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chimeway.config import describe
-from chimeway.registry import discover
+from chimeway.wiring.config import describe
+from chimeway.wiring.registry import discover
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

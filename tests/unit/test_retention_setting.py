@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from chimeway.config import load_settings
-from chimeway.retention import cutoffs
+from chimeway.ops.retention import cutoffs
+from chimeway.wiring.config import load_settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ import pytest
 
 import chimeway
 from chimeway import db
-from chimeway.deliveries import fingerprint
 from chimeway.errors import ChimewayError
+from chimeway.store.deliveries import fingerprint
 
 
 def test_the_send_errors_are_value_errors_under_the_root_and_exported():

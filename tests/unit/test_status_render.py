@@ -3,7 +3,7 @@ two separate facts, so the line never reads as if the whole backlog will not rec
 
 from __future__ import annotations
 
-from chimeway.status import render
+from chimeway.ops.status import render
 
 
 def report(backlog: int, oldest: int | None, past_max_age: int) -> dict:

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from chimeway.config import Settings
 from chimeway.states import EventType, RejectReason
+from chimeway.wiring.config import Settings
 
 #: A signed timestamp further ahead of our clock than this is refused: clock skew, never a retry.
 FUTURE_TOLERANCE_SECONDS = 300

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from chimeway import runtime as runtime_mod
 from chimeway.testing import fake_calls, start_worker
+from chimeway.wiring import runtime as runtime_mod
 from tests.harness.workers import Workers, worker_environment
 
 
@@ -50,8 +50,8 @@ def queued(runtime: runtime_mod.Runtime) -> Callable[[], int]:
 @pytest.fixture
 def create(runtime: runtime_mod.Runtime) -> Callable[..., Any]:
     """Record a pending fake delivery without enqueuing a message (the test sends its own)."""
-    from chimeway import deliveries
     from chimeway.models import new_id
+    from chimeway.store import deliveries
 
     def make(outcomes: list[str] | None = None, *, max_attempts: int = 5, **fields: Any) -> Any:
         values = dict(channel="email", recipient="ann@example.com", adapter="fake",

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import chimeway
-from chimeway import runtime as runtime_mod
+from chimeway.wiring import runtime as runtime_mod
 from tests.harness.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]

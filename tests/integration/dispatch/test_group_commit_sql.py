@@ -5,6 +5,8 @@ the answers and the rows they leave must be the same."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from chimeway import db, deliveries, suppressions
-from chimeway import runtime as runtime_mod
+from chimeway import db, suppressions
 from chimeway.models import Delivery
 from chimeway.states import Status
+from chimeway.store import deliveries
+from chimeway.wiring import runtime as runtime_mod
 
 pytestmark = pytest.mark.postgres
 
@@ -142,3 +145,50 @@ def test_a_record_whose_batch_committed_but_lost_its_answer_is_not_called_lost(p
     # the fallback writes the same record alone: its claim is gone, but its attempt row is there
     assert deliveries.write(entry) == ("default", "email", "fake")
     assert len(deliveries.attempts(delivery_id)) == 1
+
+
+_POISON = [
+    "CREATE FUNCTION chimeway_test_poison() RETURNS trigger AS $$ BEGIN "
+    "IF NEW.error_message = 'poison' THEN RAISE EXCEPTION 'test: a row the database refuses'; END IF; "
+    "RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER chimeway_test_poison BEFORE INSERT ON chimeway_delivery_attempts FOR EACH ROW "
+    "EXECUTE FUNCTION chimeway_test_poison()",
+]
+
+
+def test_a_row_the_database_refuses_fails_its_own_record_and_not_its_neighbours_in_the_batch(pg_runtime):
+    for statement in _POISON:
+        db.execute(statement)
+    batches = pg_runtime.batches
+    run = batches.records.run_batch
+    held = threading.Event()
+
+    def hold_first(entries):  # the first batch holds, so that the four records below share the next one
+        if not held.is_set():
+            held.set()
+            time.sleep(0.3)
+        return run(entries)
+
+    batches.records.run_batch = hold_first
+    claimed = {"status": "dispatched", "attempt_count": 1, "lease_until": db.now() + timedelta(seconds=LEASE)}
+    ids = [make(claimed) for _ in range(5)]
+    outcomes: dict[str, Any] = {}
+
+    def write(delivery_id: str, message: str | None) -> None:
+        entry = record_entry(delivery_id, 1, Status.FAILED if message else Status.SUCCEEDED, error_message=message)
+        try:
+            outcomes[delivery_id] = batches.write(entry)
+        except Exception as err:
+            outcomes[delivery_id] = type(err).__name__
+
+    threads = [threading.Thread(target=write, args=(ids[0], None))]
+    threads += [threading.Thread(target=write, args=(key, "poison" if key == ids[2] else None)) for key in ids[1:]]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join(10)
+    assert batches.records.batches == 2  # the lone first one, then the four in one statement, which failed
+    assert outcomes.pop(ids[2]) == "InternalError"
+    assert set(outcomes.values()) == {("default", "email", "fake")}
+    assert [state(key)[0] for key in ids] == ["succeeded", "succeeded", "dispatched", "succeeded", "succeeded"]

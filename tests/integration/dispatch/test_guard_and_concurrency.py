@@ -10,8 +10,9 @@ import threading
 import pytest
 
 import chimeway
-from chimeway import db, deliveries, telemetry
+from chimeway import db, telemetry
 from chimeway.dispatch.enqueue import enqueue
+from chimeway.store import deliveries
 from chimeway.testing import drain
 
 _REFUSE = {
@@ -121,7 +122,7 @@ def test_given_deliveries_with_every_outcome_then_telemetry_metadata_never_holds
 
 
 def test_given_a_delivery_when_it_is_performed_then_logs_carry_its_context_but_never_the_recipient(runtime, worker, caplog):
-    from chimeway.logcontext import ContextFilter
+    from chimeway.wiring.logcontext import ContextFilter
 
     handler_filter = ContextFilter()
     with caplog.at_level(logging.DEBUG):

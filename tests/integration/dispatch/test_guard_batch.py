@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from chimeway.config import load_settings
 from chimeway.dispatch.resilience import Go, RedisGuard, Wait
+from chimeway.wiring.config import load_settings
 
 pytestmark = pytest.mark.redis
 

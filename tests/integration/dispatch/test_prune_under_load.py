@@ -12,7 +12,7 @@ import pytest
 import chimeway
 from chimeway import db
 from chimeway.models import Attempt, Delivery, Event, new_id
-from chimeway.retention import prune_history
+from chimeway.ops.retention import prune_history
 from tests.harness.workers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]

@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 
 import chimeway
-from chimeway import db, deliveries, operator_record
+from chimeway import db
 from chimeway.errors import DeliveryNotFound, EventLedgerImmutableError, NotRedrivableError
+from chimeway.ops import operator_record
+from chimeway.store import deliveries
 from chimeway.testing import drain
 
 
@@ -130,7 +132,7 @@ def test_given_concurrent_redrives_of_one_delivery_then_exactly_one_wins(runtime
 
 
 def test_given_outage_casualties_when_bulk_redriven_then_only_the_matching_ones_go_back(runtime, worker):
-    from chimeway.operations import redrive_many
+    from chimeway.ops.operations import redrive_many
 
     exhausted = [_send(["temporary"], max_attempts=1) for _ in range(3)]
     permanent = _send(["permanent"])

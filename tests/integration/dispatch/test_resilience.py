@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import chimeway
-from chimeway import runtime as runtime_mod
 from chimeway import telemetry
 from chimeway.testing import drain, start_worker
+from chimeway.wiring import runtime as runtime_mod
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_given_a_rate_limit_when_deliveries_wait_for_it_then_each_still_spends_e
 
 
 def test_given_an_open_circuit_then_status_and_prometheus_metrics_show_it(configure, registry):
-    from chimeway.status import collect, render
+    from chimeway.ops.status import collect, render
 
     runtime = configure(circuit_failures=1, circuit_open_seconds=3600)
     chimeway.send("email", "ann@example.com", {"fake_outcomes": ["temporary"]}, max_attempts=1)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import chimeway
-from chimeway import deliveries
 from chimeway.models import new_id
-from chimeway.status import collect
+from chimeway.ops.status import collect
+from chimeway.store import deliveries
 from tests.harness.workers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]

@@ -98,8 +98,8 @@ def test_given_an_sms_fallback_delayed_after_an_email_then_it_is_sent_only_if_th
 def test_given_a_lost_scheduled_delivery_then_the_sweep_re_enqueues_it_delayed_to_its_time_in_its_lane(
     database_url
 ) -> None:
-    from chimeway import runtime as runtime_mod
     from chimeway.dispatch.sweep import sweep
+    from chimeway.wiring import runtime as runtime_mod
 
     runtime = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, default_adapter="fake",
                                     sweep_stall_seconds=60)
@@ -162,7 +162,7 @@ def test_given_scheduled_sends_on_a_real_worker_then_each_is_sent_on_time(redis_
 def test_given_the_redis_queues_are_lost_then_the_sweep_sends_a_scheduled_delivery_on_time(
     pg_url, redis_url, redis_namespace, workers, call_log
 ) -> None:
-    from chimeway import runtime as runtime_mod
+    from chimeway.wiring import runtime as runtime_mod
 
     runtime = runtime_mod.configure(database_url=pg_url, redis_url=redis_url, redis_namespace=redis_namespace,
                                     default_adapter="fake", environ={}, sweep_stall_seconds=1)
@@ -187,7 +187,7 @@ def test_given_the_redis_queues_are_lost_then_the_sweep_sends_a_scheduled_delive
 
 
 def test_given_a_delivery_scheduled_for_tomorrow_then_status_does_not_report_it_stalled(runtime) -> None:
-    from chimeway.status import collect
+    from chimeway.ops.status import collect
 
     # Given a delivery scheduled for tomorrow, recorded long ago, and one really stalled
     waiting = chimeway.send("email", "ann@example.com", {}, delay=timedelta(days=1))

@@ -127,7 +127,7 @@ def test_given_a_tenant_when_reading_a_delivery_of_another_tenant_then_it_is_not
     sent = chimeway.send("email", "ann@example.com", tenant_id="acme")
     assert chimeway.get_delivery(sent.id, tenant_id="acme").id == sent.id
     with pytest.raises(DeliveryNotFound):
-        chimeway.deliveries.get_delivery(sent.id, tenant_id="other")
+        chimeway.store.deliveries.get_delivery(sent.id, tenant_id="other")
     with pytest.raises(DeliveryNotFound):
         chimeway.get_delivery("not-a-uuid")
     assert chimeway.attempts("not-a-uuid") == []
@@ -194,8 +194,8 @@ def test_given_a_policy_deferral_when_delivered_then_it_waits_deferred_and_is_se
 def test_given_the_broker_is_unreachable_when_sending_then_the_row_is_committed_and_a_warning_names_the_sweep(
     sqlite_url, caplog
 ):
-    from chimeway import runtime as runtime_mod
-    from chimeway.migrator import migrate
+    from chimeway.store.migrator import migrate
+    from chimeway.wiring import runtime as runtime_mod
 
     # Nothing listens on port 1: every Redis command is refused, for real.
     configured = runtime_mod.configure(database_url=sqlite_url, redis_url="redis://127.0.0.1:1/0",
@@ -301,7 +301,7 @@ def test_given_the_edges_of_the_limits_then_the_largest_allowed_send_is_stored(r
 
 @pytest.fixture
 def small_limit(database_url):
-    from chimeway import runtime as runtime_mod
+    from chimeway.wiring import runtime as runtime_mod
 
     configured = runtime_mod.configure(
         database_url=database_url, redis_url="", environ={}, default_adapter="fake", max_payload_bytes=64

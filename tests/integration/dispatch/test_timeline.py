@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 
 import chimeway
-from chimeway import db, deliveries
+from chimeway import db
 from chimeway.errors import DeliveryNotFound
-from chimeway.history import TimelineEntry
+from chimeway.ops.history import TimelineEntry
+from chimeway.store import deliveries
 from chimeway.testing import drain
 
 

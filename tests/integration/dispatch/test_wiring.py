@@ -12,11 +12,11 @@ from dramatiq.middleware import CurrentMessage, Retries
 
 import chimeway
 import chimeway.dispatch
-from chimeway import runtime as runtime_mod
 from chimeway.dispatch.actors import DRAMATIQ_MAX_RETRIES, QUEUE
 from chimeway.dispatch.enqueue import DEDUPE_WINDOW_MS, enqueue
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.models import Delivery
+from chimeway.wiring import runtime as runtime_mod
 
 
 def test_given_a_configured_runtime_then_its_actors_are_reachable_from_chimeway_dispatch(runtime):
@@ -69,7 +69,7 @@ def test_given_an_application_global_broker_when_chimeway_is_configured_then_it_
 def test_given_redis_when_a_delivery_is_enqueued_twice_within_60_s_then_one_message_is_sent(
     sqlite_url, redis_url, redis_namespace
 ):
-    from chimeway.migrator import migrate
+    from chimeway.store.migrator import migrate
 
     configured = runtime_mod.configure(database_url=sqlite_url, redis_url=redis_url, redis_namespace=redis_namespace,
                                        default_adapter="fake", environ={})
@@ -105,8 +105,8 @@ def test_given_a_message_left_a_transaction_open_then_the_connection_middleware_
 def test_given_postgresql_when_a_message_checks_out_a_pooled_connection_then_no_ping_round_trip(
     pg_url, monkeypatch
 ):
-    from chimeway.config import load_settings
     from chimeway.db import connect
+    from chimeway.wiring.config import load_settings
 
     database = connect(load_settings(environ={}, database_url=pg_url))
     middleware = DatabaseConnections(database)

@@ -22,10 +22,11 @@ import psycopg2
 import pytest
 
 import chimeway
-from chimeway import db, deliveries
+from chimeway import db
 from chimeway.dispatch.actors import QUEUE
 from chimeway.dispatch.enqueue import enqueue
 from chimeway.models import new_id
+from chimeway.store import deliveries
 from tests.harness.workers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -89,7 +90,8 @@ def test_given_ten_duplicate_messages_on_ten_worker_threads_then_the_adapter_is_
 
 _CLAIM_SCRIPT = textwrap.dedent("""
     import sys, time
-    from chimeway import deliveries, runtime
+    from chimeway.store import deliveries
+    from chimeway.wiring import runtime
     runtime.configure(database_url=sys.argv[1], redis_url="", environ={})
     deliveries.find(sys.argv[2])  # connected and warm before the common start
     while time.time() < float(sys.argv[3]):

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chimeway import policy
-from chimeway import runtime as runtime_mod
 from chimeway.models import Delivery
+from chimeway.wiring import runtime as runtime_mod
 
 
 @pytest.fixture(autouse=True)

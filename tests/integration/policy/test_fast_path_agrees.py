@@ -10,9 +10,10 @@ from datetime import UTC, timedelta
 
 import pytest
 
-from chimeway import db, deliveries, policy, preferences, suppressions
+from chimeway import db, policy, preferences, suppressions
 from chimeway.models import Delivery
 from chimeway.states import Reason
+from chimeway.store import deliveries
 
 PROCEED = policy.Proceed()
 

@@ -8,9 +8,10 @@ from datetime import time, timedelta
 
 import pytest
 
-from chimeway import db, deliveries, policy, preferences, suppressions
+from chimeway import db, policy, preferences, suppressions
 from chimeway.models import Delivery
 from chimeway.states import Orchestration, Status
+from chimeway.store import deliveries
 
 LEASE = 60
 

@@ -11,9 +11,9 @@ import pytest
 
 import chimeway
 from chimeway import db, preferences, suppressions
-from chimeway import runtime as runtime_mod
 from chimeway.dispatch.actors import QUEUE
 from chimeway.testing import drain, fake_calls, start_worker
+from chimeway.wiring import runtime as runtime_mod
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from chimeway import db
 from chimeway.errors import EventLedgerImmutableError
 from chimeway.models import Attempt, Delivery, Event
-from chimeway.retention import prune_history
+from chimeway.ops.retention import prune_history
 
 
 def ids(model, **where) -> set[str]:
@@ -92,7 +92,7 @@ def test_given_no_prune_ever_ran_then_even_old_terminal_rows_cannot_be_deleted(c
 
 
 def test_given_more_than_a_chunk_then_prune_removes_them_all(configured, history, monkeypatch):
-    from chimeway import retention
+    from chimeway.ops import retention
 
     monkeypatch.setattr(retention, "CHUNK", 3)
     for _ in range(7):
@@ -104,7 +104,7 @@ def test_given_more_than_a_chunk_then_prune_removes_them_all(configured, history
 def test_given_the_oldest_candidates_are_all_kept_by_late_events_then_prune_walks_past_them(
     configured, history, monkeypatch
 ):
-    from chimeway import retention
+    from chimeway.ops import retention
 
     monkeypatch.setattr(retention, "CHUNK", 2)
     kept = {history("succeeded", days=130, event_days=1) for _ in range(3)}  # oldest, each with a late event

@@ -11,8 +11,8 @@ import dramatiq
 import pytest
 
 from chimeway import db
-from chimeway import runtime as runtime_mod
 from chimeway.models import Delivery
+from chimeway.wiring import runtime as runtime_mod
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 
 import chimeway
 from chimeway import db
-from chimeway import runtime as runtime_mod
 from chimeway.dispatch.actors import QUEUE
+from chimeway.wiring import runtime as runtime_mod
 from tests.harness.processes import Supervisor
 from tests.harness.servers import Reaper
 from tests.harness.stack import chimeway_env, dramatiq_argv, wait_until

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from chimeway import runtime as runtime_mod
 from chimeway.testing import drain, start_worker
+from chimeway.wiring import runtime as runtime_mod
 from tests.harness.servers import free_port
 
 pytestmark = [pytest.mark.postgres]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from chimeway.dispatch.sweep import sweep
+from chimeway.ops.status import collect
 from chimeway.states import Orchestration, Status
-from chimeway.status import collect
 
 #: Older than the default stall threshold (120 s).
 STALE = 600

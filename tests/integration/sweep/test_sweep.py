@@ -148,7 +148,7 @@ def test_the_sweep_of_one_tenant_leaves_other_tenants_alone(lost, queued) -> Non
 
 
 def test_the_stall_threshold_comes_from_the_setting(configured, lost, queued) -> None:
-    from chimeway import runtime as runtime_mod
+    from chimeway.wiring import runtime as runtime_mod
 
     runtime_mod.configure(
         database_url=configured.settings.database_url, redis_url="", environ={}, sweep_stall_seconds=3600

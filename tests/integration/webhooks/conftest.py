@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from chimeway import db
-from chimeway import runtime as runtime_mod
 from chimeway.models import Delivery, Event, Suppression, WebhookEvent
 from chimeway.webhooks import ledger
 from chimeway.webhooks.wsgi import make
+from chimeway.wiring import runtime as runtime_mod
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from chimeway import runtime as runtime_mod
-from chimeway.pubsub import delivery_channel, publish, tenant_channel
+from chimeway.store.pubsub import delivery_channel, publish, tenant_channel
 from chimeway.webhooks import handle, reconcile
+from chimeway.wiring import runtime as runtime_mod
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -113,7 +113,7 @@ def test_a_failed_publish_never_fails_the_request(pg_url, secrets, make_delivery
 def test_without_redis_publishing_does_nothing(webhooks) -> None:
     from datetime import UTC, datetime
 
-    from chimeway.pubsub import Broadcast
+    from chimeway.store.pubsub import Broadcast
 
     assert publish([Broadcast("default", "d-1", "opened", datetime.now(UTC))]) == 0
 
@@ -121,7 +121,7 @@ def test_without_redis_publishing_does_nothing(webhooks) -> None:
 def test_a_large_batch_of_broadcasts_arrives_whole_and_in_order(webhooks_redis, subscriber) -> None:
     from datetime import UTC, datetime
 
-    from chimeway.pubsub import CHUNK, Broadcast
+    from chimeway.store.pubsub import CHUNK, Broadcast
 
     items = [Broadcast("default", f"d-{n}", "opened", datetime(2026, 1, 1, tzinfo=UTC)) for n in range(CHUNK * 2 + 7)]
     assert publish(items) == len(items)

@@ -6,10 +6,10 @@ import base64
 import json
 
 import chimeway
-from chimeway import runtime as runtime_mod
 from chimeway.models import Suppression
 from chimeway.testing import drain, fake_calls, start_worker
 from chimeway.webhooks import handle
+from chimeway.wiring import runtime as runtime_mod
 
 
 def test_a_hard_bounce_suppresses_the_next_send_to_that_address(database_url, secrets) -> None:

@@ -16,8 +16,8 @@ import pytest
 import redis as redis_lib
 
 from chimeway import db
-from chimeway import runtime as runtime_mod
 from chimeway.models import Delivery
+from chimeway.wiring import runtime as runtime_mod
 from tests.harness.stack import wait_until
 from tests.harness.workers import Workers
 

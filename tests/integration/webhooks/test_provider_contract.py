@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from chimeway import runtime as runtime_mod
 from chimeway.models import Event, Suppression, WebhookEvent
 from chimeway.webhooks import handle
 from chimeway.webhooks.providers import mailgun, postmark, provider_class, sendgrid, standard
+from chimeway.wiring import runtime as runtime_mod
 
 Headers = dict[str, str]
 

@@ -22,13 +22,13 @@ import pytest
 
 import chimeway
 import chimeway.webhooks
-from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
-from chimeway.migrator import migrate
 from chimeway.models import Delivery, Event
-from chimeway.runtime import configure, reset
+from chimeway.store.migrator import migrate
 from chimeway.testing import drain, start_worker
 from chimeway.webhooks.providers import discover, provider_class
+from chimeway.wiring.config import load_settings
+from chimeway.wiring.runtime import configure, reset
 from tests.integration.webhooks.acme_distribution import PACKAGE, PYPROJECT, pip_install, write_acme_source
 
 BUILT_INS = {"postmark": "PostmarkProvider", "sendgrid": "SendgridProvider", "mailgun": "MailgunProvider",
@@ -145,7 +145,7 @@ def test_given_acme_installed_then_its_name_is_a_valid_tolerance_without_importi
 def test_discovering_providers_imports_none_of_them() -> None:
     code = (
         "import sys\n"
-        "from chimeway.config import load_settings\n"
+        "from chimeway.wiring.config import load_settings\n"
         "load_settings(environ={'CHIMEWAY_WEBHOOK_TOLERANCE_SECONDS': 'sendgrid=60'})\n"
         "from chimeway.webhooks.providers import names\n"
         "assert 'sendgrid' in names()\n"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from chimeway import runtime as runtime_mod
 from chimeway.models import Event
-from chimeway.scheduler import Job, Scheduler, default_jobs
+from chimeway.ops.scheduler import Job, Scheduler, default_jobs
 from chimeway.testing import drain, start_worker
+from chimeway.wiring import runtime as runtime_mod
 
 pytestmark = pytest.mark.redis
 
@@ -26,8 +26,8 @@ T = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
 SCHEDULER_PROCESS = textwrap.dedent(
     """
     import os, sys
-    from chimeway import runtime
-    from chimeway.scheduler import Job, run
+    from chimeway.wiring import runtime
+    from chimeway.ops.scheduler import Job, run
 
     database_url, redis_url, namespace, out = sys.argv[1:5]
     rt = runtime.configure(database_url=database_url, redis_url=redis_url, redis_namespace=namespace, environ={})

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from chimeway import logcontext
-from chimeway.setnx import SetNX
+from chimeway.store.setnx import SetNX
+from chimeway.wiring import logcontext
 
 
 def test_given_a_bound_context_then_records_carry_it_and_the_outer_context_returns_after(caplog):

@@ -6,17 +6,17 @@ import subprocess
 import sys
 import textwrap
 
-from chimeway.config import load_settings
 from chimeway.dispatch.broker import build_broker
+from chimeway.wiring.config import load_settings
 
 
 def test_given_a_fresh_interpreter_when_every_dispatch_module_is_imported_then_nothing_is_configured():
     script = textwrap.dedent("""
         import dramatiq.broker
-        import chimeway, chimeway.deliveries, chimeway.testing, chimeway.metrics, chimeway.logcontext
+        import chimeway, chimeway.store.deliveries, chimeway.testing, chimeway.metrics, chimeway.wiring.logcontext
         import chimeway.dispatch.actors, chimeway.dispatch.broker, chimeway.dispatch.enqueue
         import chimeway.dispatch.middleware, chimeway.dispatch.send, chimeway.dispatch.backoff
-        from chimeway import runtime
+        from chimeway.wiring import runtime
         assert runtime._current is None, "configured at import"
         assert dramatiq.broker.global_broker is None, "a global broker was set at import"
         print("clean")

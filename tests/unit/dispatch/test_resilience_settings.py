@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from chimeway.config import load_settings
 from chimeway.dispatch.resilience import chain, next_adapter
 from chimeway.errors import ConfigurationError
-from chimeway.registry import Registry
+from chimeway.wiring.config import load_settings
+from chimeway.wiring.registry import Registry
 
 
 def registry(**environ: str) -> Registry:

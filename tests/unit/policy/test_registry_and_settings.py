@@ -8,9 +8,9 @@ from datetime import datetime, time
 import pytest
 
 from chimeway import policy
-from chimeway.config import load_settings
 from chimeway.errors import ConfigurationError
 from chimeway.states import Reason
+from chimeway.wiring.config import load_settings
 
 
 def test_decisions_are_frozen_values_that_compare_equal() -> None:

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chimeway.config import load_settings
 from chimeway.webhooks.providers import provider_class
 from chimeway.webhooks.providers.base import Malformed, Unauthorized, WebhookRequest
 from chimeway.webhooks.providers.sendgrid import message_id_of
 from chimeway.webhooks.suppression_entries import reason_for
+from chimeway.wiring.config import load_settings
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from chimeway.config import load_settings
-from chimeway.scheduler import Job, Scheduler
+from chimeway.ops.scheduler import Job, Scheduler
+from chimeway.wiring.config import load_settings
 
 T = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
 

@@ -92,7 +92,7 @@ def plan(count: int, run_tag: str, rng: random.Random) -> list[Planned]:
     rng.shuffle(planned)
     for index, item in enumerate(planned):
         item.index = index
-        item.message_id = f"<demo-{run_tag}-{index}@chimeway.demo>"
+        item.message_id = f"<demo-{run_tag}-{index}@chimeway.ops.demo>"
     return planned
 
 
@@ -141,11 +141,11 @@ class Progress:
 
 
 def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.stderr, seed: int | None = None) -> DemoReport:
-    from chimeway.config import load_settings
     from chimeway.dispatch.send import send
-    from chimeway.migrator import migrate
-    from chimeway.runtime import configure
+    from chimeway.store.migrator import migrate
     from chimeway.webhooks import handle, reconcile
+    from chimeway.wiring.config import load_settings
+    from chimeway.wiring.runtime import configure
 
     base = load_settings()
     runtime = configure(
@@ -249,7 +249,7 @@ def _drain(runtime: Any, ids: list[str], bar: Progress | None) -> None:
 
 def _cancel_unfinished(ids: list[str], progress: TextIO) -> None:
     """Cancel (through the public API) every delivery of a failed run that is not terminal yet."""
-    from chimeway.deliveries import cancel
+    from chimeway.store.deliveries import cancel
 
     cancelled = sum(1 for delivery_id in ids if cancel(delivery_id))
     if cancelled:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chimeway import db, deliveries, operator_record
+from chimeway import db
 from chimeway.models import Delivery, Event
-from chimeway.operator_record import Action
+from chimeway.ops import operator_record
+from chimeway.ops.operator_record import Action
+from chimeway.store import deliveries
 
 __all__ = ["KINDS", "TimelineEntry", "timeline"]
 
@@ -52,7 +54,7 @@ def _clock(at: datetime | None) -> str:
 
 
 def _created(delivery: Delivery, actions: list[operator_record.OperatorAction]) -> TimelineEntry:
-    from chimeway.operations import original_budget
+    from chimeway.ops.operations import original_budget
 
     budget = original_budget(delivery, actions)  # a redrive has raised the row's max_attempts since
     data = {

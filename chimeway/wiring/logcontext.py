@@ -5,7 +5,7 @@ The deliver actor binds the context for the duration of a message; every record 
 ``delivery_id``, ``attempt``, ``adapter`` and ``tenant``. Add :class:`ContextFilter` to a handler
 to get them, e.g. with the format ``%(levelname)s %(delivery_id)s %(message)s``::
 
-    handler.addFilter(chimeway.logcontext.ContextFilter())
+    handler.addFilter(chimeway.wiring.logcontext.ContextFilter())
 
 Only these identifiers are ever bound: never a recipient, payload or secret.
 """

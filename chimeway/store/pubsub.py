@@ -61,7 +61,7 @@ def publish(broadcasts: Sequence[Broadcast], runtime: Any = None) -> int:
     if not broadcasts:
         return 0
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     client = runtime.redis

@@ -16,8 +16,8 @@ from typing import Any
 import peewee
 
 from chimeway import db
-from chimeway.config import Settings, check_environment, load_settings
-from chimeway.registry import Registry
+from chimeway.wiring.config import Settings, check_environment, load_settings
+from chimeway.wiring.registry import Registry
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Runtime:
     broker: Any = None
     redis: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
-    #: SET NX with expiry (chimeway.setnx): in Redis, or in memory under the stub broker.
+    #: SET NX with expiry (chimeway.store.setnx): in Redis, or in memory under the stub broker.
     setnx: Any = None
     #: Rate limits, circuits and failover of chimeway.dispatch.resilience: Redis-backed, or in memory.
     guard: Any = None

@@ -15,8 +15,8 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from chimeway.adapter import Adapter
-from chimeway.config import Settings
 from chimeway.errors import ConfigurationError
+from chimeway.wiring.config import Settings
 
 GROUP = "chimeway.adapters"
 

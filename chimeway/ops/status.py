@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from chimeway import db, deliveries
-from chimeway.migrator import status as schema_status
+from chimeway import db
 from chimeway.models import ALL_MODELS
 from chimeway.states import OPEN_SQL, TERMINAL, TERMINAL_SQL, Status
+from chimeway.store import deliveries
+from chimeway.store.migrator import status as schema_status
 
 #: The windows over which terminal outcomes are counted.
 RECENT_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}

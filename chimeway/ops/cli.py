@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chimeway.config import mask_url
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSendError
 from chimeway.states import REDRIVABLE
+from chimeway.wiring.config import mask_url
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -51,7 +51,7 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure() -> Any:
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     return current()
 
@@ -71,7 +71,7 @@ def _configure_with_redis(command: str) -> Any:
 
 @command("migrate", "apply the schema migrations (safe to run twice or concurrently)", _json_flag)
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from chimeway.migrator import migrate
+    from chimeway.store.migrator import migrate
 
     runtime = _configure()
     result = migrate(runtime.database)
@@ -82,7 +82,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 @command("status", "open deliveries, recent outcomes, stalled, orphan backlog, retention, table estimates", _json_flag)
 def cmd_status(args: argparse.Namespace) -> int:
-    from chimeway.status import collect, render
+    from chimeway.ops.status import collect, render
 
     report = collect(_configure())
     emit(args, report, render(report))
@@ -290,7 +290,7 @@ def _prune_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("prune", "remove raw webhook rows and terminal history past retention (never an open delivery)", _prune_arguments)
 def cmd_prune(args: argparse.Namespace) -> int:
-    from chimeway.retention import prune_history
+    from chimeway.ops.retention import prune_history
     from chimeway.webhooks.pruner import prune
 
     runtime = _configure()
@@ -314,7 +314,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     import logging
 
-    from chimeway.scheduler import default_jobs, run
+    from chimeway.ops.scheduler import default_jobs, run
 
     # Each tick's result (fired, or already fired by another scheduler) is an INFO line on stderr.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -355,8 +355,8 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("show", "print a delivery's timeline: attempts, events, policy and operator actions", _show_arguments)
 def cmd_show(args: argparse.Namespace) -> int:
-    from chimeway.deliveries import get_delivery
-    from chimeway.history import timeline
+    from chimeway.ops.history import timeline
+    from chimeway.store.deliveries import get_delivery
 
     _configure()
     delivery = get_delivery(args.id, args.tenant)
@@ -405,7 +405,7 @@ def _redrive_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("redrive", "send cancelled(retries_exhausted | permanent_failure) deliveries again", _redrive_arguments)
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from chimeway.operations import redrive, redrive_many
+    from chimeway.ops.operations import redrive, redrive_many
 
     bulk = args.reason is not None or args.since is not None
     if bulk == (args.id is not None):
@@ -475,7 +475,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _confirm_demo_database(args: argparse.Namespace) -> None:
     """The demo writes real rows: outside the embedded default, say where and ask (or need --yes)."""
-    from chimeway.config import DEFAULT_DATABASE_URL, load_settings
+    from chimeway.wiring.config import DEFAULT_DATABASE_URL, load_settings
 
     url = load_settings().database_url
     if url == DEFAULT_DATABASE_URL or args.yes:
@@ -494,7 +494,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import io
     import logging
 
-    from chimeway.demo import run
+    from chimeway.ops.demo import run
 
     _confirm_demo_database(args)
     # The demo shows Chimeway's errors as single lines (the one unclassified outcome is meant to be

@@ -83,7 +83,7 @@ def migrate(db: peewee.Database | None = None) -> MigrateResult:
 
 
 def _configured_database() -> peewee.Database:
-    from chimeway.runtime import current
+    from chimeway.wiring.runtime import current
 
     return current().database
 

@@ -4,7 +4,7 @@ A delivery cancelled with reason ``retries_exhausted`` or ``permanent_failure`` 
 an outage over) goes back to ``pending`` with a new attempt budget on top of the attempts spent, and
 is enqueued after commit. It is the one documented exception to "terminal states never change": an
 operator's act, written to the operator record (who, when, why) in the same transaction, and shown
-in the timeline. The state change is :func:`chimeway.deliveries.redrive`, a conditional UPDATE: of
+in the timeline. The state change is :func:`chimeway.store.deliveries.redrive`, a conditional UPDATE: of
 two concurrent redrives of one delivery, one wins and the other raises NotRedrivableError.
 """
 
@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chimeway import db, deliveries, operator_record
-from chimeway.config import MAX_ATTEMPTS_LIMIT
+from chimeway import db
 from chimeway.errors import NotRedrivableError
 from chimeway.models import Delivery
+from chimeway.ops import operator_record
 from chimeway.states import REDRIVABLE
+from chimeway.store import deliveries
+from chimeway.wiring.config import MAX_ATTEMPTS_LIMIT
 
 __all__ = ["RedriveReport", "cancel_by_operator", "candidates", "default_actor", "redrive", "redrive_many"]
 
@@ -51,7 +53,7 @@ def redrive(
     """
     budget = None if max_attempts is None else _budget(max_attempts)
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     with db.transaction(runtime.database):

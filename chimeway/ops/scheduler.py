@@ -26,7 +26,7 @@ from typing import Any
 from croniter import croniter
 
 from chimeway import db as dbmod
-from chimeway.setnx import SetNX
+from chimeway.store.setnx import SetNX
 
 logger = logging.getLogger("chimeway.scheduler")
 
@@ -51,7 +51,7 @@ class SchedulerResult:
 
 def default_jobs(runtime: Any) -> list[Job]:
     """Reconcile and sweep go to the workers through their actors; prune runs in the scheduler."""
-    from chimeway.retention import prune_history
+    from chimeway.ops.retention import prune_history
     from chimeway.webhooks.pruner import prune
 
     def prune_all(tick: datetime) -> None:
@@ -127,7 +127,7 @@ def run(
 ) -> SchedulerResult:
     """Run the schedules until ``stop_event`` is set (or SIGTERM/SIGINT in the main thread)."""
     if runtime is None:
-        from chimeway.runtime import current
+        from chimeway.wiring.runtime import current
 
         runtime = current()
     stop = stop_event or threading.Event()
