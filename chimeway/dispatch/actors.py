@@ -132,9 +132,7 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     lease_seconds = runtime.settings.lease_seconds
     message = CurrentMessage.get_current_message()  # None when the actor is called directly
     lease_until = now + timedelta(seconds=lease_seconds)
-    # this try's own lease counts too: a claim batch that committed but lost its answer falls back
-    # to the one-delivery statement, which then finds this try's claim
-    leases = [*_note_lease(message, lease_until), lease_until]
+    leases = _note_lease(message, lease_until)
     options = message.options if message is not None else {}
     go = None
     if policy.decided_by_facts() and ADAPTER_OPTION in options:
@@ -145,6 +143,8 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
             _wait(runtime, delivery_id, started, options.get(ROUTE_OPTION) or options[ADAPTER_OPTION], report)
             return
         go, delivery, attempt = started.go, started.delivery, started.attempt
+        if started.after_failed_batch:  # that batch may have committed this try's claim (answer lost)
+            leases.append(lease_until)
     else:
         delivery, attempt = deliveries.load(delivery_id, now), None  # with the facts the first rules need
     if delivery is None:

@@ -154,6 +154,16 @@ class Started:
     go: Go
     delivery: Delivery | None
     attempt: int | None
+    #: loaded by its own statement after its batch's claim statement failed: that statement may have
+    #: committed (only its answer lost), so a claim with this try's own lease is this try's
+    after_failed_batch: bool = False
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """The guard let this delivery go, but its batch's claim statement failed."""
+
+    go: Go
 
 
 class Batches:
@@ -175,8 +185,10 @@ class Batches:
         answer = self.starts.submit((delivery_id, now, origin, route))
         if answer is ALONE:  # the guard's round trip failed for the batch: this delivery asks alone
             answer = self.guard.admit(origin, route)
-        if isinstance(answer, Go):  # admitted, but the batch's statement failed or held this id twice
-            return Started(answer, *deliveries.load_and_claim(delivery_id, now, lease_seconds=self.lease_seconds))
+        failed = isinstance(answer, _Admitted)
+        if failed or isinstance(answer, Go):  # the batch's claim failed, or held this id twice (claim after it)
+            go = answer.go if failed else answer
+            return Started(go, *deliveries.load_and_claim(delivery_id, now, lease_seconds=self.lease_seconds), failed)
         return answer
 
     def write(self, entry: deliveries.Recording) -> Sequence[Any] | None:
@@ -198,7 +210,8 @@ class Batches:
                 [(requests[index][0], requests[index][1]) for index in batch], lease_seconds=self.lease_seconds)
         except Exception as err:  # each admitted delivery claims alone (its Go kept: no second admission)
             _failed(self.starts.name, len(batch), err)
-            return decisions
+            return [_Admitted(decisions[index]) if index in batch else decision
+                    for index, decision in enumerate(decisions)]
         for index, (delivery, attempt) in zip(batch, loaded, strict=True):
             decisions[index] = Started(decisions[index], delivery, attempt)
         return decisions

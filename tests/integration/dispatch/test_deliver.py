@@ -298,3 +298,24 @@ def test_given_a_try_that_claimed_and_failed_before_recording_when_dramatiq_retr
     assert chimeway.get_delivery(sent.id).status == "succeeded"
     assert outcomes_of(sent.id) == [(1, "succeeded", None)]
     assert [c.attempt_number for c in calls(sent.id)] == [1, 1]
+
+
+def test_given_a_claim_batch_that_committed_but_lost_its_answer_then_the_try_carries_its_own_claim_on(
+    runtime, dialect, create, worker, calls, monkeypatch
+):
+    if dialect != "postgres":
+        pytest.skip("group commit is PostgreSQL's")
+    claim_many = deliveries.load_and_claim_many
+
+    def committed_then_cut(*args, **kwargs):  # the statement ran and committed; its answer never arrived
+        claim_many(*args, **kwargs)
+        raise ConnectionError("test: the answer was lost on the wire")
+
+    monkeypatch.setattr(deliveries, "load_and_claim_many", committed_then_cut)
+    sent = create(["ok"])
+    enqueue(sent.id)
+    assert drain(runtime) == []
+    # one claim, carried on by the same try (its own lease), not a second claim nor a lease left to expire
+    assert chimeway.get_delivery(sent.id).status == "succeeded"
+    assert outcomes_of(sent.id) == [(1, "succeeded", None)]
+    assert [c.attempt_number for c in calls(sent.id)] == [1]
