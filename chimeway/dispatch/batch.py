@@ -8,8 +8,8 @@ and a lone thread runs its request at once, as it would without batching (docs/a
 
 A leader may linger up to ``max_wait_ms`` for the batch to fill, and only when that is worth it: the
 previous batch held more than one request (other threads are busy) and requests have been arriving
-less than ``max_wait_ms`` apart (an average kept as they come). A quiet worker, or one busy thread,
-never waits. No request waits longer than the batch before it, its lingering and its own batch.
+well under ``max_wait_ms`` apart (an average kept as they come); it stops as soon as the next request
+is later than twice that gap. A quiet worker, or one busy thread, never waits. No request waits longer than the batch before it, its lingering and its own batch.
 
 When the batch statement fails, every request in it gets :data:`ALONE` and its thread runs its own
 statement: one bad row cannot fail its neighbours, and a failure that is not a row's (the database
@@ -113,15 +113,19 @@ class GroupCommit(Generic[Request]):
             return slot.answer
 
     def _take(self) -> list[_Slot]:
-        """The next batch, after lingering when the last one was shared (only the leader calls it)."""
+        """The next batch, after lingering when the last one was shared (only the leader calls it).
+
+        The leader waits for the next request no longer than twice the usual gap between two (the
+        moving average): a burst of threads is gathered, then the batch goes as soon as the burst
+        is over, and never later than ``max_wait`` after the leader began."""
         with self._lock:
-            worth_it = self._last_size > 1 and self._gap < self.max_wait
+            worth_it = self._last_size > 1 and 2 * self._gap < self.max_wait
             if worth_it and len(self._waiting) < self.max_size:
                 deadline = time.monotonic() + self.max_wait
                 self._lingering = True
                 self.lingered += 1
                 while len(self._waiting) < self.max_size:
-                    left = deadline - time.monotonic()
+                    left = min(deadline, self._last_arrival + 2 * self._gap) - time.monotonic()
                     if left <= 0:
                         break
                     self._arrived.wait(left)

@@ -88,14 +88,11 @@ def submit_wave(group: GroupCommit, requests: list[int], spacing: float) -> None
         thread.join(10)
 
 
-def test_a_busy_leader_lingers_for_company_but_no_longer_than_its_bound():
+def test_a_busy_leader_gathers_a_burst_of_requests_into_one_batch():
     recorder = Recorder(hold=0.3)
-    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=100)
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=200)
     submit_wave(group, list(range(1, 9)), spacing=0.002)  # [1] holds; [2..8] arrive 2 ms apart
-    assert group.lingered == 0 and len(recorder.batches[1]) == 7
-    started = time.monotonic()
-    assert group.submit(100) == 200  # busy a moment ago: worth waiting for others, up to the bound
-    assert time.monotonic() - started >= 0.1
-    assert group.lingered == 1 and recorder.batches[-1] == [100]
-    group.submit(101)  # the last batch held one request: no waiting this time
+    assert group.lingered == 0 and len(recorder.batches[1]) == 7  # the one before was not shared
+    submit_wave(group, [11, 12, 13, 14], spacing=0.003)  # a burst: the first leads and waits for the rest
     assert group.lingered == 1
+    assert sorted(recorder.batches[2]) == [11, 12, 13, 14] and len(recorder.batches) == 3
