@@ -1,10 +1,13 @@
 """Group commit: the worker threads of one process share their claims and their records.
 
-A thread that wants a statement run hands its request to a :class:`GroupCommit` and waits. When no
-batch is running, that thread leads: it takes every request waiting (up to ``max_size``), runs them
-as one statement with one commit, and hands each thread its answer. Requests that arrive while a
-batch runs wait for it to finish and go in the next one, so batches form by themselves under load
-and a lone thread runs its request at once, as it would without batching (docs/architecture.md §9).
+A thread that wants a statement run hands its request to a :class:`GroupCommit` and waits. When
+fewer than ``max_batches`` batches are running, that thread leads one: its own request and every
+request waiting (up to ``max_size``) as one statement with one commit; then it hands each thread its
+answer, and the lead to the first request still waiting. Requests that arrive while the batches run
+wait and go in the next one, so batches form by themselves under load and a lone thread runs its
+request at once, as it would without batching (docs/architecture.md §9). Two batches at a time
+(the worker's setting) keep threads from queueing behind one slow statement: one gathers while the
+other runs.
 
 A leader may linger up to ``max_wait_ms`` for the batch to fill, and only when that is worth it: the
 previous batch held more than one request (other threads are busy) and requests have been arriving
@@ -49,8 +52,9 @@ ALONE: Any = _Alone()
 
 class _Slot:
     """One request: its answer, and a lock its thread blocks on until the answer is in, or until it is
-    handed the lead (a bare lock, released once: the cheapest wake-up of one thread; a shared
-    Condition's notify_all woke every waiting thread after every batch)."""
+    handed the lead (a bare lock, released once, by the one thread that answers or hands over: the
+    cheapest wake-up of one thread; a shared Condition's notify_all woke every waiting thread after
+    every batch)."""
 
     __slots__ = ("answer", "done", "request", "wake")
 
@@ -64,19 +68,20 @@ class _Slot:
 
 class GroupCommit(Generic[Request]):
     """Runs the requests of many threads as batches of ``run_batch(requests) -> answers`` (one answer
-    per request, in order)."""
+    per request, in order), at most ``max_batches`` at a time."""
 
     def __init__(self, name: str, run_batch: Callable[[Sequence[Request]], Sequence[Any]], *, max_size: int,
-                 max_wait_ms: float) -> None:
+                 max_wait_ms: float, max_batches: int = 1) -> None:
         self.name = name
         self.run_batch = run_batch
         self.max_size = max(1, max_size)
         self.max_wait = max(0.0, max_wait_ms) / 1000
+        self.max_batches = max(1, max_batches)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  #: a lingering leader waits on it
-        self._waiting: list[_Slot] = []
-        self._leading = False
-        self._lingering = False
+        self._waiting: list[_Slot] = []  #: requests no leader holds yet
+        self._leaders = 0  #: batches being gathered or run
+        self._lingering = 0
         self._last_size = 0
         self._last_arrival = 0.0
         self._gap = float("inf")  #: moving average of the time between two requests' arrivals
@@ -92,46 +97,48 @@ class GroupCommit(Generic[Request]):
             arrived = time.monotonic()
             self._gap = min(arrived - self._last_arrival, self._gap * 0.8 + (arrived - self._last_arrival) * 0.2)
             self._last_arrival = arrived
-            self._waiting.append(slot)
-            lead = not self._leading
-            self._leading = True
-            if self._lingering:
-                self._arrived.notify()
+            lead = self._leaders < self.max_batches
+            if lead:
+                self._leaders += 1
+            else:
+                self._waiting.append(slot)
+                if self._lingering:
+                    self._arrived.notify()
         if not lead:
-            slot.wake.acquire()  # answered, or handed the lead
+            slot.wake.acquire()  # answered, or handed the lead of the next batch
             if slot.done:
                 return slot.answer
-        while True:  # leading: batches until this thread's own request is answered
-            self._run(self._take())
-            with self._lock:
-                if not slot.done:
-                    continue  # its request did not fit that batch: lead the next one too
-                successor = self._waiting[0] if self._waiting else None
-                self._leading = successor is not None
-            if successor is not None:
-                successor.wake.release()  # it finds itself not done, and leads
-            return slot.answer
+        self._run(self._take(slot))  # a leader's own request always goes in its batch
+        with self._lock:
+            successor = self._waiting.pop(0) if self._waiting else None
+            if successor is None:
+                self._leaders -= 1
+        if successor is not None:
+            successor.wake.release()  # it finds itself not done, and leads the next batch
+        return slot.answer
 
-    def _take(self) -> list[_Slot]:
-        """The next batch, after lingering when the last one was shared (only the leader calls it).
+    def _take(self, own: _Slot) -> list[_Slot]:
+        """The leader's batch: its own request and those waiting, after lingering when the last batch
+        was shared.
 
         The leader waits for the next request no longer than twice the usual gap between two (the
         moving average): a burst of threads is gathered, then the batch goes as soon as the burst
         is over, and never later than ``max_wait`` after the leader began."""
+        room = self.max_size - 1
         with self._lock:
             worth_it = self._last_size > 1 and 2 * self._gap < self.max_wait
-            if worth_it and len(self._waiting) < self.max_size:
+            if worth_it and len(self._waiting) < room:
                 deadline = time.monotonic() + self.max_wait
-                self._lingering = True
+                self._lingering += 1
                 self.lingered += 1
-                while len(self._waiting) < self.max_size:
+                while len(self._waiting) < room:
                     left = min(deadline, self._last_arrival + 2 * self._gap) - time.monotonic()
                     if left <= 0:
                         break
                     self._arrived.wait(left)
-                self._lingering = False
-            batch = self._waiting[:self.max_size]
-            del self._waiting[:self.max_size]
+                self._lingering -= 1
+            batch = [own, *self._waiting[:room]]
+            del self._waiting[:room]
             self._last_size = len(batch)
             return batch
 
@@ -144,11 +151,13 @@ class GroupCommit(Generic[Request]):
         except Exception as err:
             _failed(self.name, len(batch), err)
             answers = [ALONE] * len(batch)
-        self.batches += 1  # only the leader writes these
-        self.requests += len(batch)
+        with self._lock:
+            self.batches += 1
+            self.requests += len(batch)
         for slot, answer in zip(batch, answers, strict=True):
             slot.answer, slot.done = answer, True
-            slot.wake.release()  # the leader's own lock too: nobody acquires it again
+            if slot is not batch[0]:  # the leader's own slot: its thread is right here
+                slot.wake.release()
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,12 @@ class _Admitted:
     go: Go
 
 
+#: Claim (and record) batches one worker process runs at a time: while one statement runs, the next
+#: batch gathers and may start beside it on another connection (measured in make bench: with one,
+#: threads spent most of a delivery waiting for the batch ahead of theirs).
+BATCHES_AT_ONCE = 2
+
+
 class Batches:
     """The group commits of one worker process (PostgreSQL only): the start of an attempt (the guard's
     admission and the load-and-claim) and its record. Each answers as its one-delivery counterpart
@@ -180,9 +195,9 @@ class Batches:
         self.lease_seconds = settings.lease_seconds
         size, wait = settings.group_commit_max, settings.group_commit_wait_ms
         self.starts: GroupCommit[tuple[str, datetime, str, str]] = GroupCommit(
-            "claim batch", self._start_many, max_size=size, max_wait_ms=wait)
+            "claim batch", self._start_many, max_size=size, max_wait_ms=wait, max_batches=BATCHES_AT_ONCE)
         self.records: GroupCommit[deliveries.Recording] = GroupCommit(
-            "record batch", deliveries.record_many, max_size=size, max_wait_ms=wait)
+            "record batch", deliveries.record_many, max_size=size, max_wait_ms=wait, max_batches=BATCHES_AT_ONCE)
 
     def start(self, delivery_id: str, now: datetime, origin: str, route: str) -> Started | Wait:
         """Admit (along ``route`` from ``origin``), load, and claim when the loaded facts clear it."""

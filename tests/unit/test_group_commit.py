@@ -17,14 +17,24 @@ class Recorder:
         self.hold = hold
         self.fail_on = fail_on
         self.batches: list[list[int]] = []
+        self.running = self.most_at_once = 0
+        self._lock = threading.Lock()
 
     def __call__(self, requests: list[int]) -> list[int]:
-        self.batches.append(list(requests))
-        if len(self.batches) == 1 and self.hold:
-            time.sleep(self.hold)
-        if self.fail_on is not None and self.fail_on in requests:
-            raise ValueError("a bad row")
-        return [request * 2 for request in requests]
+        with self._lock:
+            self.batches.append(list(requests))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            first = len(self.batches) == 1
+        try:
+            if first and self.hold:
+                time.sleep(self.hold)
+            if self.fail_on is not None and self.fail_on in requests:
+                raise ValueError("a bad row")
+            return [request * 2 for request in requests]
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 def submit_all(group: GroupCommit, requests: list[int]) -> dict[int, object]:
@@ -96,3 +106,13 @@ def test_a_busy_leader_gathers_a_burst_of_requests_into_one_batch():
     submit_wave(group, [11, 12, 13, 14], spacing=0.003)  # a burst: the first leads and waits for the rest
     assert group.lingered == 1
     assert sorted(recorder.batches[2]) == [11, 12, 13, 14] and len(recorder.batches) == 3
+
+
+def test_with_two_batches_at_a_time_requests_do_not_queue_behind_a_slow_one():
+    recorder = Recorder(hold=0.5)
+    group = GroupCommit("test", recorder, max_size=32, max_wait_ms=0, max_batches=2)
+    answers = submit_all(group, list(range(1, 9)))
+    assert answers == {n: 2 * n for n in range(1, 9)}
+    assert recorder.batches[0] == [1]
+    assert recorder.most_at_once == 2  # the others ran beside the slow first batch, not after it
+    assert sorted(n for batch in recorder.batches[1:] for n in batch) == list(range(2, 9))

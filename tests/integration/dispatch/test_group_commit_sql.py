@@ -170,6 +170,7 @@ def test_a_row_the_database_refuses_fails_its_own_record_and_not_its_neighbours_
         return run(entries)
 
     batches.records.run_batch = hold_first
+    batches.records.max_batches = 1  # the four below wait behind the held one, and share the next
     claimed = {"status": "dispatched", "attempt_count": 1, "lease_until": db.now() + timedelta(seconds=LEASE)}
     ids = [make(claimed) for _ in range(5)]
     outcomes: dict[str, Any] = {}
