@@ -5,13 +5,14 @@ fewer than ``max_batches`` batches are running, that thread leads one: its own r
 request waiting (up to ``max_size``) as one statement with one commit; then it hands each thread its
 answer, and the lead to the first request still waiting. Requests that arrive while the batches run
 wait and go in the next one, so batches form by themselves under load and a lone thread runs its
-request at once, as it would without batching (docs/architecture.md §9). ``max_batches`` above one
+request at once, as it would without batching (docs/architecture.md §5, §9). ``max_batches`` above one
 lets a batch gather and run beside a slow one.
 
 A leader may linger up to ``max_wait_ms`` for the batch to fill, and only when that is worth it: the
 previous batch held more than one request (other threads are busy) and requests have been arriving
 well under ``max_wait_ms`` apart (an average kept as they come); it stops as soon as the next request
-is later than twice that gap. A quiet worker, or one busy thread, never waits. No request waits longer than the batch before it, its lingering and its own batch.
+is later than twice that gap. A quiet worker, or one busy thread, never waits. No request waits
+longer than the batch before it, its lingering and its own batch.
 
 When the batch statement fails, every request in it gets :data:`ALONE` and its thread runs its own
 statement: one bad row cannot fail its neighbours, and a failure that is not a row's (the database
