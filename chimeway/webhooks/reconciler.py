@@ -266,11 +266,10 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> dict[str, dramatiq.Act
     """The ``reconcile_orphans`` actor on ``broker``, bound to ``runtime``; the scheduler sends it.
     A failed run is logged and completed (``binding.run_periodic``): the next tick runs it again."""
 
-    def body(runtime: Runtime, tenant_id: str | None = None) -> None:
+    def periodic_run(runtime: Runtime, tenant_id: str | None = None) -> None:
         run_periodic("reconcile", lambda: reconcile_orphans(runtime, tenant_id))
 
-    body.__name__ = body.__qualname__ = "reconcile_orphans"
-    return {"reconcile_orphans": bind(broker, runtime, body, actor_name=ACTOR_NAME, queue=QUEUE, order=0,
+    return {"reconcile_orphans": bind(broker, runtime, periodic_run, actor_name=ACTOR_NAME, queue=QUEUE, order=0,
                                       options=PERIODIC_OPTIONS)}
 
 
