@@ -40,7 +40,7 @@ from chimeway import preferences as preference_store
 from chimeway import suppressions
 from chimeway.models import Delivery
 from chimeway.states import Reason, Status
-from chimeway.wiring.config import Settings, parse_quiet_hours
+from chimeway.wiring.config import Settings, load_settings, parse_quiet_hours
 
 __all__ = [
     "BUILTIN_RULES",
@@ -376,7 +376,17 @@ def _zone(name: object, default: str, delivery_id: str) -> tzinfo:
     return ZoneInfo(default)
 
 
-def _settings() -> Settings:
-    from chimeway.wiring.runtime import current  # late: the runtime imports the dispatch layer
+def use_settings(settings: Settings) -> None:
+    """The settings the built-in rules read (CHIMEWAY_DELIVERY_CAP, CHIMEWAY_QUIET_HOURS…), handed
+    over by ``configure()``. The rules are process-wide (:func:`register`), so their settings are
+    too: the last configured runtime's (docs/architecture.md §9)."""
+    global _configured
+    _configured = settings
 
-    return current().settings
+
+_configured: Settings | None = None
+
+
+def _settings() -> Settings:
+    # Before any configure(): the settings configure() would load from the environment.
+    return _configured if _configured is not None else load_settings()

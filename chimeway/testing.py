@@ -46,7 +46,7 @@ def drain(runtime: Any = None, *, timeout_ms: int = 30_000) -> list[Any]:
     them: a test asserts on them)."""
     from dramatiq.brokers.stub import StubBroker
 
-    from chimeway.dispatch.actors import LANES
+    from chimeway.dispatch.lanes import LANES
 
     broker = _runtime(runtime).broker
     if not isinstance(broker, StubBroker):

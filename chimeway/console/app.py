@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlencode
 
 from chimeway.console import queries
 from chimeway.errors import ConfigurationError, DeliveryNotFound, NotRedrivableError
+from chimeway.wiring.runtime_type import Runtime
 
 #: Scripts, frames, plugins and foreign origins are refused; styles and forms stay on this origin.
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -45,7 +46,7 @@ class Response:
 class Console:
     """One console over a configured runtime. ``auth=False`` only for ``chimeway console --no-auth``."""
 
-    def __init__(self, runtime: Any, *, auth: bool = True) -> None:
+    def __init__(self, runtime: Runtime, *, auth: bool = True) -> None:
         try:
             import jinja2
         except ImportError as err:

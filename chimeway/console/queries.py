@@ -19,6 +19,7 @@ from chimeway.models import Delivery
 from chimeway.ops.status import circuits
 from chimeway.states import TERMINAL, TERMINAL_SQL
 from chimeway.store.deliveries import lost as lost_deliveries
+from chimeway.wiring.runtime_type import Runtime
 
 #: Rows per page of the deliveries list.
 PAGE_SIZE = 50
@@ -116,7 +117,7 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def overview(runtime: Any, tenant: str | None) -> dict[str, Any]:
+def overview(runtime: Runtime, tenant: str | None) -> dict[str, Any]:
     """Counts by status and reason, stalled deliveries, orphan backlog and a per-minute chart of
     terminal outcomes over the last hour."""
     params: list[Any] = []

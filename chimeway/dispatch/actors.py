@@ -1,4 +1,4 @@
-"""The actors: ``deliver`` (one attempt of one delivery), ``sweep_actor`` and ``reconcile_orphans``.
+"""The actors: ``deliver`` (one attempt of one delivery) and ``sweep_actor``.
 
 ``deliver(delivery_id)`` reads top to bottom as docs/architecture.md §5 draws it::
 
@@ -34,15 +34,18 @@ from chimeway import db, policy, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
 from chimeway.dispatch.batch import Started
+from chimeway.dispatch.binding import PERIODIC_OPTIONS, bind, run_periodic
 from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION, enqueue
-from chimeway.dispatch.middleware import DELIVER_ACTOR
+from chimeway.dispatch.lanes import LANES, QUEUE
 from chimeway.dispatch.resilience import Go, Wait, next_adapter
 from chimeway.dispatch.send import delay_until
+from chimeway.dispatch.sweep import sweep
 from chimeway.errors import BouncedError, DeliveryError, PermanentError, TemporaryError, UnhandledOutcomeError
 from chimeway.models import Delivery
 from chimeway.states import AttemptOutcome, ErrorClass, Priority, Reason, Status
 from chimeway.store import deliveries
 from chimeway.wiring import logcontext
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -54,38 +57,6 @@ DRAMATIQ_MAX_RETRIES = 20
 
 #: The deliver message's option noting the leases its tries' claims would write (see ``_note_lease``).
 _LEASE_OPTION = "chimeway_lease_until"
-
-#: The queue Chimeway's actors use (its own, so a shared broker keeps application work apart); also
-#: the normal lane's.
-QUEUE = "chimeway"
-
-
-@dataclass(frozen=True)
-class Lane:
-    """Where a delivery of one priority goes: its queue, and the deliver actor that names it.
-
-    A Dramatiq worker puts what every consumer fetched in one in-process priority queue ordered by
-    the *actor's* priority (lower first), then by arrival; so each lane has its own actor (the same
-    function), and a free worker thread takes a waiting high message before any prefetched bulk one
-    (docs/architecture.md §9)."""
-
-    queue: str
-    actor_name: str
-    #: Dramatiq's actor priority: lower is served first
-    order: int
-
-
-#: Every lane. The normal lane keeps the names of the single queue that came before lanes, so messages
-#: already enqueued by an older version are still consumed.
-LANES = {
-    Priority.HIGH: Lane("chimeway_high", f"{DELIVER_ACTOR}_high", 0),
-    Priority.NORMAL: Lane(QUEUE, DELIVER_ACTOR, 10),
-    Priority.BULK: Lane("chimeway_bulk", f"{DELIVER_ACTOR}_bulk", 20),
-}
-
-#: The deliver actor of each lane, by actor name (the middleware recognizes deliver messages by it).
-DELIVER_ACTORS = frozenset(lane.actor_name for lane in LANES.values())
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -119,15 +90,13 @@ def classify(result: Any) -> Outcome:
     return Outcome(AttemptOutcome.REJECTED, ErrorClass.UNKNOWN_CLASSIFICATION, Status.FAILED)
 
 
-def deliver(delivery_id: str) -> None:
-    """Perform one attempt of one delivery (the body of the ``deliver`` actor)."""
-    from chimeway.wiring.runtime import current
-
+def deliver(runtime: Runtime, delivery_id: str) -> None:
+    """Perform one attempt of one delivery (the body of the ``deliver`` actor, bound to ``runtime``)."""
     with logcontext.bind(delivery_id=delivery_id), telemetry.span("perform", delivery_id=delivery_id) as report:
-        _deliver(current(), str(delivery_id), report)
+        _deliver(runtime, str(delivery_id), report)
 
 
-def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
+def _deliver(runtime: Runtime, delivery_id: str, report: dict[str, Any]) -> None:
     now = db.now()
     lease_seconds = runtime.settings.lease_seconds
     message = CurrentMessage.get_current_message()  # None when the actor is called directly
@@ -168,7 +137,7 @@ def _deliver(runtime: Any, delivery_id: str, report: dict[str, Any]) -> None:
     _attempt(runtime, delivery, attempt, report, go)
 
 
-def _start(runtime: Any, delivery_id: str, now: datetime, options: Any) -> Started | Wait:
+def _start(runtime: Runtime, delivery_id: str, now: datetime, options: Any) -> Started | Wait:
     """The guard's decision for this message's route and, when it says go, the delivery loaded and
     (if its facts clear it) claimed: in the worker's next claim batch, or alone."""
     origin = options[ADAPTER_OPTION]
@@ -181,7 +150,7 @@ def _start(runtime: Any, delivery_id: str, now: datetime, options: Any) -> Start
     return Started(decision, *deliveries.load_and_claim(delivery_id, now, lease_seconds=runtime.settings.lease_seconds))
 
 
-def _admit(runtime: Any, delivery_id: str, origin: str, options: Any, report: dict[str, Any]) -> Go | None:
+def _admit(runtime: Runtime, delivery_id: str, origin: str, options: Any, report: dict[str, Any]) -> Go | None:
     """The adapter this attempt may call now, or None when it must wait (see :func:`_wait`)."""
     route = options.get(ROUTE_OPTION) or origin
     decision = runtime.guard.admit(origin, route)
@@ -191,7 +160,7 @@ def _admit(runtime: Any, delivery_id: str, origin: str, options: Any, report: di
     return None
 
 
-def _wait(runtime: Any, delivery_id: str, decision: Wait, route: str, report: dict[str, Any]) -> None:
+def _wait(runtime: Runtime, delivery_id: str, decision: Wait, route: str, report: dict[str, Any]) -> None:
     """No adapter may be called yet: a fresh message, due when the guard says, carries the route on
     (nothing was claimed, no attempt is spent)."""
     telemetry.emit("admission", "wait", delivery_id=delivery_id, adapter=decision.adapter, reason=decision.why)
@@ -230,7 +199,7 @@ def _holds(delivery: Delivery, leases: list[datetime], now: datetime) -> bool:
 
 
 def _claim_after_policy(
-    runtime: Any, delivery: Delivery, now: datetime, report: dict[str, Any], go: Go | None, options: Any
+    runtime: Runtime, delivery: Delivery, now: datetime, report: dict[str, Any], go: Go | None, options: Any
 ) -> tuple[int, Go] | None:
     """short-circuit → budget → policy → guard → claim: the attempt number and the adapter it calls,
     or None when this message must do nothing more (acknowledged, or sent again later by the guard)."""
@@ -258,14 +227,14 @@ def _claim_after_policy(
     return attempt, go
 
 
-def _wait_more(runtime: Any, delivery: Delivery, now: datetime) -> None:
+def _wait_more(runtime: Runtime, delivery: Delivery, now: datetime) -> None:
     """A scheduled delivery's message came early: its send time is further than one Dramatiq delay
     reaches (``enqueue.MAX_DELAY_MS``), so this message is one step of the wait; send the next."""
     delay_ms = delay_until(delivery.next_eligible_at)
     enqueue(delivery.id, delay_ms=delay_ms, dedupe=False, runtime=runtime)
 
 
-def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
+def _apply_policy(runtime: Runtime, delivery: Delivery, now: datetime) -> bool:
     """Evaluate the policy and act on its decision; True when the delivery may be sent now."""
     decision = policy.evaluate(delivery, now)
     if isinstance(decision, policy.Suppress):
@@ -280,7 +249,7 @@ def _apply_policy(runtime: Any, delivery: Delivery, now: datetime) -> bool:
     return True
 
 
-def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, Any], go: Go) -> None:
+def _attempt(runtime: Runtime, delivery: Delivery, attempt: int, report: dict[str, Any], go: Go) -> None:
     """Call the adapter outside any transaction, classify, record; then the next attempt or convergence."""
     adapter = go.adapter
     result, duration_ms = _call_adapter(runtime, delivery, attempt, adapter)
@@ -330,7 +299,7 @@ def _attempt(runtime: Any, delivery: Delivery, attempt: int, report: dict[str, A
                     outcome.status.value, outcome.reason and outcome.reason.value)
 
 
-def _report_health(runtime: Any, go: Go, transient: bool, retry_after: float | None) -> None:
+def _report_health(runtime: Runtime, go: Go, transient: bool, retry_after: float | None) -> None:
     """Tell the guard what the call said about its provider (after the record: a Redis failure here
     must not lose the attempt), and say when that opened or closed the adapter's circuit."""
     adapter = go.adapter
@@ -348,7 +317,7 @@ def _report_health(runtime: Any, go: Go, transient: bool, retry_after: float | N
         telemetry.emit("circuit", changed, adapter=adapter)
 
 
-def _call_adapter(runtime: Any, delivery: Delivery, attempt: int, adapter: str) -> tuple[Any, int]:
+def _call_adapter(runtime: Runtime, delivery: Delivery, attempt: int, adapter: str) -> tuple[Any, int]:
     """The adapter's SendResult or the exception it raised (BaseException — shutdown, the time limit —
     propagates: the attempt stays unrecorded and the lease lets another message claim it later)."""
     request = SendRequest(
@@ -365,7 +334,7 @@ def _call_adapter(runtime: Any, delivery: Delivery, attempt: int, adapter: str) 
 
 
 def _retry_or_exhaust(
-    runtime: Any, delivery: Delivery, attempt: int, outcome: Outcome, result: Any, retry: backoff.RetryAt | None,
+    runtime: Runtime, delivery: Delivery, attempt: int, outcome: Outcome, result: Any, retry: backoff.RetryAt | None,
     adapter: str, route: str,
 ) -> None:
     """After a recorded transient (or unhandled) failure: send the next attempt's message, due at the
@@ -441,36 +410,16 @@ def _describe(result: Any) -> str:
     return f"adapter returned {type(result).__name__}, not a SendResult"
 
 
-def _periodic(job: str, run: Any) -> None:
-    """Run a scheduled job; a failed run is logged and completed, never dead-lettered.
-
-    The scheduler enqueues the job again on its next tick, so a retry would only race it; and a
-    dead letter (the job's max_retries is 0) reads as a lost message where nothing was lost. Seen in
-    ``make chaos``: a sweep that ran while PostgreSQL restarted left one dead letter in ~1 run of 8.
-    """
-    try:
-        run()
-    except Exception:
-        logger.error("%s failed; the scheduler's next tick runs it again", job, exc_info=True)
-
-
-def sweep_actor() -> None:
+def sweep_actor(runtime: Runtime) -> None:
     """Re-enqueue deliveries whose message was lost (the body lives in chimeway.dispatch.sweep)."""
-    from chimeway.dispatch.sweep import sweep
-
-    _periodic("sweep", sweep)
+    run_periodic("sweep", lambda: sweep(runtime=runtime))
 
 
-def reconcile_orphans(tenant_id: str | None = None) -> None:
-    """Link orphaned webhook events to their deliveries (the body lives in chimeway.webhooks.reconciler)."""
-    from chimeway.webhooks.reconciler import run_actor
-
-    _periodic("reconcile", lambda: run_actor(tenant_id))
-
-
-def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]:
-    """The actors, bound to ``broker`` (reused when that broker already declared them). ``deliver`` is
-    the normal lane's; ``deliver_high`` and ``deliver_bulk`` the other lanes' (see :data:`LANES`)."""
+def declare(broker: dramatiq.Broker, runtime: Runtime) -> dict[str, dramatiq.Actor]:
+    """The deliver and sweep actors on ``broker``, bound to ``runtime`` (see ``binding.bind``).
+    ``deliver`` is the normal lane's; ``deliver_high`` and ``deliver_bulk`` the other lanes' (see
+    :data:`LANES`). The reconcile actor is declared beside its body (``webhooks/reconciler.declare``)."""
+    settings = runtime.settings
     deliver_options = {
         # The durable attempt count is the budget (the claim enforces max_attempts); Dramatiq
         # retries only failures that spend no attempt. When those retries run out, the
@@ -481,22 +430,11 @@ def declare(broker: dramatiq.Broker, settings: Any) -> dict[str, dramatiq.Actor]
         # An attempt must not outlive its lease: past it, another worker may claim the delivery.
         **({"time_limit": settings.lease_seconds * 1000} if "time_limit" in broker.actor_options else {}),
     }
-    specs = {
-        "sweep_actor": (sweep_actor, "chimeway_sweep", QUEUE, 0, {"max_retries": 0}),
-        "reconcile_orphans": (reconcile_orphans, "chimeway_reconcile_orphans", QUEUE, 0, {"max_retries": 0}),
-    }
+    specs = {"sweep_actor": (sweep_actor, "chimeway_sweep", QUEUE, 0, PERIODIC_OPTIONS)}
     for priority, lane in LANES.items():
         key = "deliver" if priority is Priority.NORMAL else f"deliver_{priority.value}"
         specs[key] = (deliver, lane.actor_name, lane.queue, lane.order, deliver_options)
-    actors = {}
-    for key, (fn, name, queue, order, options) in specs.items():
-        existing = broker.actors.get(name)
-        actors[key] = existing or dramatiq.Actor(
-            fn, broker=broker, actor_name=name, queue_name=queue, priority=order, options=options
-        )
-    return actors
-
-
-def lane_actor(actors: dict[str, dramatiq.Actor], priority: str) -> dramatiq.Actor:
-    """The deliver actor of ``priority``'s lane."""
-    return actors["deliver" if priority == Priority.NORMAL else f"deliver_{priority}"]
+    return {
+        key: bind(broker, runtime, body, actor_name=name, queue=queue, order=order, options=options)
+        for key, (body, name, queue, order, options) in specs.items()
+    }

@@ -23,13 +23,16 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 from chimeway import db
-from chimeway.dispatch.actors import LANES, declare
+from chimeway.dispatch.actors import declare
 from chimeway.dispatch.batch import Batches
+from chimeway.dispatch.lanes import LANES
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
 from chimeway.dispatch.resilience import MemoryGuard, RedisGuard
 from chimeway.states import Priority
 from chimeway.store.setnx import SetNX
+from chimeway.webhooks import reconciler
 from chimeway.wiring.config import Settings
+from chimeway.wiring.runtime_type import Runtime
 
 #: The longest an idle consumer of the high lane or of a delay queue sleeps between polls (ms).
 PROMPT_POLL_MS = 100
@@ -94,7 +97,7 @@ def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Bro
     )
 
 
-def wire(runtime: Any, broker: dramatiq.Broker | None = None) -> None:
+def wire(runtime: Runtime, broker: dramatiq.Broker | None = None) -> None:
     """Attach the Redis client, its SET NX helper, the broker, middleware and actors to ``runtime``."""
     settings = runtime.settings
     runtime.redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
@@ -104,18 +107,20 @@ def wire(runtime: Any, broker: dramatiq.Broker | None = None) -> None:
     # Group commit needs PostgreSQL's arrays; SQLite takes one writer at a time anyway.
     if db.is_postgres(runtime.database) and settings.group_commit_max > 1:
         runtime.batches = Batches(settings, runtime.guard)
-    add_middleware(runtime.broker, runtime.database)
-    runtime.actors = declare(runtime.broker, settings)
+    add_middleware(runtime.broker, runtime)
+    runtime.actors = {**declare(runtime.broker, runtime), **reconciler.declare(runtime.broker, runtime)}
 
 
-def add_middleware(broker: dramatiq.Broker, database: Any) -> None:
+def add_middleware(broker: dramatiq.Broker, runtime: Runtime) -> None:
     """CurrentMessage, DatabaseConnections and ExhaustionGuard, once each, in the order
     ``chimeway.dispatch.middleware`` explains (just before Retries, when the broker has it)."""
     existing = {type(m): m for m in broker.middleware}
-    if DatabaseConnections in existing:
-        existing[DatabaseConnections].database = database  # reconfigured on the same broker
+    if DatabaseConnections in existing:  # reconfigured on the same broker
+        existing[DatabaseConnections].database = runtime.database
+    if ExhaustionGuard in existing:
+        existing[ExhaustionGuard].runtime = runtime
     place = {"before": Retries} if Retries in existing else {}
-    for middleware in (DatabaseConnections(database), ExhaustionGuard()):
+    for middleware in (DatabaseConnections(runtime.database), ExhaustionGuard(runtime)):
         if type(middleware) not in existing:
             broker.add_middleware(middleware, **place)
     if CurrentMessage not in existing:
@@ -123,7 +128,7 @@ def add_middleware(broker: dramatiq.Broker, database: Any) -> None:
 
 
 @contextlib.contextmanager
-def start_worker(runtime: Any, *, threads: int = 4) -> Iterator[dramatiq.Worker]:
+def start_worker(runtime: Runtime, *, threads: int = 4) -> Iterator[dramatiq.Worker]:
     """An in-process Dramatiq worker on the runtime's broker for the duration of the block (the demo
     and ``chimeway.testing`` use it; production workers are ``dramatiq chimeway.worker`` processes)."""
     worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=50)

@@ -19,6 +19,7 @@ from chimeway.dispatch.send import delay_until, prepare
 from chimeway.errors import IdempotencyConflictError, InvalidSendError
 from chimeway.models import Delivery
 from chimeway.store import deliveries
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -33,7 +34,9 @@ _KEYWORDS = frozenset({
 })
 
 
-def send_many(items: Iterable[Mapping[str, Any]], *, tenant_id: str | None = None) -> list[Delivery]:
+def send_many(
+    items: Iterable[Mapping[str, Any]], *, tenant_id: str | None = None, runtime: Runtime
+) -> list[Delivery]:
     """Record many deliveries and have workers perform them; the deliveries in the order of ``items``.
 
     Each item is a dict of :func:`chimeway.send`'s keywords (``channel``, ``recipient`` and
@@ -49,9 +52,6 @@ def send_many(items: Iterable[Mapping[str, Any]], *, tenant_id: str | None = Non
     transaction the rows join it and the messages go out after the outermost commit; a rollback
     stores and sends nothing.
     """
-    from chimeway.wiring.runtime import current
-
-    runtime = current()
     rows = [_check(runtime, index, item, tenant_id) for index, item in enumerate(items)]
     results: list[tuple[Delivery, bool]] = []
     with db.transaction(runtime.database):
@@ -67,7 +67,7 @@ def send_many(items: Iterable[Mapping[str, Any]], *, tenant_id: str | None = Non
     return [delivery for delivery, _ in results]
 
 
-def _check(runtime: Any, index: int, item: Any, tenant_id: str | None) -> deliveries.NewDelivery:
+def _check(runtime: Runtime, index: int, item: Any, tenant_id: str | None) -> deliveries.NewDelivery:
     """The item's row, or InvalidSendError naming ``items[index]``."""
     try:
         if not isinstance(item, Mapping):
@@ -86,7 +86,7 @@ def _check(runtime: Any, index: int, item: Any, tenant_id: str | None) -> delive
         raise err.at_item(index) from None
 
 
-def _enqueue_after_commit(runtime: Any, fresh: list[Delivery]) -> None:
+def _enqueue_after_commit(runtime: Runtime, fresh: list[Delivery]) -> None:
     # As send(): after the commit nothing can be undone, and the sweep sends what is not enqueued here.
     from chimeway.dispatch.enqueue import enqueue_many
 

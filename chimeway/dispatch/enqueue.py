@@ -2,7 +2,7 @@
 
 ::
 
-    enqueue(delivery_id, *, delay_ms=None, dedupe=True, runtime=None) -> bool
+    enqueue(delivery_id, *, delay_ms=None, dedupe=True, runtime) -> bool
 
 - ``dedupe=True`` (fresh sends): a second enqueue of the same delivery within
   :data:`DEDUPE_WINDOW_MS` is dropped — ``chimeway.store.setnx`` (Redis ``SET NX PX`` under the runtime's key namespace, or
@@ -13,7 +13,7 @@
 - ``delay_ms``: deliver no earlier than that many milliseconds from now (quiet hours, the sweep, a
   scheduled send); at most :data:`MAX_DELAY_MS` (Dramatiq refuses 7 days): a later time is met by
   the deliver actor, which re-enqueues a deferred delivery whose message came early.
-- The message goes to the lane of the row's ``priority`` (``chimeway.dispatch.actors.LANES``),
+- The message goes to the lane of the row's ``priority`` (``chimeway.dispatch.lanes.LANES``),
   whoever enqueues it: the first send, a retry, a deferral, the sweep.
 - Sets the row's ``enqueued_at``. The message gets the actor's Dramatiq retries, which only failures
   that spend no attempt use: the delivery's ``max_attempts`` is enforced by the claim, on the row.
@@ -28,6 +28,8 @@ import logging
 from typing import Any
 
 from chimeway import db
+from chimeway.dispatch.lanes import lane_actor
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -46,15 +48,11 @@ _MARK_ENQUEUED = "UPDATE chimeway_deliveries SET enqueued_at = %s WHERE id = %s 
 
 
 def enqueue(
-    delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Any = None,
+    delivery_id: str, *, delay_ms: int | None = None, dedupe: bool = True, runtime: Runtime,
     route: str | None = None,
 ) -> bool:
     """Send one ``deliver`` message for ``delivery_id``; see the module docstring for the rules.
     ``route``: the adapter the next attempt tries first (default: the delivery's own)."""
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     if dedupe and not runtime.setnx.first(_dedupe_key(runtime, delivery_id), DEDUPE_WINDOW_MS / 1000):
         logger.debug("delivery %s: fresh enqueue dropped, one was sent less than 60 s ago", delivery_id)
         return False
@@ -72,11 +70,11 @@ def enqueue(
     return True
 
 
-def _dedupe_key(runtime: Any, delivery_id: str) -> str:
+def _dedupe_key(runtime: Runtime, delivery_id: str) -> str:
     return f"{runtime.settings.redis_namespace}:dedupe:deliver:{delivery_id}"
 
 
-def enqueue_many(deliveries: list[tuple[str, str, int | None, str]], *, runtime: Any) -> None:
+def enqueue_many(deliveries: list[tuple[str, str, int | None, str]], *, runtime: Runtime) -> None:
     """Send the ``deliver`` messages of freshly created deliveries, given as (id, priority, delay_ms,
     adapter), with one ``enqueued_at`` UPDATE and, on Redis, one pipeline (not a round trip per message).
     The adapter goes on each message as :func:`enqueue` puts it, so the actor can check the guard before
@@ -97,11 +95,9 @@ def enqueue_many(deliveries: list[tuple[str, str, int | None, str]], *, runtime:
 
 
 def _send(
-    runtime: Any, delivery_id: str, priority: str, delay_ms: int | None, *, adapter: str | None = None,
+    runtime: Runtime, delivery_id: str, priority: str, delay_ms: int | None, *, adapter: str | None = None,
     route: str | None = None,
 ) -> None:
-    from chimeway.dispatch.actors import lane_actor
-
     delay = None if delay_ms is None else min(MAX_DELAY_MS, max(0, int(delay_ms)))
     # Without the adapter options the actor checks limits and circuits after loading, before the claim.
     options = {ADAPTER_OPTION: adapter, ROUTE_OPTION: route or adapter} if adapter else {}
@@ -114,7 +110,7 @@ def _pipelined(broker: Any) -> Any:
     return batching() if batching is not None else contextlib.nullcontext()
 
 
-def _forget_quietly(runtime: Any, delivery_id: str) -> None:
+def _forget_quietly(runtime: Runtime, delivery_id: str) -> None:
     try:
         runtime.setnx.forget(_dedupe_key(runtime, delivery_id))
     except Exception:  # the broker is down too, most likely; the mark expires on its own

@@ -16,11 +16,13 @@ import peewee
 from dramatiq.middleware import Middleware
 from playhouse.pool import _PooledPostgresqlDatabase
 
+from chimeway import db
+from chimeway.dispatch.enqueue import ROUTE_OPTION, enqueue
+from chimeway.dispatch.lanes import DELIVER_ACTORS
+from chimeway.store import deliveries
+from chimeway.wiring.runtime_type import Runtime
+
 logger = logging.getLogger("chimeway.dispatch")
-
-#: The actor name the guard watches (a Chimeway-owned name, so a shared broker has no clash).
-DELIVER_ACTOR = "chimeway_deliver"
-
 
 class DatabaseConnections(Middleware):
     """One database connection per message: connect before, roll back anything leaked and hand the
@@ -99,18 +101,14 @@ class ExhaustionGuard(Middleware):
     log names the delivery: the sweep re-enqueues it. Nothing is left silently.
     """
 
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime  #: replaced when the same broker is wired to a new runtime
+
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
         if exception is None or not message.failed:
             return  # succeeded, or Retries scheduled a retry
-        from chimeway.dispatch.actors import DELIVER_ACTORS  # every lane's; actors imports this module
-
         if message.actor_name not in DELIVER_ACTORS:
             return
-        from chimeway import db
-        from chimeway.dispatch.enqueue import ROUTE_OPTION, enqueue
-        from chimeway.store import deliveries
-        from chimeway.wiring.runtime import current
-
         delivery_id = message.args[0] if message.args else None
         try:
             if deliveries.exhaust(delivery_id):
@@ -121,8 +119,9 @@ class ExhaustionGuard(Middleware):
             if delivery is not None and not delivery.is_terminal:
                 now = db.now()
                 due = max([now, *(t for t in (delivery.next_attempt_at, delivery.lease_until) if t)])
-                delay_ms = current().settings.backoff_max_ms + int((due - now).total_seconds() * 1000)
-                enqueue(delivery_id, delay_ms=delay_ms, dedupe=False, route=message.options.get(ROUTE_OPTION))
+                delay_ms = self.runtime.settings.backoff_max_ms + int((due - now).total_seconds() * 1000)
+                enqueue(delivery_id, delay_ms=delay_ms, dedupe=False, route=message.options.get(ROUTE_OPTION),
+                        runtime=self.runtime)
                 logger.warning(
                     "delivery %s: Dramatiq gave up on message %s after %s retries that spent no attempt "
                     "(%d/%d attempts spent); re-enqueued as a fresh message in %d ms", delivery_id,

@@ -14,6 +14,7 @@ from chimeway.models import Delivery
 from chimeway.states import Priority
 from chimeway.store import deliveries
 from chimeway.wiring.config import MAX_ATTEMPTS_LIMIT
+from chimeway.wiring.runtime_type import Runtime
 
 #: The lanes, as send() accepts them.
 PRIORITIES = tuple(lane.value for lane in Priority)
@@ -37,6 +38,7 @@ def send(
     priority: str = "normal",
     send_at: datetime | None = None,
     delay: timedelta | None = None,
+    runtime: Runtime,
 ) -> Delivery:
     """Record one delivery (pending) and have a worker perform it.
 
@@ -59,9 +61,6 @@ def send(
     ``CHIMEWAY_MAX_PAYLOAD_BYTES`` as JSON; ``max_attempts`` outside 1..100; a notification id that
     is not a UUID; an unknown priority; a naive ``send_at``, a negative ``delay``, or both.
     """
-    from chimeway.wiring.runtime import current
-
-    runtime = current()
     row = prepare(
         runtime, channel=channel, recipient=recipient, payload=payload, adapter=adapter, tenant_id=tenant_id,
         notification_id=notification_id, idempotency_key=idempotency_key, max_attempts=max_attempts,
@@ -77,7 +76,7 @@ def send(
 
 
 def prepare(
-    runtime: Any,
+    runtime: Runtime,
     *,
     channel: str,
     recipient: str,
@@ -169,7 +168,7 @@ def _budget(max_attempts: Any) -> int:
     raise InvalidSendError("max_attempts", f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}{shown}")
 
 
-def _enqueue_after_commit(runtime: Any, delivery: Delivery, *, dedupe: bool = True) -> None:
+def _enqueue_after_commit(runtime: Runtime, delivery: Delivery, *, dedupe: bool = True) -> None:
     # Peewee runs this after the commit; raising here would lose the other callbacks of the same
     # commit and cannot undo it. The row is durable, so the sweep sends it when this fails.
     from chimeway.dispatch.enqueue import enqueue

@@ -30,16 +30,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chimeway import db, telemetry
 from chimeway.dispatch.enqueue import enqueue
 from chimeway.dispatch.send import delay_until
 from chimeway.states import Orchestration, Status
 from chimeway.store import deliveries
-
-if TYPE_CHECKING:
-    from chimeway.wiring.runtime import Runtime
+from chimeway.wiring.runtime_type import Runtime
 
 __all__ = ["SWEEP_LOCK_KEY", "SweepResult", "sweep"]
 
@@ -84,13 +82,10 @@ class SweepResult:
         }
 
 
-def sweep(batch_size: int = 500, *, tenant_id: str | None = None) -> SweepResult:
+def sweep(batch_size: int = 500, *, tenant_id: str | None = None, runtime: Runtime) -> SweepResult:
     """Re-enqueue every lost delivery (of ``tenant_id``, or all), ``batch_size`` rows per transaction."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    from chimeway.wiring.runtime import current
-
-    runtime = current()
     stall = timedelta(seconds=runtime.settings.sweep_stall_seconds)
     counts = dict.fromkeys(("pending", "failed", "dispatched", "deferred"), 0)
     ids: list[str] = []

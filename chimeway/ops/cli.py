@@ -15,6 +15,7 @@ from typing import Any
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSendError
 from chimeway.states import REDRIVABLE
 from chimeway.wiring.config import mask_url
+from chimeway.wiring.runtime_type import Runtime
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -50,13 +51,15 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
 
 
-def _configure() -> Any:
+def _configure() -> Runtime:
+    """The configured runtime (from the environment): the command line is an entry point, the one
+    place of it that looks the runtime up (docs/architecture.md §2)."""
     from chimeway.wiring.runtime import current
 
     return current()
 
 
-def _configure_with_redis(command: str) -> Any:
+def _configure_with_redis(command: str) -> Runtime:
     """The runtime, refusing the in-memory broker: a message put on it vanishes when this command
     exits, so no worker would ever see it (the row would wait for a sweep run with Redis)."""
     runtime = _configure()
@@ -156,7 +159,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from chimeway.dispatch.send import send
 
     payload = _payload(args)  # a usage error comes before any configuration error
-    _configure_with_redis("send")
+    runtime = _configure_with_redis("send")
     try:
         delivery = send(
             args.channel,
@@ -169,6 +172,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             category=args.category,
             priority=args.priority,
             send_at=args.send_at,
+            runtime=runtime,
         )
     except InvalidSendError as err:  # name the option the user typed, not the Python argument
         raise UsageError(f"{_SEND_OPTIONS.get(err.argument, err.argument)}: {err.problem}") from err
@@ -187,7 +191,7 @@ def _send_many_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_send_many(args: argparse.Namespace) -> int:
     from chimeway.dispatch.bulk import CHUNK
 
-    _configure_with_redis("send-many")
+    runtime = _configure_with_redis("send-many")
     summary: dict[str, Any] = {"lines": 0, "deliveries": 0, "chunks": 0}
     progress = sys.stderr.isatty()
     with args.file:
@@ -196,9 +200,9 @@ def cmd_send_many(args: argparse.Namespace) -> int:
             if line.strip():
                 chunk.append((number, _send_many_line(number, line, summary)))
             if len(chunk) == CHUNK:
-                _send_chunk(args, chunk, summary, progress)
+                _send_chunk(runtime, args, chunk, summary, progress)
                 chunk = []
-        _send_chunk(args, chunk, summary, progress)
+        _send_chunk(runtime, args, chunk, summary, progress)
     if progress:
         print(file=sys.stderr)
     print(json.dumps(summary, sort_keys=True))
@@ -225,7 +229,7 @@ def _send_many_line(number: int, line: str, summary: dict[str, Any]) -> dict[str
     return item
 
 
-def _send_chunk(args: argparse.Namespace, chunk: list[tuple[int, dict[str, Any]]],
+def _send_chunk(runtime: Runtime, args: argparse.Namespace, chunk: list[tuple[int, dict[str, Any]]],
                 summary: dict[str, Any], progress: bool) -> None:
     """One send_many() call (one transaction): a refused item stores nothing of its chunk."""
     from chimeway.dispatch.bulk import send_many
@@ -233,7 +237,7 @@ def _send_chunk(args: argparse.Namespace, chunk: list[tuple[int, dict[str, Any]]
     if not chunk:
         return
     try:
-        sent = send_many([item for _, item in chunk], tenant_id=args.tenant)
+        sent = send_many([item for _, item in chunk], tenant_id=args.tenant, runtime=runtime)
     except InvalidSendError as err:
         index = err.index or 0
         raise _bad_line(chunk[index][0], f"{err.argument}: {err.problem}", summary) from err
@@ -261,8 +265,8 @@ def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from chimeway.webhooks.reconciler import reconcile
 
-    _configure()
-    result = reconcile(tenant_id=args.tenant, batch_size=args.batch_size)
+    runtime = _configure()
+    result = reconcile(tenant_id=args.tenant, batch_size=args.batch_size, runtime=runtime)
     emit(args, {"scanned": result.scanned, "linked": result.linked},
          f"scanned {result.scanned} orphans, linked {result.linked}")
     return EXIT_OK
@@ -272,8 +276,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from chimeway.dispatch.sweep import sweep
 
-    _configure_with_redis("sweep")
-    result = sweep()
+    runtime = _configure_with_redis("sweep")
+    result = sweep(runtime=runtime)
     data = {**result.by_kind(), "reenqueued": result.reenqueued, "skipped": result.skipped}
     human = "another sweep is running; skipped" if result.skipped else (
         f"re-enqueued {result.reenqueued} (" + ", ".join(f"{k} {v}" for k, v in result.by_kind().items()) + ")"
@@ -412,13 +416,11 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         raise UsageError("give a delivery id, or --reason and --since (not both)")
     if bulk and (args.reason is None or args.since is None):
         raise UsageError("a bulk redrive needs both --reason and --since")
-    if not args.dry_run:
-        _configure_with_redis("redrive")
-    else:
-        _configure()
+    runtime = _configure() if args.dry_run else _configure_with_redis("redrive")
     try:
         if not bulk:
-            delivery = redrive(args.id, max_attempts=args.max_attempts, tenant_id=args.tenant, why=args.why)
+            delivery = redrive(args.id, max_attempts=args.max_attempts, tenant_id=args.tenant, why=args.why,
+                               runtime=runtime)
             data = {"id": delivery.id, "status": delivery.status, "max_attempts": delivery.max_attempts}
             emit(args, data, f"delivery {delivery.id} redriven: {delivery.status}, "
                              f"attempts {delivery.attempt_count}/{delivery.max_attempts}")
@@ -428,7 +430,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         report = redrive_many(
             reason=args.reason, since=db.now() - args.since, adapter=args.adapter, tenant_id=args.tenant,
             max_attempts=args.max_attempts, dry_run=args.dry_run, why=args.why,
-            progress=_progress_bar if sys.stderr.isatty() and not args.json else None,
+            progress=_progress_bar if sys.stderr.isatty() and not args.json else None, runtime=runtime,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -494,14 +496,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import io
     import logging
 
-    from chimeway.ops.demo import run
+    from chimeway.ops import demo
+    from chimeway.wiring.runtime import configure
 
     _confirm_demo_database(args)
     # The demo shows Chimeway's errors as single lines (the one unclassified outcome is meant to be
     # loud); per-delivery warnings and Dramatiq's retry tracebacks would drown the summary.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dramatiq").setLevel(logging.CRITICAL)
-    report = run(args.count, out=io.StringIO() if args.json else sys.stdout, seed=args.seed)
+    runtime = configure(**demo.settings())
+    report = demo.run(args.count, runtime=runtime, out=io.StringIO() if args.json else sys.stdout, seed=args.seed)
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     return EXIT_OK

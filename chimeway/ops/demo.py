@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from chimeway import db
 from chimeway.states import TERMINAL
+from chimeway.wiring.runtime_type import Runtime
 
 #: The Mailgun signing key the demo uses when CHIMEWAY_MAILGUN_WEBHOOK_SIGNING_KEY is unset.
 DEMO_SIGNING_KEY = "chimeway-demo-signing-key"
@@ -140,15 +141,12 @@ class Progress:
             self.stream.write("\n")
 
 
-def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.stderr, seed: int | None = None) -> DemoReport:
-    from chimeway.dispatch.send import send
-    from chimeway.store.migrator import migrate
-    from chimeway.webhooks import handle, reconcile
+def settings() -> dict[str, Any]:
+    """What the demo configures Chimeway with, on top of the environment: ``configure(**settings())``."""
     from chimeway.wiring.config import load_settings
-    from chimeway.wiring.runtime import configure
 
     base = load_settings()
-    runtime = configure(
+    return dict(
         backoff_min_ms=5,
         backoff_max_ms=50,
         # The fake adapter's scripted failures are each delivery's own, not an outage of a provider:
@@ -157,6 +155,17 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
         reconcile_grace_seconds=0,
         mailgun_webhook_signing_key=base.mailgun_webhook_signing_key or DEMO_SIGNING_KEY,
     )
+
+
+def run(
+    count: int = 300, *, runtime: Runtime, out: TextIO = sys.stdout, progress: TextIO = sys.stderr,
+    seed: int | None = None,
+) -> DemoReport:
+    """The demo on ``runtime``, configured with :func:`settings`."""
+    from chimeway.dispatch.send import send
+    from chimeway.store.migrator import migrate
+    from chimeway.webhooks import handle, reconcile
+
     key = runtime.settings.mailgun_webhook_signing_key
     migrate(runtime.database)
     rng = random.Random(seed)
@@ -166,7 +175,7 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
     headers = {"Content-Type": "application/json"}
 
     def webhook(item: Planned, event: str, **extra: Any) -> int:
-        status, _ = handle(PROVIDER, headers, mailgun_body(key, item.message_id, event, **extra))
+        status, _ = handle(PROVIDER, headers, mailgun_body(key, item.message_id, event, **extra), runtime=runtime)
         report.webhooks[f"{status}"] += 1
         return status
 
@@ -189,6 +198,7 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
                 adapter="fake",
                 max_attempts=item.max_attempts,
                 metadata={"demo_run": run_tag},
+                runtime=runtime,
             )
             item.delivery_id = delivery.id
             written.append(delivery.id)
@@ -210,11 +220,12 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
             webhook(item, "failed", severity="permanent", reason="bounce")
         replayed = mailgun_body(key, planned[0].message_id, "clicked")
         for _ in range(2):  # a provider retrying the same request: stored once
-            status, _ = handle(PROVIDER, headers, replayed)
+            status, _ = handle(PROVIDER, headers, replayed, runtime=runtime)
             report.webhooks[f"{status}"] += 1
 
         # The address that hard-bounced is now suppressed: the next send to it never reaches the adapter.
-        follow_up = send("email", recipient(late[0], run_tag), {"subject": "Are you there?"}, adapter="fake")
+        follow_up = send("email", recipient(late[0], run_tag), {"subject": "Are you there?"}, adapter="fake",
+                         runtime=runtime)
         written.append(follow_up.id)
         _drain(runtime, [follow_up.id], None)
         ids.append(follow_up.id)
@@ -222,14 +233,14 @@ def run(count: int = 300, *, out: TextIO = sys.stdout, progress: TextIO = sys.st
         # A failed run must not leave its deliveries behind looking stalled to `chimeway status`.
         _cancel_unfinished(written, progress)
         raise
-    result = reconcile()
+    result = reconcile(runtime=runtime)
     report.linked = result.linked
     _collect(report, ids)
     _print_summary(report, planned, out)
     return report
 
 
-def _drain(runtime: Any, ids: list[str], bar: Progress | None) -> None:
+def _drain(runtime: Runtime, ids: list[str], bar: Progress | None) -> None:
     """Run an in-process worker until every delivery of this run is terminal."""
     from chimeway.dispatch.broker import start_worker
 

@@ -23,6 +23,7 @@ from chimeway.ops import operator_record
 from chimeway.states import REDRIVABLE
 from chimeway.store import deliveries
 from chimeway.wiring.config import MAX_ATTEMPTS_LIMIT
+from chimeway.wiring.runtime_type import Runtime
 
 __all__ = ["RedriveReport", "cancel_by_operator", "candidates", "default_actor", "redrive", "redrive_many"]
 
@@ -42,7 +43,7 @@ def redrive(
     tenant_id: str | None = None,
     actor: str | None = None,
     why: str | None = None,
-    runtime: Any = None,
+    runtime: Runtime,
 ) -> Delivery:
     """Send a delivery cancelled(retries_exhausted | permanent_failure) again: pending, with
     ``max_attempts`` more attempts (default: its original budget) on top of those spent. Enqueued
@@ -52,10 +53,6 @@ def redrive(
     other state, ValueError for a budget outside 1–100; nothing changes then.
     """
     budget = None if max_attempts is None else _budget(max_attempts)
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     with db.transaction(runtime.database):
         delivery = deliveries.get_delivery(delivery_id, tenant_id)
         if delivery.status != "cancelled" or delivery.reason not in REDRIVABLE:
@@ -140,6 +137,7 @@ def redrive_many(
     actor: str | None = None,
     why: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    runtime: Runtime,
 ) -> RedriveReport:
     """Redrive every delivery :func:`candidates` finds, one transaction each (the morning after a
     provider outage). ``progress(done, total)`` is called after each one."""
@@ -150,7 +148,7 @@ def redrive_many(
         return report
     for done, delivery_id in enumerate(report.matched, start=1):
         try:
-            redrive(delivery_id, max_attempts=max_attempts, tenant_id=tenant_id, actor=actor, why=why)
+            redrive(delivery_id, max_attempts=max_attempts, tenant_id=tenant_id, actor=actor, why=why, runtime=runtime)
             report.redriven.append(delivery_id)
         except NotRedrivableError:
             report.skipped.append(delivery_id)

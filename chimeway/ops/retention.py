@@ -25,6 +25,7 @@ from typing import Any
 
 from chimeway import db as dbmod
 from chimeway.states import TERMINAL_SQL
+from chimeway.wiring.runtime_type import Runtime
 
 __all__ = ["CHUNK", "RetentionResult", "cutoffs", "prune_history"]
 
@@ -74,7 +75,7 @@ def cutoffs(settings: Any, now: datetime) -> tuple[datetime, datetime] | None:
     return cutoff, min(cutoff, now - timedelta(minutes=settings.reconcile_max_age_minutes))
 
 
-def prune_history(*, runtime: Any, now: datetime | None = None, dry_run: bool = False) -> RetentionResult:
+def prune_history(*, runtime: Runtime, now: datetime | None = None, dry_run: bool = False) -> RetentionResult:
     """Remove (or count, with ``dry_run``) what is past CHIMEWAY_RETENTION_DAYS."""
     settings, database = runtime.settings, runtime.database
     found = cutoffs(settings, now or dbmod.now())

@@ -27,6 +27,7 @@ from croniter import croniter
 
 from chimeway import db as dbmod
 from chimeway.store.setnx import SetNX
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.scheduler")
 
@@ -49,7 +50,7 @@ class SchedulerResult:
     skipped: dict[str, int] = field(default_factory=dict)  #: ticks another process had claimed
 
 
-def default_jobs(runtime: Any) -> list[Job]:
+def default_jobs(runtime: Runtime) -> list[Job]:
     """Reconcile and sweep go to the workers through their actors; prune runs in the scheduler."""
     from chimeway.ops.retention import prune_history
     from chimeway.webhooks.pruner import prune
@@ -67,7 +68,7 @@ def default_jobs(runtime: Any) -> list[Job]:
 
 
 class Scheduler:
-    def __init__(self, runtime: Any, jobs: list[Job] | None = None) -> None:
+    def __init__(self, runtime: Runtime, jobs: list[Job] | None = None) -> None:
         self.runtime = runtime
         self.jobs = default_jobs(runtime) if jobs is None else list(jobs)
         self.result = SchedulerResult()
@@ -123,13 +124,9 @@ def run(
     *,
     now: Callable[[], datetime] = dbmod.now,
     jobs: list[Job] | None = None,
-    runtime: Any = None,
+    runtime: Runtime,
 ) -> SchedulerResult:
     """Run the schedules until ``stop_event`` is set (or SIGTERM/SIGINT in the main thread)."""
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     stop = stop_event or threading.Event()
     scheduler = Scheduler(runtime, jobs)
     scheduler.start(now())

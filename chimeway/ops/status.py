@@ -14,6 +14,7 @@ from chimeway.models import ALL_MODELS
 from chimeway.states import OPEN_SQL, TERMINAL, TERMINAL_SQL, Status
 from chimeway.store import deliveries
 from chimeway.store.migrator import status as schema_status
+from chimeway.wiring.runtime_type import Runtime
 
 #: The windows over which terminal outcomes are counted.
 RECENT_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -21,7 +22,7 @@ RECENT_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 _OPEN = [status.value for status in Status if status not in TERMINAL]
 
 
-def collect(runtime: Any) -> dict[str, Any]:
+def collect(runtime: Runtime) -> dict[str, Any]:
     database = runtime.database
     schema = schema_status(database)
     report: dict[str, Any] = {
@@ -73,7 +74,7 @@ def table_estimates(database: Any) -> dict[str, int]:
     return {name: db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {name}", db=database).fetchone()[0] for name in names}
 
 
-def retention(runtime: Any) -> dict[str, Any]:
+def retention(runtime: Runtime) -> dict[str, Any]:
     """The retention in effect and the oldest delivery kept (terminal: the one prune removes next)."""
     database = runtime.database
     terminal_at, open_at = (
@@ -88,7 +89,7 @@ def retention(runtime: Any) -> dict[str, Any]:
     }
 
 
-def circuits(runtime: Any) -> list[dict[str, Any]] | None:
+def circuits(runtime: Runtime) -> list[dict[str, Any]] | None:
     """Each configured adapter's circuit, or None when Redis cannot be read (the rest still reports)."""
     try:
         return runtime.guard.circuits(runtime.registry.configured())
@@ -96,7 +97,7 @@ def circuits(runtime: Any) -> list[dict[str, Any]] | None:
         return None
 
 
-def orphan_backlog(runtime: Any) -> dict[str, Any]:
+def orphan_backlog(runtime: Runtime) -> dict[str, Any]:
     """Orphans not linked yet: how many, the oldest one's age, and how many are past max age."""
     database = runtime.database
     from chimeway.webhooks.reconciler import not_linked_sql

@@ -70,9 +70,8 @@ def load_migrations(dialect: str) -> list[Migration]:
     return found
 
 
-def migrate(db: peewee.Database | None = None) -> MigrateResult:
+def migrate(db: peewee.Database) -> MigrateResult:
     """Bring the schema to the code's version. Safe to run twice, or from many processes at once."""
-    db = db or _configured_database()
     dialect = dialect_of(db)
     migrations = load_migrations(dialect)
     applied: list[str] = []
@@ -80,12 +79,6 @@ def migrate(db: peewee.Database | None = None) -> MigrateResult:
         if _apply_one(db, dialect, migration, known=migrations):
             applied.append(migration.name)
     return MigrateResult(applied=applied, current=migrations[-1].version if migrations else 0)
-
-
-def _configured_database() -> peewee.Database:
-    from chimeway.wiring.runtime import current
-
-    return current().database
 
 
 def _apply_one(db: peewee.Database, dialect: str, migration: Migration, known: list[Migration]) -> bool:
@@ -168,9 +161,8 @@ def _statements(script: str, dialect: str) -> list[str]:
     return statements
 
 
-def status(db: peewee.Database | None = None) -> dict[str, object]:
+def status(db: peewee.Database) -> dict[str, object]:
     """{'current': applied version, 'latest': code's version, 'pending': [names]} without changing anything."""
-    db = db or _configured_database()
     dialect = dialect_of(db)
     known = load_migrations(dialect)
     if HISTORY_TABLE in db.get_tables():

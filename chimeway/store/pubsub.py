@@ -14,9 +14,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import peewee
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.pubsub")
 
@@ -56,14 +55,10 @@ def delivery_channel(delivery_id: str, namespace: str = "chimeway") -> str:
     return f"{namespace}:delivery:{delivery_id}"
 
 
-def publish(broadcasts: Sequence[Broadcast], runtime: Any = None) -> int:
+def publish(broadcasts: Sequence[Broadcast], runtime: Runtime) -> int:
     """Publish now; how many broadcasts went out (0 without Redis or when Redis failed)."""
     if not broadcasts:
         return 0
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     client = runtime.redis
     if client is None:
         return 0
@@ -79,10 +74,3 @@ def publish(broadcasts: Sequence[Broadcast], runtime: Any = None) -> int:
         logger.warning("broadcast of %d delivery events failed: %s", len(broadcasts), type(err).__name__)
         return 0
     return len(broadcasts)
-
-
-def publish_after_commit(database: peewee.Database, broadcasts: Sequence[Broadcast]) -> None:
-    """Publish once the outermost transaction commits (now, outside one); a rollback publishes nothing."""
-    if broadcasts:
-        items = list(broadcasts)
-        database.after_commit(lambda: publish(items))

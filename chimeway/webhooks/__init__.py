@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from chimeway.webhooks.endpoint import Response, handle
 from chimeway.webhooks.pruner import prune
-from chimeway.webhooks.reconciler import ReconcileResult, reconcile, run_actor
+from chimeway.webhooks.reconciler import ReconcileResult, reconcile, reconcile_orphans
 from chimeway.webhooks.wsgi import application, serve
 
 __all__ = [
@@ -19,6 +19,6 @@ __all__ = [
     "handle",
     "prune",
     "reconcile",
-    "run_actor",
+    "reconcile_orphans",
     "serve",
 ]

@@ -15,6 +15,7 @@ Django, Flask or FastAPI views call :func:`handle` with the raw body bytes and t
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from chimeway import db as dbmod
 from chimeway import telemetry
 from chimeway.errors import ChimewayError, ConfigurationError
+from chimeway.store import pubsub
 from chimeway.webhooks import ledger, tenancy
 from chimeway.webhooks.ingest import ingest
 from chimeway.webhooks.providers import provider_class
@@ -35,6 +37,7 @@ from chimeway.webhooks.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.webhooks")
 
@@ -53,12 +56,13 @@ def handle(
     body: bytes | str,
     tenant_id: str | None = None,
     *,
-    runtime: Any = None,
+    runtime: Runtime | None = None,
 ) -> Response:
     """Verify, store and project one provider webhook request; the HTTP status and a short body.
 
     ``tenant_id`` None is the ``default`` tenant; an id that is not a plain name (see
-    :mod:`chimeway.webhooks.tenancy`) answers 404 like an unknown tenant."""
+    :mod:`chimeway.webhooks.tenancy`) answers 404 like an unknown tenant. Without ``runtime``, the
+    configured one (an entry point: docs/architecture.md §2)."""
     if runtime is None:
         from chimeway.wiring.runtime import current
 
@@ -81,7 +85,7 @@ def handle(
     return response
 
 
-def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: bytes, report: dict) -> Response:
+def _handle(provider_cls: Any, runtime: Runtime, tenant: str, headers: Any, body: bytes, report: dict) -> Response:
     name = provider_cls.name
     if len(body) > runtime.settings.webhook_max_bytes:
         return Response(413, "payload too large")
@@ -114,7 +118,7 @@ def _handle(provider_cls: Any, runtime: Any, tenant: str, headers: Any, body: by
                     body=request.body, received_at=request.received_at, status="failed",
                 )
             return Response(400, unstorable.reason) if kept else Response(200, "duplicate")
-        result = ingest(name, tenant, request, parsed, runtime.database)
+        result = ingest(name, tenant, request, parsed, runtime.database, functools.partial(pubsub.publish, runtime=runtime))
     except DATABASE_ERRORS as err:
         logger.error("%s webhook not stored, the provider will retry: %s", name, type(err).__name__)
         # A server restart leaves this thread's connection dead: drop it so the next request reconnects.

@@ -10,8 +10,11 @@ from typing import Any
 
 import peewee
 
-from chimeway.store.pubsub import Broadcast, publish_after_commit
+from chimeway.store.pubsub import Broadcast
 from chimeway.webhooks import projection, suppression_entries
+
+#: Sends broadcasts (after commit): ``pubsub.publish`` bound to a runtime, or the reconciler's thread.
+Publish = Callable[[list[Broadcast]], Any]
 
 
 @dataclass(frozen=True)
@@ -27,22 +30,21 @@ class Feedback:
     lock_version: int = 0  #: the delivery's version when its row was read, for the optimistic lock
 
 
-def apply(database: peewee.Database, items: Sequence[Feedback]) -> int:
-    """Apply inside the caller's transaction; how many suppression entries were added."""
+def apply(database: peewee.Database, items: Sequence[Feedback], publish: Publish) -> int:
+    """Apply inside the caller's transaction; how many suppression entries were added. The broadcasts
+    are handed to ``publish`` after commit (``pubsub.publish`` with the caller's runtime)."""
     if not items:
         return 0
     projection.apply(
         database, [projection.Fact(item.delivery_id, item.type, item.occurred_at, item.lock_version) for item in items]
     )
-    return announce(database, items)
+    return announce(database, items, publish)
 
 
-def announce(
-    database: peewee.Database, items: Sequence[Feedback], publish: Callable[[list[Broadcast]], Any] | None = None
-) -> int:
+def announce(database: peewee.Database, items: Sequence[Feedback], publish: Publish) -> int:
     """The rest of :func:`apply`, for feedback whose projection the caller's own SQL already wrote:
-    suppression entries now, broadcasts after commit (handed to ``publish`` when given, e.g. to send
-    them from another thread). How many suppression entries were added."""
+    suppression entries now, broadcasts handed to ``publish`` after commit (now, outside a
+    transaction; a rollback publishes nothing). How many suppression entries were added."""
     entries, broadcasts = [], []
     for item in items:
         reason = suppression_entries.reason_for(item.type, item.reject_reason)
@@ -52,8 +54,6 @@ def announce(
             )
         broadcasts.append(Broadcast(item.tenant_id, item.delivery_id, item.type, item.occurred_at))
     added = suppression_entries.add_entries(database, entries)
-    if publish is None:
-        publish_after_commit(database, broadcasts)
-    elif broadcasts:
+    if broadcasts:
         database.after_commit(lambda: publish(broadcasts))
     return added

@@ -15,6 +15,7 @@ import peewee
 
 from chimeway import db as dbmod
 from chimeway.webhooks import feedback, ledger
+from chimeway.webhooks.feedback import Publish
 from chimeway.webhooks.providers.base import Parsed, WebhookRequest
 
 
@@ -40,9 +41,9 @@ def ingest(
     tenant_id: str,
     request: WebhookRequest,
     parsed: Parsed,
-    database: peewee.Database | None = None,
+    database: peewee.Database,
+    publish: Publish,
 ) -> IngestResult:
-    database = database or dbmod.database()
     with dbmod.transaction(database):
         raw_id = ledger.insert_raw(
             database,
@@ -96,6 +97,7 @@ def ingest(
                 )  # type: ignore[arg-type]
                 for row in linked
             ],
+            publish,
         )
     return IngestResult(
         duplicate=False,

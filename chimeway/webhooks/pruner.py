@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from chimeway import db as dbmod
+from chimeway.wiring.runtime_type import Runtime
 
 #: Rows per DELETE, so a large backlog never holds one long lock.
 CHUNK = 5000
 
 
 def prune(
-    retention_days: int | None = None, *, runtime: Any = None, now: datetime | None = None, dry_run: bool = False
+    retention_days: int | None = None, *, runtime: Runtime, now: datetime | None = None, dry_run: bool = False
 ) -> int:
     """Delete raw webhook rows received more than ``retention_days`` ago (default
     CHIMEWAY_WEBHOOK_RETENTION_DAYS); how many were deleted (with ``dry_run``: would be, none is)."""
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     days = runtime.settings.webhook_retention_days if retention_days is None else retention_days
     if days < 0:
         raise ValueError("retention_days must not be negative")

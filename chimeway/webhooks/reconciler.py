@@ -21,23 +21,28 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import dramatiq
 import peewee
 
 from chimeway import db as dbmod
 from chimeway import telemetry
+from chimeway.dispatch.binding import PERIODIC_OPTIONS, bind, run_periodic
+from chimeway.dispatch.lanes import QUEUE
 from chimeway.models import new_id
 from chimeway.store import pubsub
 from chimeway.store.pubsub import Broadcast
 from chimeway.webhooks import feedback, ledger, projection, suppression_entries
+from chimeway.wiring.runtime_type import Runtime
 
 logger = logging.getLogger("chimeway.webhooks")
 
+#: The actor's name in Dramatiq (kept: messages already in queues name it).
+ACTOR_NAME = "chimeway_reconcile_orphans"
 #: Overlapping actor runs (duplicate messages, a slow run meeting the next tick) are skipped this long.
 RUN_DEDUPE_SECONDS = 60
 #: PostgreSQL advisory lock key of the reconcile actor ("chimeway-reconcile", 63 bits).
@@ -54,7 +59,7 @@ def reconcile(
     tenant_id: str | None = None,
     batch_size: int = 1000,
     *,
-    runtime: Any = None,
+    runtime: Runtime,
     now: datetime | None = None,
 ) -> ReconcileResult:
     """Link every reconcilable orphan in the window, ``batch_size`` per transaction.
@@ -66,10 +71,6 @@ def reconcile(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     settings, database = runtime.settings, runtime.database
     now = now or dbmod.now()
     newest = now - timedelta(seconds=settings.reconcile_grace_seconds)
@@ -199,7 +200,7 @@ def _pipeline(
     where: list[str],
     params: list[Any],
     now: datetime,
-    publish: Callable[[list[Broadcast]], Any] | None = None,
+    publish: feedback.Publish,
 ) -> tuple[int, int, tuple[Any, str] | None]:
     at = dbmod.to_db_time(now, database)
     with dbmod.transaction(database):
@@ -222,7 +223,7 @@ def _batch(
     oldest: datetime,
     after: tuple[Any, str] | None,
     now: datetime,
-    publish: Callable[[list[Broadcast]], Any] | None = None,
+    publish: feedback.Publish,
 ) -> tuple[int, int, tuple[Any, str] | None]:
     where, params = _scan(database, tenant_id, newest, oldest, after)
     if dbmod.is_postgres(database):
@@ -252,26 +253,35 @@ def _batch(
                 )  # type: ignore[arg-type]
                 for row in won
             ],
+            publish,
         )
     last = rows[-1]
     return len(rows), len(won), (last[1], last[0])
 
 
-# -- the actor's body -------------------------------------------------------------------------------
+# -- the reconcile_orphans actor ----------------------------------------------------------------------
 
 
-def run_actor(tenant_id: str | None = None, *, runtime: Any = None) -> ReconcileResult | None:
-    """The body of ``chimeway.dispatch.reconcile_orphans``: None when another run holds the lock.
+def declare(broker: dramatiq.Broker, runtime: Runtime) -> dict[str, dramatiq.Actor]:
+    """The ``reconcile_orphans`` actor on ``broker``, bound to ``runtime``; the scheduler sends it.
+    A failed run is logged and completed (``binding.run_periodic``): the next tick runs it again."""
+
+    def periodic_run(runtime: Runtime, tenant_id: str | None = None) -> None:
+        run_periodic("reconcile", lambda: reconcile_orphans(runtime, tenant_id))
+
+    return {"reconcile_orphans": bind(broker, runtime, periodic_run, actor_name=ACTOR_NAME, queue=QUEUE, order=0,
+                                      options=PERIODIC_OPTIONS)}
+
+
+def reconcile_orphans(runtime: Runtime, tenant_id: str | None = None) -> ReconcileResult | None:
+    """What one ``reconcile_orphans`` message does: :func:`reconcile`, unless another run holds the
+    lock (then None).
 
     Overlapping runs are skipped twice over: a ``SET NX`` key for 60 s (in-memory without Redis),
     and on PostgreSQL a session advisory lock held for the whole run. SQLite has no advisory locks:
     its IMMEDIATE write transactions serialize the batches. Either way the ``reconciled:<orphan id>``
     key is what guarantees one event per orphan; the locks only spare the duplicate work.
     """
-    if runtime is None:
-        from chimeway.wiring.runtime import current
-
-        runtime = current()
     scope = tenant_id if tenant_id is not None else "*"
     if not _claim_run(runtime, scope):
         logger.info("reconcile for %s skipped: another run started less than %d s ago", scope, RUN_DEDUPE_SECONDS)
@@ -294,5 +304,5 @@ def advisory_lock_key(scope: str) -> int:
     return ADVISORY_LOCK_KEY ^ (uuid.uuid5(uuid.NAMESPACE_URL, scope).int & 0xFFFF_FFFF)
 
 
-def _claim_run(runtime: Any, scope: str) -> bool:
+def _claim_run(runtime: Runtime, scope: str) -> bool:
     return runtime.setnx.first(f"{runtime.settings.redis_namespace}:reconcile:run:{scope}", RUN_DEDUPE_SECONDS)

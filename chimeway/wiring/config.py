@@ -198,7 +198,8 @@ _callable.accepts = "a function"  # type: ignore[attr-defined]
 
 def _tolerances(value: Any) -> dict[str, int]:
     """``seconds`` for every provider, and/or ``provider=seconds`` pairs: ``86400`` or ``600,mailgun=32400``."""
-    from chimeway.webhooks.providers import discover  # entry-point names; the provider modules stay unloaded
+    # entry-point names; the provider modules stay unloaded
+    from chimeway.webhooks.providers.installed import discover
 
     pairs = value.items() if isinstance(value, Mapping) else (
         part.partition("=")[::2] if "=" in part else ("*", part) for part in str(value).split(",") if part.strip()

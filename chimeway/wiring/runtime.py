@@ -2,7 +2,8 @@
 
 ``configure()`` is the one place that wires them (``chimeway.worker`` calls it for the Dramatiq
 CLI). Nothing is wired at import time: the first use without ``configure()`` configures from the
-environment.
+environment. Only the entry points call :func:`current` (docs/architecture.md §2); everything below
+them receives the :class:`~chimeway.wiring.runtime_type.Runtime` as an argument.
 """
 
 from __future__ import annotations
@@ -10,43 +11,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
 
-from chimeway import db
+from chimeway import db, policy
 from chimeway.wiring.config import Settings, check_environment, load_settings
 from chimeway.wiring.registry import Registry
-
-
-@dataclass
-class Runtime:
-    settings: Settings
-    database: peewee.Database
-    registry: Registry
-    owns_database: bool  #: False when the application handed us its own database
-    #: Wired by chimeway.dispatch: the Dramatiq broker, the Redis client (None in embedded mode) and actors.
-    broker: Any = None
-    redis: Any = None
-    actors: dict[str, Any] = field(default_factory=dict)
-    #: SET NX with expiry (chimeway.store.setnx): in Redis, or in memory under the stub broker.
-    setnx: Any = None
-    #: Rate limits, circuits and failover of chimeway.dispatch.resilience: Redis-backed, or in memory.
-    guard: Any = None
-    #: The worker's group commits of claims and records (chimeway.dispatch.batch); None: one by one.
-    batches: Any = None
-
-    def close(self) -> None:
-        self.registry.close()
-        if self.broker is not None:
-            self.broker.close()
-        if self.redis is not None:
-            self.redis.close()
-        if self.owns_database and not self.database.is_closed():
-            close_all = getattr(self.database, "close_all", None)
-            close_all() if close_all else self.database.close()
-
+from chimeway.wiring.runtime_type import Runtime
 
 _current: Runtime | None = None
 _lock = threading.RLock()
@@ -74,6 +46,7 @@ def configure(
     with _lock:
         previous, _current = _current, runtime
         db.bind(database_obj)
+        policy.use_settings(loaded)
         from chimeway.dispatch.broker import wire  # late: the dispatch layer needs dramatiq
 
         wire(runtime, broker=broker)

@@ -98,7 +98,7 @@ def test_given_a_demo_that_fails_after_sending_then_it_leaves_no_delivery_for_st
     progress = io.StringIO()
     try:
         with pytest.raises(ModuleNotFoundError):
-            demo.run(40, out=io.StringIO(), progress=progress)
+            demo.run(40, runtime=runtime.configure(**demo.settings()), out=io.StringIO(), progress=progress)
         report = collect(runtime.current())
     finally:
         runtime.reset()

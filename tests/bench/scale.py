@@ -135,7 +135,7 @@ def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
 
 def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
     import chimeway
-    from chimeway.dispatch.sweep import sweep
+    from chimeway.api import sweep
     from chimeway.ops.retention import prune_history
     from chimeway.ops.status import collect
     from chimeway.wiring.runtime import reset

@@ -195,8 +195,8 @@ class Chaos:
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
 
-        chimeway.configure(database_url=self.database_url, redis_url=self.rd.url(), environ={},
-                           **worker_settings(self.cfg))
+        self.runtime = chimeway.configure(database_url=self.database_url, redis_url=self.rd.url(), environ={},
+                                          **worker_settings(self.cfg))
 
     # --- the sender -------------------------------------------------------------------------------
 
@@ -266,10 +266,8 @@ class Chaos:
 
     def inject_duplicate(self, delivery_id: str) -> bool:
         """A second message for the delivery, straight to the broker (past the enqueue helper's dedupe)."""
-        from chimeway.dispatch import deliver
-
         try:
-            deliver.send(delivery_id)
+            self.runtime.actors["deliver"].send(delivery_id)
         except Exception:
             with self.lock:
                 self.faults["duplicates_failed"] += 1

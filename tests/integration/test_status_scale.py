@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from chimeway import db
-from chimeway.dispatch.sweep import sweep
+from chimeway.api import sweep
 from chimeway.models import Delivery, new_id
 from chimeway.ops.status import collect
 

@@ -8,9 +8,10 @@ import uuid
 import pytest
 
 from chimeway import metrics
+from chimeway.api import reconcile
 from chimeway.models import Delivery
 from chimeway.ops.demo import mailgun_body
-from chimeway.webhooks import handle, reconcile
+from chimeway.webhooks import handle
 from chimeway.wiring import runtime as runtime_mod
 
 prometheus_client = pytest.importorskip("prometheus_client")

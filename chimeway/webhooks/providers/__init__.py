@@ -12,33 +12,18 @@ runs is found after a restart (tests call ``discover.cache_clear()``).
 
 from __future__ import annotations
 
-import functools
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
 from chimeway.errors import ConfigurationError
 from chimeway.webhooks.providers.base import Provider
+from chimeway.webhooks.providers.installed import GROUP, discover, names
 
-GROUP = "chimeway.webhook_providers"
-
-
-@functools.cache
-def discover() -> dict[str, tuple[EntryPoint, ...]]:
-    """Every webhook provider name installed in this environment, with the entry points registering
-    it (one each, unless distributions clash), without importing any provider."""
-    found: dict[str, tuple[EntryPoint, ...]] = {}
-    for entry in entry_points(group=GROUP):
-        found[entry.name] = (*found.get(entry.name, ()), entry)
-    return found
+__all__ = ["GROUP", "discover", "names", "provider_class"]
 
 
 def _origin(entry: EntryPoint) -> str:
     distribution = entry.dist.name if entry.dist is not None else "an unknown distribution"
     return f"{distribution} ({entry.value})"
-
-
-def names() -> list[str]:
-    """The installed provider names, sorted; imports no provider."""
-    return sorted(discover())
 
 
 def provider_class(name: str) -> type[Provider] | None:

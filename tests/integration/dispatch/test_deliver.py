@@ -62,7 +62,7 @@ def test_given_earlier_attempts_recorded_by_other_messages_when_a_fresh_message_
         assert deliveries.claim(delivery.id, lease_seconds=60) == number
         assert deliveries.record(delivery.id, number, outcome="failed", error_class="temporary", adapter="fake",
                                  status=Status.FAILED)
-    enqueue(delivery.id)
+    enqueue(delivery.id, runtime=runtime)
     with start_worker(runtime):
         assert drain(runtime) == []
     delivery = chimeway.get_delivery(delivery.id)
@@ -122,7 +122,7 @@ def test_given_an_unclassifiable_outcome_on_every_attempt_when_the_final_attempt
 def test_given_a_terminal_delivery_when_another_message_arrives_then_no_call_and_no_attempt(runtime, worker, calls):
     sent = chimeway.send("email", "ann@example.com", {"fake_outcomes": ["ok"]})
     drain(runtime)
-    assert enqueue(sent.id, dedupe=False) is True
+    assert enqueue(sent.id, dedupe=False, runtime=runtime) is True
     assert drain(runtime) == []
     assert len(calls(sent.id)) == 1
     assert outcomes_of(sent.id) == [(1, "succeeded", None)]
@@ -131,7 +131,7 @@ def test_given_a_terminal_delivery_when_another_message_arrives_then_no_call_and
 def test_given_a_delivery_dispatched_under_a_live_lease_when_a_message_arrives_then_no_call(runtime, create, worker, calls):
     sent = create()
     assert deliveries.claim(sent.id, lease_seconds=300) == 1
-    enqueue(sent.id, dedupe=False)
+    enqueue(sent.id, dedupe=False, runtime=runtime)
     assert drain(runtime) == []
     assert calls(sent.id) == [] and chimeway.attempts(sent.id) == []
     assert chimeway.get_delivery(sent.id).status == "dispatched"
@@ -142,7 +142,7 @@ def test_given_a_worker_died_mid_attempt_when_the_lease_expired_then_the_next_me
 ):
     sent = create()
     assert deliveries.claim(sent.id, lease_seconds=5, now=db.now() - timedelta(seconds=10)) == 1
-    enqueue(sent.id, dedupe=False)
+    enqueue(sent.id, dedupe=False, runtime=runtime)
     assert drain(runtime) == []
     assert chimeway.get_delivery(sent.id).status == "succeeded"
     assert outcomes_of(sent.id) == [(2, "succeeded", None)]
@@ -153,7 +153,7 @@ def test_given_a_crash_on_the_final_attempt_when_its_lease_expired_then_the_budg
 ):
     sent = create(max_attempts=1)
     assert deliveries.claim(sent.id, lease_seconds=5, now=db.now() - timedelta(seconds=10)) == 1
-    enqueue(sent.id, dedupe=False)
+    enqueue(sent.id, dedupe=False, runtime=runtime)
     assert drain(runtime) == []
     delivery = chimeway.get_delivery(sent.id)
     assert (delivery.status, delivery.reason) == ("cancelled", "retries_exhausted")
@@ -199,7 +199,7 @@ def test_given_transient_failures_and_failures_that_spend_no_attempt_then_only_a
     from chimeway.dispatch.actors import DRAMATIQ_MAX_RETRIES
 
     sent = create(["temporary", "temporary", "ok"], max_attempts=3)
-    enqueue(sent.id)
+    enqueue(sent.id, runtime=runtime)
     # after the first transient failure, more failures than one message's Dramatiq retries
     database_blips.update(n=DRAMATIQ_MAX_RETRIES + 3, after=1)
     assert drain(runtime) == []
@@ -288,7 +288,7 @@ def test_given_a_try_that_claimed_and_failed_before_recording_when_dramatiq_retr
         db.execute(statement.replace("{failures}", "2" if runtime.batches else "1"))
     try:
         sent = create(["ok"])
-        enqueue(sent.id)
+        enqueue(sent.id, runtime=runtime)
         assert drain(runtime) == []
     finally:
         db.execute("DROP TRIGGER chimeway_test_lose_record ON chimeway_delivery_attempts")
@@ -313,7 +313,7 @@ def test_given_a_claim_batch_that_committed_but_lost_its_answer_then_the_try_car
 
     monkeypatch.setattr(deliveries, "load_and_claim_many", committed_then_cut)
     sent = create(["ok"])
-    enqueue(sent.id)
+    enqueue(sent.id, runtime=runtime)
     assert drain(runtime) == []
     # one claim, carried on by the same try (its own lease), not a second claim nor a lease left to expire
     assert chimeway.get_delivery(sent.id).status == "succeeded"

@@ -65,7 +65,7 @@ def test_given_ten_duplicate_messages_at_once_then_the_adapter_is_called_once(ru
 
     delivery = create(["sleep:300"])
     for _ in range(10):
-        assert enqueue(delivery.id, dedupe=False)
+        assert enqueue(delivery.id, dedupe=False, runtime=runtime)
     with start_worker(runtime, threads=10):
         assert drain(runtime) == []
     assert len(calls(delivery.id)) == 1
@@ -150,7 +150,7 @@ def test_given_a_failed_exhaustion_write_when_the_delivery_is_re_enqueued_later_
     finally:
         for statement in _ALLOW[dialect]:
             db.execute(statement)
-    enqueue(sent.id, dedupe=False)  # what the sweep does with a failed delivery past its retry time
+    enqueue(sent.id, dedupe=False, runtime=runtime)  # what the sweep does with a failed delivery past its retry time
     drain(runtime)
     row = chimeway.get_delivery(sent.id)
     assert (row.status, row.reason) == ("cancelled", "retries_exhausted")

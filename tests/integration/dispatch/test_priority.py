@@ -11,8 +11,8 @@ import pytest
 
 import chimeway
 from chimeway import db
+from chimeway.api import sweep
 from chimeway.dispatch.actors import LANES
-from chimeway.dispatch.sweep import sweep
 from chimeway.states import Priority
 from tests.harness.workers import wait_for
 

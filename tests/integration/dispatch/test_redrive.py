@@ -139,11 +139,11 @@ def test_given_outage_casualties_when_bulk_redriven_then_only_the_matching_ones_
     drain(runtime)
     since = db.now() - timedelta(hours=2)
 
-    dry = redrive_many(reason="retries_exhausted", since=since, adapter="fake", dry_run=True)
+    dry = redrive_many(reason="retries_exhausted", since=since, adapter="fake", dry_run=True, runtime=runtime)
     assert sorted(dry.matched) == sorted(d.id for d in exhausted) and dry.redriven == []
     assert chimeway.get_delivery(exhausted[0].id).status == "cancelled"
 
-    assert redrive_many(reason="retries_exhausted", since=since, adapter="postmark").matched == []
-    done = redrive_many(reason="retries_exhausted", since=since, adapter="fake", max_attempts=1)
+    assert redrive_many(reason="retries_exhausted", since=since, adapter="postmark", runtime=runtime).matched == []
+    done = redrive_many(reason="retries_exhausted", since=since, adapter="fake", max_attempts=1, runtime=runtime)
     assert sorted(done.redriven) == sorted(d.id for d in exhausted)
     assert chimeway.get_delivery(permanent.id).reason == "permanent_failure"

@@ -98,7 +98,7 @@ def test_given_an_sms_fallback_delayed_after_an_email_then_it_is_sent_only_if_th
 def test_given_a_lost_scheduled_delivery_then_the_sweep_re_enqueues_it_delayed_to_its_time_in_its_lane(
     database_url
 ) -> None:
-    from chimeway.dispatch.sweep import sweep
+    from chimeway.api import sweep
     from chimeway.wiring import runtime as runtime_mod
 
     runtime = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, default_adapter="fake",

@@ -97,15 +97,15 @@ def test_given_a_fresh_enqueue_of_the_same_delivery_within_60_s_then_it_is_dropp
     runtime, create, queued
 ):
     delivery = create()
-    assert enqueue(delivery.id) is True
-    assert enqueue(delivery.id) is False
+    assert enqueue(delivery.id, runtime=runtime) is True
+    assert enqueue(delivery.id, runtime=runtime) is False
     assert queued() == 1
-    assert enqueue(delivery.id, dedupe=False) is True
+    assert enqueue(delivery.id, dedupe=False, runtime=runtime) is True
     assert queued() == 2
 
 
 def test_given_no_such_delivery_when_enqueued_then_nothing_is_sent(runtime, queued):
-    assert enqueue(new_id(), dedupe=False) is False
+    assert enqueue(new_id(), dedupe=False, runtime=runtime) is False
     assert queued() == 0
 
 

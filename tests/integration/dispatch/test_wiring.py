@@ -11,7 +11,6 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 import chimeway
-import chimeway.dispatch
 from chimeway.dispatch.actors import DRAMATIQ_MAX_RETRIES, QUEUE
 from chimeway.dispatch.enqueue import DEDUPE_WINDOW_MS, enqueue
 from chimeway.dispatch.middleware import DatabaseConnections, ExhaustionGuard
@@ -19,21 +18,24 @@ from chimeway.models import Delivery
 from chimeway.wiring import runtime as runtime_mod
 
 
-def test_given_a_configured_runtime_then_its_actors_are_reachable_from_chimeway_dispatch(runtime):
-    assert chimeway.dispatch.deliver is runtime.actors["deliver"]
-    assert chimeway.dispatch.reconcile_orphans is runtime.actors["reconcile_orphans"]
-    assert chimeway.dispatch.sweep_actor is runtime.actors["sweep_actor"]
+def test_given_a_configured_runtime_then_its_actors_are_declared_on_its_broker_under_their_names(runtime):
+    names = {key: actor.actor_name for key, actor in runtime.actors.items()}
+    assert names == {
+        "deliver": "chimeway_deliver", "deliver_high": "chimeway_deliver_high", "deliver_bulk": "chimeway_deliver_bulk",
+        "sweep_actor": "chimeway_sweep", "reconcile_orphans": "chimeway_reconcile_orphans",
+    }
     assert all(actor.broker is runtime.broker for actor in runtime.actors.values())
-    with pytest.raises(AttributeError):
-        chimeway.dispatch.nothing_here  # noqa: B018
 
 
 def test_given_a_broker_then_the_guard_and_connections_run_inside_retries_once_each(database_url):
     broker = StubBroker()
     broker.emit_after("process_boot")
     for _ in range(2):  # configuring twice on one broker adds nothing twice
-        runtime_mod.configure(database_url=database_url, redis_url="", environ={}, broker=broker)
+        latest = runtime_mod.configure(database_url=database_url, redis_url="", environ={}, broker=broker)
     try:
+        # and what stays on the broker serves the latest runtime, not the closed one
+        [guard] = [m for m in broker.middleware if isinstance(m, ExhaustionGuard)]
+        assert guard.runtime is latest
         kinds = [type(m) for m in broker.middleware]
         assert kinds.count(DatabaseConnections) == kinds.count(ExhaustionGuard) == kinds.count(CurrentMessage) == 1
         assert kinds.index(DatabaseConnections) < kinds.index(ExhaustionGuard) < kinds.index(Retries)
@@ -47,7 +49,7 @@ def test_given_a_runtime_then_dramatiq_retries_deliver_messages_on_a_budget_of_i
     assert options["max_retries"] == DRAMATIQ_MAX_RETRIES >= 10
     assert "throws" not in options
     delivery = create(max_attempts=2)
-    enqueue(delivery.id)
+    enqueue(delivery.id, runtime=runtime)
     message = dramatiq.Message.decode(runtime.broker.queues[QUEUE].get_nowait())
     assert message.args == (delivery.id,) and "max_retries" not in message.options
 
@@ -78,11 +80,11 @@ def test_given_redis_when_a_delivery_is_enqueued_twice_within_60_s_then_one_mess
         with configured.database.atomic():
             sent = chimeway.send("email", "ann@example.com")
             assert configured.redis.hlen(f"{redis_namespace}:{QUEUE}.msgs") == 0
-        assert enqueue(sent.id) is False
+        assert enqueue(sent.id, runtime=configured) is False
         assert configured.redis.hlen(f"{redis_namespace}:{QUEUE}.msgs") == 1
         ttl = configured.redis.pttl(f"{redis_namespace}:dedupe:deliver:{sent.id}")
         assert 0 < ttl <= DEDUPE_WINDOW_MS
-        assert enqueue(sent.id, dedupe=False) is True
+        assert enqueue(sent.id, dedupe=False, runtime=configured) is True
         assert configured.redis.hlen(f"{redis_namespace}:{QUEUE}.msgs") == 2
     finally:
         runtime_mod.reset()

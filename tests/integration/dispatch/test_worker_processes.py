@@ -81,7 +81,7 @@ def test_given_ten_duplicate_messages_on_ten_worker_threads_then_the_adapter_is_
     workers.start(processes=2, threads=5)
     delivery = create(["sleep:500"])
     for _ in range(10):
-        assert enqueue(delivery.id, dedupe=False)
+        assert enqueue(delivery.id, dedupe=False, runtime=redis_runtime)
     wait_for(lambda: status_of(delivery.id) == "succeeded", 30, "the delivery to succeed")
     wait_for(lambda: all_messages_done(redis_runtime), 30, "every duplicate to be processed")
     assert len(logged_calls(call_log, delivery.id)) == 1
@@ -121,7 +121,7 @@ def test_given_200_messages_on_4_worker_threads_then_at_most_4_database_connecti
     created = [create(["sleep:10"]) for _ in range(200)]
     workers.start(threads=4, env={"CHIMEWAY_DATABASE_URL": f"{pg_url}?application_name={application}"})
     for delivery in created:
-        enqueue(delivery.id)
+        enqueue(delivery.id, runtime=redis_runtime)
     watcher = psycopg2.connect(pg_url)
     watcher.autocommit = True
     peak = 0

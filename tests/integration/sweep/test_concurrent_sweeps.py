@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from chimeway.dispatch.sweep import SweepResult, sweep
+from chimeway.api import sweep
+from chimeway.dispatch.sweep import SweepResult
 
 
 def test_four_concurrent_sweeps_never_enqueue_the_same_row_twice(many_lost, queued) -> None:

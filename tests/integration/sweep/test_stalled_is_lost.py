@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chimeway.dispatch.sweep import sweep
+from chimeway.api import sweep
 from chimeway.ops.status import collect
 from chimeway.states import Orchestration, Status
 

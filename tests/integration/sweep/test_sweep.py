@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from chimeway import db, telemetry
-from chimeway.dispatch.sweep import SweepResult, sweep
+from chimeway.api import sweep
+from chimeway.dispatch.sweep import SweepResult
 from chimeway.models import Delivery
 from chimeway.states import Orchestration, Reason, Status
 

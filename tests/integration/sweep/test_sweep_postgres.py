@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from chimeway.dispatch.sweep import SWEEP_LOCK_KEY, SweepResult, sweep
+from chimeway.api import sweep
+from chimeway.dispatch.sweep import SWEEP_LOCK_KEY, SweepResult
 
 pytestmark = pytest.mark.postgres
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import redis
 
+from chimeway.api import reconcile
 from chimeway.store.pubsub import delivery_channel, publish, tenant_channel
-from chimeway.webhooks import handle, reconcile
+from chimeway.webhooks import handle
 from chimeway.wiring import runtime as runtime_mod
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
@@ -115,7 +116,7 @@ def test_without_redis_publishing_does_nothing(webhooks) -> None:
 
     from chimeway.store.pubsub import Broadcast
 
-    assert publish([Broadcast("default", "d-1", "opened", datetime.now(UTC))]) == 0
+    assert publish([Broadcast("default", "d-1", "opened", datetime.now(UTC))], runtime=webhooks) == 0
 
 
 def test_a_large_batch_of_broadcasts_arrives_whole_and_in_order(webhooks_redis, subscriber) -> None:
@@ -124,6 +125,6 @@ def test_a_large_batch_of_broadcasts_arrives_whole_and_in_order(webhooks_redis, 
     from chimeway.store.pubsub import CHUNK, Broadcast
 
     items = [Broadcast("default", f"d-{n}", "opened", datetime(2026, 1, 1, tzinfo=UTC)) for n in range(CHUNK * 2 + 7)]
-    assert publish(items) == len(items)
+    assert publish(items, runtime=webhooks_redis) == len(items)
     received = [json.loads(subscriber.get_message(timeout=2)["data"])["delivery_id"] for _ in items]
     assert received == [item.delivery_id for item in items]

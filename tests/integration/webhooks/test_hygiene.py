@@ -7,7 +7,8 @@ import json
 import logging
 
 from chimeway import telemetry
-from chimeway.webhooks import handle, reconcile
+from chimeway.api import reconcile
+from chimeway.webhooks import handle
 
 RECIPIENT = "secret-recipient@example.com"
 

@@ -23,18 +23,18 @@ def test_raw_rows_older_than_the_retention_are_deleted_and_counted(webhooks, sec
     post(secrets, "pm-1")
     post(secrets, "pm-2")
     days = webhooks.settings.webhook_retention_days
-    assert prune(now=db.now() + timedelta(days=days - 1)) == 0
-    assert prune(now=db.now() + timedelta(days=days, seconds=1)) == 2
+    assert prune(runtime=webhooks, now=db.now() + timedelta(days=days - 1)) == 0
+    assert prune(runtime=webhooks, now=db.now() + timedelta(days=days, seconds=1)) == 2
     assert WebhookEvent.select().count() == 0
     assert Event.select().count() == 2  # the ledger stays whole
 
 
 def test_the_retention_can_be_given_per_call(webhooks, secrets) -> None:
     post(secrets, "pm-3")
-    assert prune(retention_days=30) == 0
-    assert prune(retention_days=0, now=db.now() + timedelta(seconds=1)) == 1
+    assert prune(runtime=webhooks, retention_days=30) == 0
+    assert prune(runtime=webhooks, retention_days=0, now=db.now() + timedelta(seconds=1)) == 1
 
 
 def test_a_negative_retention_is_refused(webhooks) -> None:
     with pytest.raises(ValueError, match="retention_days"):
-        prune(retention_days=-1)
+        prune(runtime=webhooks, retention_days=-1)

@@ -69,7 +69,7 @@ def test_given_a_dropped_event_without_custom_args_then_it_is_linked_by_the_smtp
 def test_given_a_dropped_event_before_its_message_id_is_recorded_then_it_is_an_orphan_reconcile_can_link(
     webhooks, secrets, make_delivery
 ) -> None:
-    from chimeway.webhooks.reconciler import reconcile
+    from chimeway.api import reconcile
 
     assert sendgrid_post(secrets, [dropped("LateMessageId")]) == (200, "ok")
     orphan = Event.get()

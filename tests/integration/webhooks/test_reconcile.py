@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 
 from chimeway import db
+from chimeway.api import reconcile
 from chimeway.models import Delivery, Event
-from chimeway.webhooks import handle, reconcile, reconciler, run_actor
+from chimeway.webhooks import handle, reconcile_orphans, reconciler
 
 
 def reconciled_events() -> list[Event]:
@@ -161,9 +162,9 @@ def test_four_concurrent_reconcilers_append_one_reconciled_event_per_orphan(pg_w
 def test_the_reconcile_actor_skips_a_run_that_overlaps_another(webhooks, make_delivery, orphan) -> None:
     orphan("postmark", "pm-actor")
     make_delivery("postmark", "pm-actor")
-    assert run_actor() == reconciler.ReconcileResult(scanned=1, linked=1)
-    assert run_actor() is None  # a second run within 60 s is skipped (in-memory claim: no Redis here)
-    assert run_actor(tenant_id="acme") == reconciler.ReconcileResult(scanned=0, linked=0)
+    assert reconcile_orphans(webhooks) == reconciler.ReconcileResult(scanned=1, linked=1)
+    assert reconcile_orphans(webhooks) is None  # a second run within 60 s is skipped (in-memory claim: no Redis here)
+    assert reconcile_orphans(webhooks, tenant_id="acme") == reconciler.ReconcileResult(scanned=0, linked=0)
 
 
 @pytest.mark.redis
@@ -179,7 +180,7 @@ def test_the_reconcile_actor_dedupes_in_redis_and_yields_to_a_held_advisory_lock
     holder = psycopg2.connect(webhooks_redis.settings.database_url)
     try:
         holder.cursor().execute("SELECT pg_advisory_lock(%s)", (reconciler.advisory_lock_key("*"),))
-        assert run_actor() is None  # another reconciler holds the lock: nothing linked
+        assert reconcile_orphans(webhooks_redis) is None  # another reconciler holds the lock: nothing linked
         assert reconciled_events() == []
         client = redis.Redis.from_url(webhooks_redis.settings.redis_url)
         try:
@@ -188,7 +189,7 @@ def test_the_reconcile_actor_dedupes_in_redis_and_yields_to_a_held_advisory_lock
         finally:
             client.close()
         holder.cursor().execute("SELECT pg_advisory_unlock(%s)", (reconciler.advisory_lock_key("*"),))
-        assert run_actor() == reconciler.ReconcileResult(scanned=1, linked=1)
-        assert run_actor() is None  # deduped in Redis for 60 s
+        assert reconcile_orphans(webhooks_redis) == reconciler.ReconcileResult(scanned=1, linked=1)
+        assert reconcile_orphans(webhooks_redis) is None  # deduped in Redis for 60 s
     finally:
         holder.close()

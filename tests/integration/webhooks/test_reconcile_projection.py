@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from chimeway import db
+from chimeway.api import reconcile
 from chimeway.models import Delivery, Event
-from chimeway.webhooks import reconcile, reconciler
+from chimeway.webhooks import reconciler
 
 
 def test_several_orphans_of_one_delivery_project_by_occurred_at_and_bump_the_version_once(

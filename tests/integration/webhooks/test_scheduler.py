@@ -36,7 +36,7 @@ SCHEDULER_PROCESS = textwrap.dedent(
             record.write(tick.isoformat() + "\\n")
             record.flush()
         print("ready", flush=True)
-        result = run(jobs=[Job("tick", "* * * * * *", fire)])
+        result = run(jobs=[Job("tick", "* * * * * *", fire)], runtime=rt)
     rt.close()
     print("stopped", result.fired.get("tick", 0), result.skipped.get("tick", 0), flush=True)
     """
