@@ -100,7 +100,7 @@ def orphan_backlog(runtime: Any) -> dict[str, Any]:
     database = runtime.database
     from chimeway.webhooks.reconciler import not_linked_sql
 
-    unlinked = f"needs_reconciliation AND {not_linked_sql('e')}"  # cost follows the orphans, not the ledger
+    unlinked = f"needs_reconciliation AND {not_linked_sql('e', database)}"  # cost follows the orphans, not the ledger
     count, oldest = db.execute(
         f"SELECT COUNT(*), MIN(received_at) FROM chimeway_events e WHERE {unlinked}", db=database
     ).fetchone()
