@@ -57,17 +57,21 @@ def collect(runtime: Any) -> dict[str, Any]:
 
 
 def table_estimates(database: Any) -> dict[str, int]:
-    """Rows per table as the catalog estimates them (PostgreSQL's reltuples, as of the last ANALYZE;
-    SQLite's largest rowid, which counts rows ever inserted): cheap at any size, and labelled so."""
+    """Rows per table as the catalog estimates them (PostgreSQL's reltuples, as of the last ANALYZE,
+    summed over a partitioned table's partitions; SQLite's largest rowid, which counts rows ever
+    inserted): cheap at any size, and labelled so."""
     names = [model._meta.table_name for model in ALL_MODELS]
     if db.is_postgres(database):
         rows = db.execute(
-            "SELECT relname, reltuples::bigint FROM pg_class WHERE relkind IN ('r', 'p') AND relname = ANY(%s) "
-            "AND relnamespace = 'public'::regnamespace",
+            # reltuples is -1 until a table is analyzed; autovacuum never analyzes a partitioned parent
+            "SELECT t.relname, SUM(GREATEST(c.reltuples, 0))::bigint FROM pg_class t "
+            "LEFT JOIN pg_inherits i ON i.inhparent = t.oid JOIN pg_class c ON c.oid = COALESCE(i.inhrelid, t.oid) "
+            "WHERE t.relkind IN ('r', 'p') AND t.relname = ANY(%s) AND t.relnamespace = 'public'::regnamespace "
+            "GROUP BY t.relname",
             (names,),
             db=database,
         ).fetchall()
-        found = {name: max(count, 0) for name, count in rows}  # -1: never analyzed yet
+        found = dict(rows)
         return {name: found.get(name, 0) for name in names}
     return {name: db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {name}", db=database).fetchone()[0] for name in names}
 

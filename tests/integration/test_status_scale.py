@@ -93,3 +93,23 @@ def tuples_read(database) -> int:
         "WHERE i.relid = t.relid) FROM pg_stat_user_tables t WHERE t.relname = 'chimeway_deliveries'",
         db=database,
     ).fetchone()[0]
+
+
+@pytest.mark.parametrize("dialect", ["postgres"], indirect=True)
+def test_given_partitioned_attempts_then_the_estimate_sums_their_partitions(configured):
+    # Given 300 attempts spread over this month and the next (two partitions, 0009), analyzed
+    database = configured.database
+    parent = delivery("succeeded", timedelta(minutes=5))
+    db.execute(
+        "INSERT INTO chimeway_delivery_attempts (id, delivery_id, attempt_number, outcome, adapter, created_at) "
+        "SELECT gen_random_uuid(), %s, g, 'failed', 'log', now() + (g %% 2) * interval '32 days' "
+        "FROM generate_series(1, 300) AS g", (parent.id,), database,
+    )
+    # analyzed as autovacuum does it: each partition, never the partitioned parent
+    for (partition,) in db.execute(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'chimeway_delivery_attempts'::regclass",
+        db=database,
+    ).fetchall():
+        db.execute(f"ANALYZE {partition}", db=database)
+    # Then status estimates the partitioned table by its partitions (its own catalog row says -1)
+    assert collect(configured)["table_estimates"]["chimeway_delivery_attempts"] == 300
