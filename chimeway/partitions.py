@@ -9,7 +9,8 @@ expired rest of it, and a later prune drops it once that delivery is closed and 
 
 A drop needs a brief ACCESS EXCLUSIVE lock on the partitioned table. It waits at most
 :data:`LOCK_WAIT` for the writers in flight (workers hold the table for milliseconds), then gives up
-until the next prune: workers queue behind it for that long at most, never longer.
+until the next prune: workers queue behind it for that long at most, never longer. The chunked walk
+then stops short of that partition's rows rather than delete them one by one.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Upkeep:
     created: list[str]
     dropped: dict[str, int]  #: partition name -> its estimated rows
     kept: list[str]  #: past retention, but holding a row of an open delivery
+    busy: list[str]  #: past retention, but its table's lock was not granted in time: the next prune
     walk_before: datetime  #: the chunked delete takes deliveries last changed before this
     orphans_before: datetime  #: and orphan events received before this
 
@@ -84,21 +86,30 @@ def upkeep(
     parts = listing(database)
     dropped: dict[str, int] = {}
     kept: list[str] = []
+    busy: list[Partition] = []
     for part in parts:
         limit = orphan_cutoff if part.parent == "chimeway_events" else cutoff
         if part.default or part.upper is None or part.upper > limit:
             continue
-        gone = not _holds_open(database, part.name) if dry_run else _drop(database, part)
-        if gone:
+        outcome = ("kept" if _holds_open(database, part.name) else "dropped") if dry_run else _drop(database, part)
+        if outcome == "dropped":
             dropped[part.name] = part.estimated_rows
-        else:
+        elif outcome == "kept":
             kept.append(part.name)
+        else:
+            busy.append(part)
     if dropped and not dry_run:
         _remove_keys(database, [p for p in parts if p.name not in dropped])
+    # Rows of a busy month wait for its drop (the legacy partition, reaching back to the beginning,
+    # is emptied by the walk either way).
+    waiting = [p.lower for p in busy if p.lower is not None]
     return Upkeep(
-        created, dropped, kept,
-        walk_before=min(cutoff, *(_month_start(parts, table, cutoff) for table in PARENTS)),
-        orphans_before=_month_start(parts, "chimeway_events", orphan_cutoff),
+        created, dropped, kept, [p.name for p in busy],
+        walk_before=min([cutoff, *waiting, *(_month_start(parts, table, cutoff) for table in PARENTS)]),
+        orphans_before=min([
+            _month_start(parts, "chimeway_events", orphan_cutoff),
+            *(p.lower for p in busy if p.lower is not None and p.parent == "chimeway_events"),
+        ]),
     )
 
 
@@ -136,8 +147,9 @@ def _holds_open(database: Any, name: str) -> bool:
     ).fetchone()[0]
 
 
-def _drop(database: Any, part: Partition) -> bool:
-    """Drop the partition unless it holds a row of an open delivery; False when it is kept."""
+def _drop(database: Any, part: Partition) -> str:
+    """Drop the partition unless it holds a row of an open delivery: "dropped", "kept", or "busy"
+    when its table's lock was not granted within LOCK_WAIT."""
     try:
         with dbmod.transaction(database):
             dbmod.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'", db=database)
@@ -145,15 +157,15 @@ def _drop(database: Any, part: Partition) -> bool:
             # a redrive that reopened one before this point is seen by the check.
             dbmod.execute(f"LOCK TABLE {part.parent} IN ACCESS EXCLUSIVE MODE", db=database)
             if _holds_open(database, part.name):
-                return False
+                return "kept"
             dbmod.execute(f'DROP TABLE "{part.name}"', db=database)
     except peewee.DatabaseError as err:
         if dbmod.sqlstate(err) != LOCK_NOT_AVAILABLE:
             raise
         logger.warning("partition %s not dropped this time: its table's lock was busy", part.name)
-        return False
+        return "busy"
     logger.info("dropped partition %s (about %d rows)", part.name, part.estimated_rows)
-    return True
+    return "dropped"
 
 
 def _remove_keys(database: Any, remaining: list[Partition]) -> None:

@@ -70,6 +70,8 @@ class RetentionResult:
     partitions: dict[str, int] = field(default_factory=dict)
     #: PostgreSQL: partitions past retention kept because a row in them belongs to an open delivery
     kept_partitions: list[str] = field(default_factory=list)
+    #: PostgreSQL: partitions past retention left for the next prune: their table's lock was busy
+    busy_partitions: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,6 +105,7 @@ def prune_history(*, runtime: Any, now: datetime | None = None, dry_run: bool = 
     return RetentionResult(
         settings.retention_days, found[0], *counts, dry_run=dry_run,
         partitions=upkeep.dropped if upkeep else {}, kept_partitions=upkeep.kept if upkeep else [],
+        busy_partitions=upkeep.busy if upkeep else [],
     )
 
 

@@ -202,3 +202,34 @@ def _wait_until_blocked(url: str) -> None:
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock')", (name,)
     ).fetchone()[0]:
         threading.Event().wait(0.01)
+
+
+def test_given_a_writer_holding_the_table_when_pruned_then_the_drop_waits_for_the_next_prune_and_its_rows_stay(
+    runtime, pg_empty_url
+):
+    # Given next month's terminal history, and a worker's transaction holding the attempts table open
+    m0 = month_start(1)
+    done = delivery("succeeded", m0 + timedelta(days=1), event_key="log:busy:0")
+    writer = psycopg2.connect(pg_empty_url)
+    try:
+        writer.cursor().execute(
+            "INSERT INTO chimeway_delivery_attempts (id, delivery_id, attempt_number, outcome, adapter) "
+            "VALUES (%s, %s, 2, 'failed', 'log')", (new_id(), done),
+        )
+        later = month_start(3) + timedelta(days=95)
+        # When prune runs past its retention
+        result = prune_history(runtime=runtime, now=later)
+        # Then the attempts' months wait (the lock was not granted within LOCK_WAIT), the ledger's went,
+        # and the chunked walk left the delivery whose attempt waits in a busy month
+        assert f"chimeway_delivery_attempts_{suffix(1)}" in result.busy_partitions
+        assert f"chimeway_events_{suffix(1)}" in result.partitions
+        assert f"chimeway_delivery_attempts_{suffix(1)}" in partition_names()
+        assert result.deliveries == 0 and {row.id for row in Delivery.select()} == {done}
+    finally:
+        writer.rollback()
+        writer.close()
+    # When the writer is gone and prune runs again
+    again = prune_history(runtime=runtime, now=later)
+    # Then the month is dropped and the delivery goes
+    assert f"chimeway_delivery_attempts_{suffix(1)}" in again.partitions and again.busy_partitions == []
+    assert again.deliveries == 1 and Delivery.select().count() == 0
