@@ -92,7 +92,11 @@ END
 $$;
 
 -- The partitions of the month of ``at`` (prune's now) and of the next ``ahead`` months, each created
--- if missing, for both tables.
+-- if missing, for both tables. Each is made as a table of its own, then ATTACHed: ATTACH takes only
+-- SHARE UPDATE EXCLUSIVE on the parent, which the writers' ROW EXCLUSIVE does not conflict with.
+-- CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE on the parent and, for the foreign key,
+-- a lock on chimeway_deliveries: a worker's record holds a delivery row, then inserts its attempt,
+-- so holding the parent while waiting for the deliveries deadlocks with it (found under load).
 -- A month whose rows already sit in the DEFAULT partition (prune did not run for months) is left
 -- there: PostgreSQL refuses a partition whose rows the default holds, and the rows are found and
 -- removed there by the chunked delete. The names created are returned.
@@ -108,9 +112,10 @@ BEGIN
             part := parent || '_p' || to_char(month, 'YYYYMM');
             CONTINUE WHEN to_regclass(part) IS NOT NULL;
             BEGIN
-                EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                    part, parent, month AT TIME ZONE 'UTC', (month + interval '1 month') AT TIME ZONE 'UTC');
+                EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part, parent);
                 PERFORM chimeway_partition_keys(parent, part);
+                EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                    parent, part, month AT TIME ZONE 'UTC', (month + interval '1 month') AT TIME ZONE 'UTC');
                 RETURN NEXT part;
             EXCEPTION
                 -- 42P17: the month overlaps an existing partition (the legacy one covers it);
