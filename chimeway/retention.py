@@ -42,7 +42,8 @@ _TERMINAL_PAST = f"d.{TERMINAL_SQL} AND d.updated_at < %s"
 _NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
   AND NOT EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = d.id AND e.received_at >= %s)"""
 
-#: Terminal deliveries past the cutoff none of whose attempts or events is newer (params: cutoff x3).
+#: Terminal deliveries last changed before a bound (the cutoff, or on PostgreSQL the start of its
+#: month) none of whose attempts or events is newer than the cutoff (params: bound, cutoff, cutoff).
 _EXPIRED = f"SELECT d.id FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} AND {_NOTHING_NEWER}"
 
 #: The next chunk of candidates after the keyset (updated_at, id), walking chimeway_deliveries_closed.

@@ -14,6 +14,8 @@
 -- everything up to the month after its newest row (FROM MINVALUE). Its indexes, foreign key and CHECK
 -- constraints are taken over as they are; only the range check reads the table once. Prune deletes
 -- its expired rows by chunks (as migration 0008 does) and drops it once all of it is past retention.
+-- Run it with the workers and the webhook endpoint stopped: it locks attempts, events and (for their
+-- foreign keys) deliveries, in an order no writer can share.
 
 -- The ledger's idempotency across all partitions. A partitioned table's unique index holds only
 -- within one partition, so the key (tenant + idempotency key) moves to this table. A row trigger on
