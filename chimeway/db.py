@@ -312,7 +312,7 @@ def run(statement: Statement, params: Sequence[Any] = (), db: peewee.Database | 
         try:
             return db.execute_sql(statement.execute_text, tuple(params))
         except peewee.DatabaseError as err:
-            code = _sqlstate(err)
+            code = sqlstate(err)
             if code not in (_NO_SUCH_STATEMENT, _STALE_RESULT_TYPE) or db.in_transaction():
                 raise
             if code == _NO_SUCH_STATEMENT:
@@ -328,12 +328,13 @@ def _prepare(db: peewee.Database, statement: Statement, names: set[str]) -> None
     try:
         db.execute_sql(statement.prepare_text)
     except peewee.DatabaseError as err:
-        if _sqlstate(err) != _DUPLICATE_STATEMENT or db.in_transaction():
+        if sqlstate(err) != _DUPLICATE_STATEMENT or db.in_transaction():
             raise
     names.add(statement.name)
 
 
-def _sqlstate(err: BaseException) -> str | None:
+def sqlstate(err: BaseException) -> str | None:
+    """The SQLSTATE of a database error (None for SQLite, or an error of no statement)."""
     return getattr(getattr(err, "orig", None) or err, "pgcode", None)
 
 

@@ -80,7 +80,8 @@ def pg_url(pg_session_url: str) -> str:
     conn = psycopg2.connect(pg_session_url)
     conn.autocommit = True
     try:
-        tables = ", ".join(model._meta.table_name for model in ALL_MODELS)
+        # chimeway_event_keys (0009) holds the ledger's idempotency keys: emptied with the ledger.
+        tables = ", ".join([*(model._meta.table_name for model in ALL_MODELS), "chimeway_event_keys"])
         conn.cursor().execute(f"TRUNCATE {tables}")
     finally:
         conn.close()

@@ -16,9 +16,8 @@ import peewee
 
 from chimeway import db
 from chimeway.models import Delivery
-from chimeway.ops.status import circuits
+from chimeway.ops import status as status_queries
 from chimeway.states import TERMINAL, TERMINAL_SQL
-from chimeway.store.deliveries import lost as lost_deliveries
 from chimeway.wiring.runtime_type import Runtime
 
 #: Rows per page of the deliveries list.
@@ -42,13 +41,6 @@ _UUID_COLUMNS = {"notification_id"}
 class Page:
     rows: list[Delivery]
     next_cursor: str | None  #: "<created_at iso>|<id>" of the last row, when there is a next page
-
-
-def _where(tenant: str | None, clauses: list[str], params: list[Any]) -> str:
-    if tenant is not None:
-        clauses.insert(0, "d.tenant_id = %s")
-        params.insert(0, tenant)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
 def deliveries(
@@ -118,30 +110,25 @@ def _is_uuid(text: str) -> bool:
 
 
 def overview(runtime: Runtime, tenant: str | None) -> dict[str, Any]:
-    """Counts by status and reason, stalled deliveries, orphan backlog and a per-minute chart of
-    terminal outcomes over the last hour."""
-    params: list[Any] = []
-    where = _where(tenant, [], params)
-    counts = db.execute(
-        f"SELECT d.status, COALESCE(d.reason, ''), COUNT(*) FROM chimeway_deliveries d{where} "
-        "GROUP BY d.status, d.reason ORDER BY d.status, d.reason", params,
-    ).fetchall()
+    """Open deliveries by status (exact), terminal outcomes of the last hour and day by status and
+    reason, stalled deliveries, orphan backlog and a per-minute chart of the last hour: what
+    ``chimeway status`` reads, scoped to the tenant, so its cost follows the open and recent rows,
+    never the history. The all-time total is the catalog's estimate, and only unscoped (the catalog
+    knows no tenant)."""
+    database = runtime.database
     now = db.now()
-    # Stalled exactly as `chimeway status` counts it: what the sweep would re-enqueue now.
-    lost, stall_params = lost_deliveries(now, timedelta(seconds=runtime.settings.sweep_stall_seconds))
-    stalled = db.execute(
-        f"SELECT COUNT(*) FROM chimeway_deliveries d WHERE {lost}" + ("" if tenant is None else " AND d.tenant_id = %s"),
-        stall_params + ([] if tenant is None else [tenant]),
-    ).fetchone()[0]
-    backlog, oldest = orphan_backlog(tenant)
+    orphans = status_queries.orphan_backlog(runtime, tenant)
+    open_counts = status_queries.open_counts(database, tenant)
     return {
-        "counts": [{"status": s, "reason": r or None, "count": n} for s, r, n in counts],
-        "total": sum(n for _, _, n in counts),
-        "stalled": stalled,
-        "orphans": backlog,
-        "oldest_orphan_seconds": round((now - oldest).total_seconds()) if oldest else None,
+        "open": open_counts,
+        "open_total": sum(open_counts.values()),
+        "recent": status_queries.recent(database, tenant),
+        "estimated_total": None if tenant else status_queries.table_estimates(database)["chimeway_deliveries"],
+        "stalled": status_queries.stalled(runtime, tenant),
+        "orphans": orphans["backlog"],
+        "oldest_orphan_seconds": orphans["oldest_age_seconds"],
         "chart": terminal_per_minute(tenant, now),
-        "circuits": circuits(runtime),  # adapters are shared by every tenant: their circuits too
+        "circuits": status_queries.circuits(runtime),  # adapters are shared by every tenant: their circuits too
     }
 
 
@@ -158,34 +145,17 @@ def terminal_per_minute(tenant: str | None, now: datetime) -> list[dict[str, Any
         f"AND d.updated_at >= %s{tenant_clause} GROUP BY 1, 2", params,
     ).fetchall()
     buckets = {start + timedelta(minutes=i): {s: 0 for s in sorted(TERMINAL)} for i in range(60)}
-    for at, status, count in rows:
+    for at, outcome, count in rows:
         when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at) + ":00+00:00")
         key = when.replace(second=0, microsecond=0)
         if key in buckets:
-            buckets[key][status] += count
+            buckets[key][outcome] += count
     return [{"minute": at, **counts} for at, counts in sorted(buckets.items())]
-
-
-def _unlinked(tenant: str | None) -> tuple[str, list[Any]]:
-    """WHERE text and parameters of the orphans not linked yet (the reconciler's own definition)."""
-    from chimeway.webhooks.reconciler import not_linked_sql
-
-    where = f"e.needs_reconciliation AND {not_linked_sql('e')}"
-    if tenant is None:
-        return where, []
-    return where + " AND e.tenant_id = %s", [tenant]
-
-
-def orphan_backlog(tenant: str | None) -> tuple[int, datetime | None]:
-    """How many orphans wait, and when the oldest was received."""
-    where, params = _unlinked(tenant)
-    count, oldest = db.execute(f"SELECT COUNT(*), MIN(e.received_at) FROM chimeway_events e WHERE {where}", params).fetchone()
-    return count, db.from_db_time(oldest)
 
 
 def orphans(tenant: str | None, limit: int = 200) -> list[dict[str, Any]]:
     """Ledger events not linked to a delivery yet, oldest first: what each waits for."""
-    where, params = _unlinked(tenant)
+    where, params = status_queries.unlinked(db.database(), tenant)
     sql = (f"SELECT CAST(e.id AS text), e.tenant_id, e.provider, e.type, e.provider_message_id, e.received_at "
            f"FROM chimeway_events e WHERE {where} ORDER BY e.received_at, e.id LIMIT {int(limit)}")
     now = db.now()

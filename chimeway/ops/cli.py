@@ -310,6 +310,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"{history.orphans} orphan events last changed before {history.cutoff:%Y-%m-%d %H:%M} UTC "
             f"({history.retention_days} days; open deliveries are kept)"
         )
+        if history.partitions:
+            kept += f"\n{verb} whole month partitions: {', '.join(sorted(history.partitions))}"
+        if history.kept_partitions:
+            kept += f"\nkept past retention (a row of an open delivery): {', '.join(history.kept_partitions)}"
+        if history.busy_partitions:
+            kept += f"\nleft for the next prune (table busy): {', '.join(history.busy_partitions)}"
     emit(args, data, f"{verb} {raw} raw webhook rows\n{kept}")
     return EXIT_OK
 

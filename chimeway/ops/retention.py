@@ -13,17 +13,24 @@ Orphans still within the reconcile max age are kept even when retention is short
 reconciler never loses one it may still link. Each chunk is its own short transaction; rows a
 worker or the projection holds are skipped (SKIP LOCKED) and taken by the next run, so prune never
 waits on a worker.
+
+On PostgreSQL the attempts and the ledger are partitioned by month (migration 0009): a month past
+retention leaves by dropping its partition (chimeway/ops/partitions.py), and the chunked delete then
+walks only the deliveries last changed before the month that holds the cutoff, whose rows are gone
+or sit in the legacy, DEFAULT or a kept partition. Rows of the month that holds the cutoff wait for
+their month to be dropped: retention there is kept to the month (up to a month longer, never shorter).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from chimeway import db as dbmod
+from chimeway.ops import partitions
 from chimeway.states import TERMINAL_SQL
 from chimeway.wiring.runtime_type import Runtime
 
@@ -36,7 +43,8 @@ _TERMINAL_PAST = f"d.{TERMINAL_SQL} AND d.updated_at < %s"
 _NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
   AND NOT EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = d.id AND e.received_at >= %s)"""
 
-#: Terminal deliveries past the cutoff none of whose attempts or events is newer (params: cutoff x3).
+#: Terminal deliveries last changed before a bound (the cutoff, or on PostgreSQL the start of its
+#: month) none of whose attempts or events is newer than the cutoff (params: bound, cutoff, cutoff).
 _EXPIRED = f"SELECT d.id FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} AND {_NOTHING_NEWER}"
 
 #: The next chunk of candidates after the keyset (updated_at, id), walking chimeway_deliveries_closed.
@@ -59,6 +67,13 @@ class RetentionResult:
     events: int = 0  #: the deliveries' ledger events
     orphans: int = 0  #: orphan events past retention and the reconcile max age
     dry_run: bool = False
+    #: PostgreSQL: month partitions dropped whole (name -> the catalog's row estimate); their rows are
+    #: not in the counts above, which count rows deleted one by one.
+    partitions: dict[str, int] = field(default_factory=dict)
+    #: PostgreSQL: partitions past retention kept because a row in them belongs to an open delivery
+    kept_partitions: list[str] = field(default_factory=list)
+    #: PostgreSQL: partitions past retention left for the next prune: their table's lock was busy
+    busy_partitions: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,29 +93,52 @@ def cutoffs(settings: Any, now: datetime) -> tuple[datetime, datetime] | None:
 def prune_history(*, runtime: Runtime, now: datetime | None = None, dry_run: bool = False) -> RetentionResult:
     """Remove (or count, with ``dry_run``) what is past CHIMEWAY_RETENTION_DAYS."""
     settings, database = runtime.settings, runtime.database
-    found = cutoffs(settings, now or dbmod.now())
+    now = now or dbmod.now()
+    found = cutoffs(settings, now)
     if found is None:
         return RetentionResult(retention_days=0, cutoff=None, dry_run=dry_run)
     cutoff, orphan_cutoff = (dbmod.to_db_time(moment, database) for moment in found)
-    counts = _count(database, cutoff, orphan_cutoff) if dry_run else _delete(database, cutoff, orphan_cutoff)
-    return RetentionResult(settings.retention_days, found[0], *counts, dry_run=dry_run)
+    bounds = _Bounds(cutoff, cutoff, orphan_cutoff, orphan_cutoff)
+    upkeep = None
+    if dbmod.is_postgres(database):
+        upkeep = partitions.upkeep(database, now, cutoff, orphan_cutoff, dry_run=dry_run)
+        bounds = _Bounds(cutoff, upkeep.walk_before, orphan_cutoff, upkeep.orphans_before, tuple(upkeep.dropped))
+    counts = _count(database, bounds) if dry_run else _delete(database, bounds)
+    return RetentionResult(
+        settings.retention_days, found[0], *counts, dry_run=dry_run,
+        partitions=upkeep.dropped if upkeep else {}, kept_partitions=upkeep.kept if upkeep else [],
+        busy_partitions=upkeep.busy if upkeep else [],
+    )
 
 
-def _count(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, int, int]:
+@dataclass(frozen=True)
+class _Bounds:
+    cutoff: Any  #: nothing newer than this is removed (the triggers' horizon)
+    walk_before: Any  #: the chunked delete takes deliveries last changed before this
+    orphan_cutoff: Any
+    orphans_before: Any  #: and orphan events received before this
+    dropped: tuple[str, ...] = ()  #: partitions a dry run would drop: their rows are not counted
+
+
+def _count(database: Any, bounds: _Bounds) -> tuple[int, int, int, int]:
     expired = f"SELECT id FROM ({_EXPIRED}) expired"
-    params = (cutoff, cutoff, cutoff)
+    params = (bounds.walk_before, bounds.cutoff, bounds.cutoff)
+    elsewhere = "".join(f" AND tableoid <> '{name}'::regclass" for name in bounds.dropped)
     deliveries = dbmod.execute(f"SELECT COUNT(*) FROM ({expired}) counted", params, database).fetchone()[0]
     attempts = dbmod.execute(
-        f"SELECT COUNT(*) FROM chimeway_delivery_attempts WHERE delivery_id IN ({expired})", params, database
+        f"SELECT COUNT(*) FROM chimeway_delivery_attempts WHERE delivery_id IN ({expired}){elsewhere}", params, database
     ).fetchone()[0]
     events = dbmod.execute(
-        f"SELECT COUNT(*) FROM chimeway_events WHERE delivery_id IN ({expired})", params, database
+        f"SELECT COUNT(*) FROM chimeway_events WHERE delivery_id IN ({expired}){elsewhere}", params, database
     ).fetchone()[0]
-    orphans = dbmod.execute(f"SELECT COUNT(*) {_EXPIRED_ORPHANS}", (orphan_cutoff,), database).fetchone()[0]
+    orphans = dbmod.execute(
+        f"SELECT COUNT(*) {_EXPIRED_ORPHANS}{elsewhere}", (bounds.orphans_before,), database
+    ).fetchone()[0]
     return deliveries, attempts, events, orphans
 
 
-def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, int, int]:
+def _delete(database: Any, bounds: _Bounds) -> tuple[int, int, int, int]:
+    cutoff = bounds.cutoff
     lock = " FOR UPDATE OF d SKIP LOCKED" if dbmod.is_postgres(database) else ""
     totals = [0, 0, 0, 0]
     after: tuple[Any, Any] | None = None
@@ -108,24 +146,24 @@ def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, i
         with _horizon(database, cutoff):
             keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
             candidates = dbmod.execute(
-                _NEXT.format(after=keyset), (cutoff, *(after or ()), CHUNK), database
+                _NEXT.format(after=keyset), (bounds.walk_before, *(after or ()), CHUNK), database
             ).fetchall()
             if candidates:
                 after = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
                 marks = ", ".join(["%s"] * len(candidates))
                 expired = dbmod.execute(
-                    f"{_EXPIRED} AND d.id IN ({marks}){lock}", (cutoff, cutoff, cutoff, *(c[0] for c in candidates)),
-                    database,
+                    f"{_EXPIRED} AND d.id IN ({marks}){lock}",
+                    (bounds.walk_before, cutoff, cutoff, *(c[0] for c in candidates)), database,
                 ).fetchall()
-                for total, removed in enumerate(_remove([row[0] for row in expired], database)):
+                for total, removed in enumerate(_remove([row[0] for row in expired], cutoff, database)):
                     totals[total] += removed
         if len(candidates) < CHUNK:
             break
     while True:
-        with _horizon(database, orphan_cutoff):
+        with _horizon(database, bounds.orphan_cutoff):
             removed = dbmod.execute(
                 f"DELETE FROM chimeway_events WHERE id IN (SELECT id {_EXPIRED_ORPHANS} LIMIT %s)",
-                (orphan_cutoff, CHUNK), database,
+                (bounds.orphans_before, CHUNK), database,
             ).rowcount
         totals[3] += removed
         if removed < CHUNK:
@@ -133,14 +171,20 @@ def _delete(database: Any, cutoff: Any, orphan_cutoff: Any) -> tuple[int, int, i
     return totals[0], totals[1], totals[2], totals[3]
 
 
-def _remove(ids: list[Any], database: Any) -> tuple[int, int, int]:
+def _remove(ids: list[Any], cutoff: Any, database: Any) -> tuple[int, int, int]:
     """Delete these deliveries with their events and attempts: (deliveries, attempts, events)."""
     if not ids:
         return 0, 0, 0
     marks = ", ".join(["%s"] * len(ids))
-    # Children first: the foreign keys from attempts and events name the delivery.
-    events = dbmod.execute(f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks})", ids, database).rowcount
-    attempts = dbmod.execute(f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks})", ids, database).rowcount
+    # Children first: the foreign keys from attempts and events name the delivery. An expired
+    # delivery has none from the cutoff on; saying so spares PostgreSQL the partitions past it.
+    events = dbmod.execute(
+        f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks}) AND received_at < %s", [*ids, cutoff], database
+    ).rowcount
+    attempts = dbmod.execute(
+        f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks}) AND created_at < %s", [*ids, cutoff],
+        database,
+    ).rowcount
     deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id IN ({marks})", ids, database).rowcount
     return deliveries, attempts, events
 

@@ -2,7 +2,9 @@
 terminal outcomes of the last hour and day, stalled deliveries, retention and the orphan backlog.
 One read-only pass whose cost follows the open deliveries and the recent window, never the history:
 open rows are counted in the partial index chimeway_deliveries_open, recent outcomes in
-chimeway_deliveries_closed, table sizes come from the catalog. No recipients or payloads shown."""
+chimeway_deliveries_closed, table sizes come from the catalog. No recipients or payloads shown.
+
+The console's overview reads the same functions, scoped to its tenant: one home for these queries."""
 
 from __future__ import annotations
 
@@ -35,41 +37,71 @@ def collect(runtime: Runtime) -> dict[str, Any]:
         report["table_estimates"] = {}
         return report
     report["table_estimates"] = table_estimates(database)
-    # The condition repeats the partial index's own, so both dialects read that index and only it.
-    counted = dict(db.execute(f"SELECT status, COUNT(*) FROM chimeway_deliveries WHERE {OPEN_SQL} GROUP BY status",
-                              db=database).fetchall())
-    report["open"] = {status: counted.get(status, 0) for status in _OPEN}
-    report["recent"] = {}
-    for name, window in RECENT_WINDOWS.items():
-        rows = db.execute(
-            f"SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
-            f"WHERE {TERMINAL_SQL} AND updated_at >= %s GROUP BY status, reason ORDER BY status, reason",
-            (db.to_db_time(db.now() - window, database),),
-            db=database,
-        ).fetchall()
-        report["recent"][name] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
-    # exactly what the sweep would re-enqueue now: live leases and future retries are not stalled
-    lost, params = deliveries.lost(db.now(), timedelta(seconds=runtime.settings.sweep_stall_seconds), database)
-    report["stalled"] = db.execute(
-        f"SELECT COUNT(*) FROM chimeway_deliveries WHERE {lost}", params, db=database
-    ).fetchone()[0]
+    report["open"] = open_counts(database)
+    report["recent"] = recent(database)
+    report["stalled"] = stalled(runtime)
     report["retention"] = retention(runtime)
     report["orphans"] = orphan_backlog(runtime)
     return report
 
 
+def _of_tenant(tenant: str | None, params: list[Any], alias: str = "") -> str:
+    """`` AND <alias>tenant_id = %s`` (its parameter appended) for a tenant, else nothing."""
+    if tenant is None:
+        return ""
+    params.append(tenant)
+    return f" AND {alias}tenant_id = %s"
+
+
+def open_counts(database: Any, tenant: str | None = None) -> dict[str, int]:
+    """Open deliveries per status, exactly."""
+    params: list[Any] = []
+    scope = _of_tenant(tenant, params)
+    # The condition repeats the partial index's own, so both dialects read that index and only it.
+    counted = dict(db.execute(f"SELECT status, COUNT(*) FROM chimeway_deliveries WHERE {OPEN_SQL}{scope} GROUP BY status",
+                              params, db=database).fetchall())
+    return {status: counted.get(status, 0) for status in _OPEN}
+
+
+def recent(database: Any, tenant: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Deliveries that reached a terminal state in each of RECENT_WINDOWS, by status and reason."""
+    found = {}
+    for name, window in RECENT_WINDOWS.items():
+        params: list[Any] = [db.to_db_time(db.now() - window, database)]
+        scope = _of_tenant(tenant, params)
+        rows = db.execute(
+            f"SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
+            f"WHERE {TERMINAL_SQL} AND updated_at >= %s{scope} GROUP BY status, reason ORDER BY status, reason",
+            params, db=database,
+        ).fetchall()
+        found[name] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
+    return found
+
+
+def stalled(runtime: Runtime, tenant: str | None = None) -> int:
+    """Exactly what the sweep would re-enqueue now: live leases and future retries are not stalled."""
+    lost, params = deliveries.lost(db.now(), timedelta(seconds=runtime.settings.sweep_stall_seconds), runtime.database)
+    scope = _of_tenant(tenant, params)
+    return db.execute(f"SELECT COUNT(*) FROM chimeway_deliveries WHERE {lost}{scope}", params,
+                      db=runtime.database).fetchone()[0]
+
+
 def table_estimates(database: Any) -> dict[str, int]:
-    """Rows per table as the catalog estimates them (PostgreSQL's reltuples, as of the last ANALYZE;
-    SQLite's largest rowid, which counts rows ever inserted): cheap at any size, and labelled so."""
+    """Rows per table as the catalog estimates them (PostgreSQL's reltuples, as of the last ANALYZE,
+    summed over a partitioned table's partitions; SQLite's largest rowid, which counts rows ever
+    inserted): cheap at any size, and labelled so."""
     names = [model._meta.table_name for model in ALL_MODELS]
     if db.is_postgres(database):
         rows = db.execute(
-            "SELECT relname, reltuples::bigint FROM pg_class WHERE relkind IN ('r', 'p') AND relname = ANY(%s) "
-            "AND relnamespace = 'public'::regnamespace",
+            # reltuples is -1 until a table is analyzed; autovacuum never analyzes a partitioned parent
+            "SELECT t.relname, SUM(GREATEST(c.reltuples, 0))::bigint FROM pg_class t "
+            "LEFT JOIN pg_inherits i ON i.inhparent = t.oid JOIN pg_class c ON c.oid = COALESCE(i.inhrelid, t.oid) "
+            "WHERE t.relkind IN ('r', 'p') AND t.relname = ANY(%s) AND t.relnamespace = 'public'::regnamespace "
+            "GROUP BY t.relname",
             (names,),
             db=database,
         ).fetchall()
-        found = {name: max(count, 0) for name, count in rows}  # -1: never analyzed yet
+        found = dict(rows)
         return {name: found.get(name, 0) for name in names}
     return {name: db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {name}", db=database).fetchone()[0] for name in names}
 
@@ -97,22 +129,29 @@ def circuits(runtime: Runtime) -> list[dict[str, Any]] | None:
         return None
 
 
-def orphan_backlog(runtime: Runtime) -> dict[str, Any]:
-    """Orphans not linked yet: how many, the oldest one's age, and how many are past max age."""
-    database = runtime.database
+def unlinked(database: Any, tenant: str | None = None) -> tuple[str, list[Any]]:
+    """WHERE text and parameters of the orphans (aliased ``e``) not linked yet: the reconciler's own
+    definition, read through the orphan index, so its cost follows the orphans, not the ledger."""
     from chimeway.webhooks.reconciler import not_linked_sql
 
-    unlinked = f"needs_reconciliation AND {not_linked_sql('e')}"  # cost follows the orphans, not the ledger
+    params: list[Any] = []
+    return f"e.needs_reconciliation AND {not_linked_sql('e', database)}{_of_tenant(tenant, params, 'e.')}", params
+
+
+def orphan_backlog(runtime: Runtime, tenant: str | None = None) -> dict[str, Any]:
+    """Orphans not linked yet: how many, the oldest one's age, and how many are past max age."""
+    database = runtime.database
+    where, params = unlinked(database, tenant)
     count, oldest = db.execute(
-        f"SELECT COUNT(*), MIN(received_at) FROM chimeway_events e WHERE {unlinked}", db=database
+        f"SELECT COUNT(*), MIN(e.received_at) FROM chimeway_events e WHERE {where}", params, db=database
     ).fetchone()
     oldest_at = db.from_db_time(oldest)
     expired = 0
     if count:
         cutoff = db.now() - timedelta(minutes=runtime.settings.reconcile_max_age_minutes)
         expired = db.execute(
-            f"SELECT COUNT(*) FROM chimeway_events e WHERE received_at < %s AND {unlinked}",
-            (db.to_db_time(cutoff, database),),
+            f"SELECT COUNT(*) FROM chimeway_events e WHERE e.received_at < %s AND {where}",
+            [db.to_db_time(cutoff, database), *params],
             db=database,
         ).fetchone()[0]
     return {

@@ -11,6 +11,10 @@ Idempotency lives in unique keys, never in a read-then-write:
   scoped by tenant, one tenant's event can never stand in for another's;
 - a reconciliation is stored once per ``reconciled:<orphan id>``, however many reconcilers race.
 
+On PostgreSQL the ledger is partitioned by month and the keys live in ``chimeway_event_keys``, claimed
+by a trigger as each event is inserted (migration 0009): the statements here are the same on both
+dialects, and a taken key stores nothing either way.
+
 Every insert is set-based and ``ON CONFLICT DO NOTHING … RETURNING id``, so the caller learns exactly
 which rows are new and projects, suppresses and broadcasts only those.
 """
@@ -31,6 +35,12 @@ from chimeway.webhooks import recordset
 
 def idempotency_key(provider: str, event_id: str, index: int = 0) -> str:
     return f"{provider}:{event_id}:{index}"
+
+
+def keys_table(database: peewee.Database | None = None) -> str:
+    """Where the ledger's idempotency keys are unique (columns idempotency_key, tenant_id): the
+    ledger itself on SQLite; on PostgreSQL, whose ledger is partitioned, chimeway_event_keys (0009)."""
+    return "chimeway_event_keys" if dbmod.is_postgres(database) else "chimeway_events"
 
 
 def reconciled_key_sql(orphan: str) -> str:

@@ -121,7 +121,7 @@ def _retrying(run: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def not_linked_sql(orphan: str) -> str:
+def not_linked_sql(orphan: str, database: peewee.Database | None = None) -> str:
     """SQL: the orphan row aliased ``orphan`` has no ``reconciled:<orphan id>`` event yet.
 
     Written as a scalar subquery compared with ``<>`` on purpose: the planner then walks the orphan
@@ -129,12 +129,9 @@ def not_linked_sql(orphan: str) -> str:
     EXISTS it becomes a hash anti-join over the whole ledger — O(events) instead of O(batch).
     """
     return (
-        f"COALESCE((SELECT 1 FROM chimeway_events r WHERE r.idempotency_key = {ledger.reconciled_key_sql(orphan)} "
-        "LIMIT 1), 0) <> 1"
+        f"COALESCE((SELECT 1 FROM {ledger.keys_table(database)} r "
+        f"WHERE r.idempotency_key = {ledger.reconciled_key_sql(orphan)} LIMIT 1), 0) <> 1"
     )
-
-
-_NOT_LINKED = not_linked_sql("o")
 
 
 def _scan(
@@ -153,7 +150,7 @@ def _scan(
     if after is not None:
         where.append("(o.received_at, o.id) > (%s, %s)")  # a row comparison: an index range on both
         params += [after[0], after[1]]
-    where.append(_NOT_LINKED)
+    where.append(not_linked_sql("o", database))
     return where, params
 
 

@@ -60,28 +60,58 @@ def test_given_deliveries_the_sweep_would_and_would_not_take_then_stalled_counts
 @pytest.mark.parametrize("dialect", ["postgres"], indirect=True)
 def test_given_a_long_history_then_status_reads_only_open_and_recent_rows(configured):
     # Given 400 terminal deliveries from last month, and a few open and recent ones
-    database = configured.database
-    at = db.to_db_time(db.now() - timedelta(days=30), database)
-    db.execute(
-        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, created_at, "
-        "updated_at) SELECT gen_random_uuid(), gen_random_uuid(), 'email', 'ann@example.com', 'log', 'succeeded', "
-        "%s, %s FROM generate_series(1, 400)", (at, at), database,
-    )
     delivery("pending", timedelta(seconds=1))
     delivery("succeeded", timedelta(minutes=5))
-    db.execute("ANALYZE chimeway_deliveries", db=database)
-    # When status runs with sequential scans priced out, so that a query with no index path still
-    # shows up as one (on a table this small the planner would scan it anyway)
-    before = tuples_read(database)
-    db.execute("SET enable_seqscan = off", db=database)
-    try:
-        report = collect(configured)
-    finally:
-        db.execute("RESET enable_seqscan", db=database)
-    read = tuples_read(database) - before
+    old_history(configured.database, "default")
+    # When status runs
+    report, read = reading(configured.database, lambda: collect(configured))
     # Then it read the open and recent rows (and the oldest per index), never the month of history
     assert read < 20, read
     assert report["table_estimates"]["chimeway_deliveries"] == 402  # from the catalog, after ANALYZE
+
+
+@pytest.mark.parametrize("dialect", ["postgres"], indirect=True)
+def test_given_a_long_history_then_the_console_overview_reads_only_open_and_recent_rows_of_its_tenant(configured):
+    from chimeway.console.queries import overview
+
+    # Given 400 terminal deliveries of acme from last month, and open and recent ones of two tenants
+    delivery("pending", timedelta(seconds=1), tenant_id="acme")
+    delivery("failed", timedelta(hours=2), tenant_id="globex", next_attempt_at=db.now() + timedelta(hours=1))
+    delivery("cancelled", timedelta(minutes=5), tenant_id="acme", reason="permanent_failure")
+    old_history(configured.database, "acme")
+    # When acme's overview is read
+    acme, read = reading(configured.database, lambda: overview(configured, "acme"))
+    # Then it read the open and recent rows, never the month of history, and only acme's counted
+    assert read < 20, read
+    assert acme["open"] == {"pending": 1, "dispatched": 0, "failed": 0} and acme["estimated_total"] is None
+    assert acme["recent"]["hour"] == [{"status": "cancelled", "reason": "permanent_failure", "count": 1}]
+    # And unscoped, it counts every tenant's open rows and labels the total an estimate
+    everyone = overview(configured, None)
+    assert everyone["open_total"] == 2 and everyone["estimated_total"] == 403
+
+
+def old_history(database, tenant: str) -> None:
+    """400 terminal deliveries of ``tenant`` last changed 30 days ago; the table analyzed."""
+    at = db.to_db_time(db.now() - timedelta(days=30), database)
+    db.execute(
+        "INSERT INTO chimeway_deliveries (id, tenant_id, notification_id, channel, recipient, adapter, status, "
+        "created_at, updated_at) SELECT gen_random_uuid(), %s, gen_random_uuid(), 'email', 'ann@example.com', "
+        "'log', 'succeeded', %s, %s FROM generate_series(1, 400)", (tenant, at, at), database,
+    )
+    db.execute("ANALYZE chimeway_deliveries", db=database)
+
+
+def reading(database, read):
+    """``read()``'s result and the rows of chimeway_deliveries it read, run with sequential scans
+    priced out, so that a query with no index path still shows up as one (on a table this small the
+    planner would scan it anyway)."""
+    before = tuples_read(database)
+    db.execute("SET enable_seqscan = off", db=database)
+    try:
+        result = read()
+    finally:
+        db.execute("RESET enable_seqscan", db=database)
+    return result, tuples_read(database) - before
 
 
 def tuples_read(database) -> int:
@@ -93,3 +123,23 @@ def tuples_read(database) -> int:
         "WHERE i.relid = t.relid) FROM pg_stat_user_tables t WHERE t.relname = 'chimeway_deliveries'",
         db=database,
     ).fetchone()[0]
+
+
+@pytest.mark.parametrize("dialect", ["postgres"], indirect=True)
+def test_given_partitioned_attempts_then_the_estimate_sums_their_partitions(configured):
+    # Given 300 attempts spread over this month and the next (two partitions, 0009), analyzed
+    database = configured.database
+    parent = delivery("succeeded", timedelta(minutes=5))
+    db.execute(
+        "INSERT INTO chimeway_delivery_attempts (id, delivery_id, attempt_number, outcome, adapter, created_at) "
+        "SELECT gen_random_uuid(), %s, g, 'failed', 'log', now() + (g %% 2) * interval '32 days' "
+        "FROM generate_series(1, 300) AS g", (parent.id,), database,
+    )
+    # analyzed as autovacuum does it: each partition, never the partitioned parent
+    for (partition,) in db.execute(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'chimeway_delivery_attempts'::regclass",
+        db=database,
+    ).fetchall():
+        db.execute(f"ANALYZE {partition}", db=database)
+    # Then status estimates the partitioned table by its partitions (its own catalog row says -1)
+    assert collect(configured)["table_estimates"]["chimeway_delivery_attempts"] == 300

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 
@@ -14,7 +13,7 @@ from chimeway.errors import EventLedgerImmutableError
 from chimeway.ops.retention import prune_history
 from chimeway.store import migrator
 from chimeway.wiring import runtime as runtime_mod
-from chimeway.wiring.config import load_settings
+from tests.migrations.conftest import database_at, fill_history
 
 OLD_DONE, OLD_OPEN, RECENT = (str(uuid.uuid4()) for _ in range(3))
 
@@ -22,29 +21,7 @@ OLD_DONE, OLD_OPEN, RECENT = (str(uuid.uuid4()) for _ in range(3))
 @pytest.fixture
 def previous(empty_url: str) -> Iterator[str]:
     """A database at schema version 5 (uuid4 ids) holding old and recent history."""
-    database = dbmod.connect(load_settings(environ={}, database_url=empty_url))
-    dialect = migrator.dialect_of(database)
-    known = migrator.load_migrations(dialect)
-    for migration in known[:5]:
-        migrator._apply_one(database, dialect, migration, known=known)
-    now = dbmod.now()
-    with database.atomic():
-        for delivery_id, status, age in ((OLD_DONE, "succeeded", 200), (OLD_OPEN, "pending", 200), (RECENT, "succeeded", 1)):
-            at = dbmod.to_db_time(now - timedelta(days=age), database)
-            dbmod.execute(
-                "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, "
-                "created_at, updated_at) VALUES (%s, %s, 'email', 'ann@example.com', 'log', %s, %s, %s)",
-                (delivery_id, str(uuid.uuid4()), status, at, at), db=database,
-            )
-            dbmod.execute(
-                "INSERT INTO chimeway_delivery_attempts (id, delivery_id, attempt_number, outcome, adapter, created_at) "
-                "VALUES (%s, %s, 1, 'succeeded', 'log', %s)", (str(uuid.uuid4()), delivery_id, at), db=database,
-            )
-            dbmod.execute(
-                "INSERT INTO chimeway_events (id, delivery_id, type, provider, occurred_at, received_at) "
-                "VALUES (%s, %s, 'delivered', 'log', %s, %s)", (str(uuid.uuid4()), delivery_id, at, at), db=database,
-            )
-    database.close_all() if hasattr(database, "close_all") else database.close()
+    fill_history(database_at(empty_url, 5), ((OLD_DONE, "succeeded", 200), (OLD_OPEN, "pending", 200), (RECENT, "succeeded", 1)))
     yield empty_url
 
 

@@ -74,6 +74,15 @@ def _refused(database: peewee.Database, insert, *args) -> bool:
     return False
 
 
+def _event_refused(database: peewee.Database, tenant: str) -> bool:
+    """A ledger event with a taken key is refused (SQLite's unique index) or not stored (PostgreSQL's
+    key table, migration 0009, skips it as ON CONFLICT DO NOTHING would)."""
+    before = dbmod.execute("SELECT COUNT(*) FROM chimeway_events", db=database).fetchone()[0]
+    if _refused(database, _event, tenant):
+        return True
+    return dbmod.execute("SELECT COUNT(*) FROM chimeway_events", db=database).fetchone()[0] == before
+
+
 def test_given_a_database_of_the_previous_schema_when_migrating_then_rows_stay_and_keys_are_per_tenant(previous):
     # When
     assert migrator.migrate(previous).applied[0] == "0003_tenant_keys"  # and every later migration
@@ -88,8 +97,8 @@ def test_given_a_database_of_the_previous_schema_when_migrating_then_rows_stay_a
     assert not _refused(previous, _delivery, str(uuid.uuid4()), "globex")
     assert _refused(previous, _delivery, str(uuid.uuid4()), "acme")
     assert _refused(previous, _delivery, str(uuid.uuid4()), "acme", str(uuid.uuid4()))  # the message id 'pm-1'
-    assert not _refused(previous, _event, "acme")
-    assert _refused(previous, _event, "globex")
+    assert not _event_refused(previous, "acme")
+    assert _event_refused(previous, "globex")
     assert not _refused(previous, _raw, "acme")
     assert _refused(previous, _raw, "globex")
 

@@ -28,7 +28,7 @@ def seed(status: str, days: int) -> str:
 
 
 def ok_calls(call_log: Path) -> dict[str, int]:
-    """Adapter calls per delivery that were scripted "ok" (the second attempt of each send)."""
+    """Adapter calls per delivery that were scripted to succeed (the second attempt of each send)."""
     calls: dict[str, int] = {}
     if call_log.exists():
         for line in call_log.read_text().splitlines():
@@ -44,10 +44,12 @@ def test_given_workers_delivering_when_prune_runs_over_and_over_then_nothing_ope
     # Given old history: terminal deliveries past retention, and open ones older still
     old_done = {seed("succeeded", 200) for _ in range(20)}
     old_open = {seed("pending", 300) for _ in range(3)} | {seed("failed", 300) for _ in range(2)}
-    # When workers deliver 40 sends (each fails once, then succeeds) while prune runs in a loop, every
-    # other run with a clock 1000 days ahead so that it removes each delivery the moment it is terminal
+    # When workers deliver 40 sends (each fails once, then succeeds after 300 ms, so that delivering
+    # them outlasts several prunes) while prune runs in a loop, every other run with a clock 1000 days
+    # ahead so that it removes each delivery the moment it is terminal
     workers.start(processes=2, threads=4)
-    sent = {chimeway.send("email", f"r{i}@example.com", {"fake_outcomes": ["temporary", "ok"]}).id for i in range(40)}
+    script = {"fake_outcomes": ["temporary", "sleep:300"]}
+    sent = {chimeway.send("email", f"r{i}@example.com", script).id for i in range(40)}
     future = db.now() + timedelta(days=1000)
     runs = removed = 0
 
