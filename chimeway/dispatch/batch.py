@@ -108,13 +108,15 @@ class GroupCommit(Generic[Request]):
             slot.wake.acquire()  # answered, or handed the lead of the next batch
             if slot.done:
                 return slot.answer
-        self._run(self._take(slot))  # a leader's own request always goes in its batch
-        with self._lock:
-            successor = self._waiting.pop(0) if self._waiting else None
-            if successor is None:
-                self._leaders -= 1
-        if successor is not None:
-            successor.wake.release()  # it finds itself not done, and leads the next batch
+        try:
+            self._run(self._take(slot))  # a leader's own request always goes in its batch
+        finally:  # even when the leader is interrupted: the lead passes on, nobody waits forever
+            with self._lock:
+                successor = self._waiting.pop(0) if self._waiting else None
+                if successor is None:
+                    self._leaders -= 1
+            if successor is not None:
+                successor.wake.release()  # it finds itself not done, and leads the next batch
         return slot.answer
 
     def _take(self, own: _Slot) -> list[_Slot]:
@@ -144,20 +146,22 @@ class GroupCommit(Generic[Request]):
 
     def _run(self, batch: list[_Slot]) -> None:
         """Run one batch and hand out the answers (waking every thread but the leader)."""
+        answers = [ALONE] * len(batch)  # also what the others get if the leader is interrupted (time limit)
         try:
-            answers = list(self.run_batch([slot.request for slot in batch]))
-            if len(answers) != len(batch):
-                raise RuntimeError(f"{self.name}: {len(answers)} answers for {len(batch)} requests")
+            answered = list(self.run_batch([slot.request for slot in batch]))
+            if len(answered) != len(batch):
+                raise RuntimeError(f"{self.name}: {len(answered)} answers for {len(batch)} requests")
+            answers = answered
         except Exception as err:
             _failed(self.name, len(batch), err)
-            answers = [ALONE] * len(batch)
-        with self._lock:
-            self.batches += 1
-            self.requests += len(batch)
-        for slot, answer in zip(batch, answers, strict=True):
-            slot.answer, slot.done = answer, True
-            if slot is not batch[0]:  # the leader's own slot: its thread is right here
-                slot.wake.release()
+        finally:
+            with self._lock:
+                self.batches += 1
+                self.requests += len(batch)
+            for slot, answer in zip(batch, answers, strict=True):
+                slot.answer, slot.done = answer, True
+                if slot is not batch[0]:  # the leader's own slot: its thread is right here
+                    slot.wake.release()
 
 
 @dataclass(frozen=True)

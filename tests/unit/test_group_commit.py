@@ -116,3 +116,36 @@ def test_with_two_batches_at_a_time_requests_do_not_queue_behind_a_slow_one():
     assert recorder.batches[0] == [1]
     assert recorder.most_at_once == 2  # the others ran beside the slow first batch, not after it
     assert sorted(n for batch in recorder.batches[1:] for n in batch) == list(range(2, 9))
+
+
+class Interrupted(BaseException):  # noqa: N818 - stands for Dramatiq's time limit or shutdown interrupt
+    pass
+
+
+def test_an_interrupted_leader_leaves_nobody_waiting():
+    calls = []
+
+    def interrupted_first(requests: list[int]) -> list[int]:
+        calls.append(list(requests))
+        if len(calls) == 1:
+            time.sleep(0.3)  # the others queue behind this batch
+            raise Interrupted
+        return [request * 2 for request in requests]
+
+    group = GroupCommit("test", interrupted_first, max_size=32, max_wait_ms=0)
+    answers: dict[int, object] = {}
+
+    def one(request: int) -> None:
+        try:
+            answers[request] = group.submit(request)
+        except Interrupted:
+            answers[request] = "interrupted"
+
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(5)
+    assert answers == {1: "interrupted", 2: 4, 3: 6}  # the lead passed on: the others ran their batch
+    assert group.submit(5) == 10  # and the group still works
