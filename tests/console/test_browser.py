@@ -118,18 +118,18 @@ def test_given_an_exhausted_delivery_when_an_operator_redrives_it_in_the_browser
     # Find it by recipient.
     browser.get(f"{stack}/deliveries")
     browser.find_element(By.NAME, "q").send_keys("ada@example.com")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")
     assert len(rows) == 1 and "retries_exhausted" in rows[0].text
     screenshot(browser, "2-search")
 
     # Open it, press Redrive.
-    rows[0].find_element(By.LINK_TEXT, "ada@example.com").click()
+    click_and_load(browser, rows[0].find_element(By.LINK_TEXT, "ada@example.com"))
     assert exhausted.id in browser.find_element(By.TAG_NAME, "h1").text
     assert "hi" not in browser.find_element(By.CSS_SELECTOR, ".documents").text  # payload redacted
     browser.find_element(By.NAME, "why").send_keys("provider outage over")
     screenshot(browser, "3-exhausted")
-    browser.find_element(By.XPATH, "//button[text()='Redrive']").click()
+    click_and_load(browser, browser.find_element(By.XPATH, "//button[text()='Redrive']"))
     assert "Redriven" in browser.find_element(By.CSS_SELECTOR, ".notice").text
 
     # See it succeed: the worker performs the new attempt; the page shows it once reloaded.
@@ -146,3 +146,15 @@ def test_given_an_exhausted_delivery_when_an_operator_redrives_it_in_the_browser
     browser.get(f"{stack}/orphans")
     screenshot(browser, "5-orphans")
     assert chimeway.get_delivery(exhausted.id).status == "succeeded"
+
+
+def click_and_load(browser: Any, element: Any) -> None:
+    """Click a link or a submit button and wait for the next page: a click does not always wait for
+    the navigation it starts, and reading the old page's rows made this test flaky."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
