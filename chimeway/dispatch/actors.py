@@ -33,7 +33,7 @@ from dramatiq.middleware import CurrentMessage
 from chimeway import db, policy, telemetry
 from chimeway.adapter import SendRequest, SendResult
 from chimeway.dispatch import backoff
-from chimeway.dispatch.batch import Started
+from chimeway.dispatch.batch import Started, start_alone
 from chimeway.dispatch.binding import PERIODIC_OPTIONS, bind, run_periodic
 from chimeway.dispatch.enqueue import ADAPTER_OPTION, ROUTE_OPTION, enqueue
 from chimeway.dispatch.lanes import LANES, QUEUE
@@ -131,9 +131,8 @@ def _deliver(runtime: Runtime, delivery_id: str, report: dict[str, Any]) -> None
         if claimed is None:
             return
         attempt, go = claimed
-    logcontext.update(attempt=attempt)
+    logcontext.update(attempt=attempt, adapter=go.adapter)
     report.update(attempt=attempt, adapter=go.adapter)
-    logcontext.update(adapter=go.adapter)
     _attempt(runtime, delivery, attempt, report, go)
 
 
@@ -144,10 +143,7 @@ def _start(runtime: Runtime, delivery_id: str, now: datetime, options: Any) -> S
     route = options.get(ROUTE_OPTION) or origin
     if runtime.batches is not None and deliveries.valid_id(delivery_id):
         return runtime.batches.start(delivery_id, now, origin, route)
-    decision = runtime.guard.admit(origin, route)
-    if isinstance(decision, Wait):
-        return decision
-    return Started(decision, *deliveries.load_and_claim(delivery_id, now, lease_seconds=runtime.settings.lease_seconds))
+    return start_alone(runtime.guard, delivery_id, now, origin, route, lease_seconds=runtime.settings.lease_seconds)
 
 
 def _admit(runtime: Runtime, delivery_id: str, origin: str, options: Any, report: dict[str, Any]) -> Go | None:

@@ -34,7 +34,7 @@ from chimeway.models import Delivery
 from chimeway.store import deliveries
 from chimeway.wiring.config import Settings
 
-__all__ = ["ALONE", "Batches", "GroupCommit", "Started"]
+__all__ = ["ALONE", "Batches", "GroupCommit", "Started", "start_alone"]
 
 logger = logging.getLogger("chimeway.dispatch")
 
@@ -206,13 +206,14 @@ class Batches:
     def start(self, delivery_id: str, now: datetime, origin: str, route: str) -> Started | Wait:
         """Admit (along ``route`` from ``origin``), load, and claim when the loaded facts clear it."""
         answer = self.starts.submit((delivery_id, now, origin, route))
-        if answer is ALONE:  # the guard's round trip failed for the batch: this delivery asks alone
-            answer = self.guard.admit(origin, route)
+        if isinstance(answer, Started | Wait):
+            return answer
+        # alone: the guard's round trip failed for the batch (ALONE: ask it again), the batch's claim
+        # statement failed (_Admitted), or the batch held this id twice (Go: claim after it)
         failed = isinstance(answer, _Admitted)
-        if failed or isinstance(answer, Go):  # the batch's claim failed, or held this id twice (claim after it)
-            go = answer.go if failed else answer
-            return Started(go, *deliveries.load_and_claim(delivery_id, now, lease_seconds=self.lease_seconds), failed)
-        return answer
+        go = answer.go if failed else answer if isinstance(answer, Go) else None
+        return start_alone(self.guard, delivery_id, now, origin, route, lease_seconds=self.lease_seconds, go=go,
+                           after_failed_batch=failed)
 
     def write(self, entry: deliveries.Recording) -> Sequence[Any] | None:
         """:func:`chimeway.store.deliveries.write`, in this process's next record batch."""
@@ -233,11 +234,23 @@ class Batches:
                 [(requests[index][0], requests[index][1]) for index in batch], lease_seconds=self.lease_seconds)
         except Exception as err:  # each admitted delivery claims alone (its Go kept: no second admission)
             _failed(self.starts.name, len(batch), err)
-            return [_Admitted(decisions[index]) if index in batch else decision
-                    for index, decision in enumerate(decisions)]
-        for index, (delivery, attempt) in zip(batch, loaded, strict=True):
-            decisions[index] = Started(decisions[index], delivery, attempt)
+            loaded = None
+        for place, index in enumerate(batch):
+            decisions[index] = _Admitted(decisions[index]) if loaded is None else Started(decisions[index], *loaded[place])
         return decisions
+
+
+def start_alone(
+    guard: Guard, delivery_id: str, now: datetime, origin: str, route: str, *, lease_seconds: int,
+    go: Go | None = None, after_failed_batch: bool = False,
+) -> Started | Wait:
+    """The one-delivery start: the guard's decision (unless ``go`` was given) and, when it says go,
+    the delivery loaded and, if its facts clear it, claimed by the same statement."""
+    decision = go or guard.admit(origin, route)
+    if isinstance(decision, Wait):
+        return decision
+    return Started(decision, *deliveries.load_and_claim(delivery_id, now, lease_seconds=lease_seconds),
+                   after_failed_batch)
 
 
 def _failed(name: str, size: int, err: Exception) -> None:

@@ -228,8 +228,6 @@ a AS (
 )
 SELECT CAST(id AS text), attempt_count, tenant_id, channel, adapter FROM s
 """)
-_RECORD_MANY_ARITY = 15
-
 
 
 def _t(value: datetime | None) -> Any:
@@ -570,16 +568,13 @@ def write(entry: Recording) -> Sequence[Any] | None:
 def record_many(entries: Sequence[Recording]) -> list[Sequence[Any] | None]:
     """PostgreSQL: :func:`write` for many records in one statement and one commit, each guarded by its
     own claim; the answers in the order of ``entries``."""
-    columns: list[list[Any]] = [[] for _ in range(_RECORD_MANY_ARITY)]
-    for entry in entries:
+    rows = []
+    for entry in entries:  # in _RECORD_MANY's column order
         status, reason, next_attempt_at, provider, message_id, now, delivery_id, attempt_number = entry.state
         attempt_id, outcome, error_class, error_message, adapter, _, response, duration_ms, _ = entry.attempt
-        for column, value in zip(columns, (
-            delivery_id, attempt_number, status, reason, next_attempt_at, provider, message_id, now, attempt_id,
-            outcome, error_class, error_message, adapter, response, duration_ms,
-        ), strict=True):
-            column.append(value)
-    arrays = [db.array(column) for column in columns]
+        rows.append((delivery_id, attempt_number, status, reason, next_attempt_at, provider, message_id, now,
+                     attempt_id, outcome, error_class, error_message, adapter, response, duration_ms))
+    arrays = [db.array(column) for column in zip(*rows, strict=True)]
     written = {(found[0], found[1]): found[2:] for found in db.run(_RECORD_MANY, arrays).fetchall()}
     return [written.get((str(entry.delivery_id), entry.attempt_number)) for entry in entries]
 

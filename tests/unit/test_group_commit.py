@@ -37,7 +37,9 @@ class Recorder:
                 self.running -= 1
 
 
-def submit_all(group: GroupCommit, requests: list[int]) -> dict[int, object]:
+def submit_all(group: GroupCommit, requests: list[int], spacing: float = 0.01) -> dict[int, object]:
+    """Each request from a thread of its own, ``spacing`` apart (the first one leads and, with a
+    holding Recorder, holds; the others arrive while it runs); the answers."""
     answers: dict[int, object] = {}
 
     def one(request: int) -> None:
@@ -46,7 +48,7 @@ def submit_all(group: GroupCommit, requests: list[int]) -> dict[int, object]:
     threads = [threading.Thread(target=one, args=(request,)) for request in requests]
     for thread in threads:
         thread.start()
-        time.sleep(0.01)  # the first one leads and holds; the others arrive while it runs
+        time.sleep(spacing)
     for thread in threads:
         thread.join(10)
     return answers
@@ -89,21 +91,12 @@ def test_a_failed_batch_answers_alone_to_each_of_its_requests_and_to_no_other():
     assert group.submit(9) == 18  # the next batch runs as usual
 
 
-def submit_wave(group: GroupCommit, requests: list[int], spacing: float) -> None:
-    threads = [threading.Thread(target=group.submit, args=(request,)) for request in requests]
-    for thread in threads:
-        thread.start()
-        time.sleep(spacing)
-    for thread in threads:
-        thread.join(10)
-
-
 def test_a_busy_leader_gathers_a_burst_of_requests_into_one_batch():
     recorder = Recorder(hold=0.3)
     group = GroupCommit("test", recorder, max_size=32, max_wait_ms=200)
-    submit_wave(group, list(range(1, 9)), spacing=0.002)  # [1] holds; [2..8] arrive 2 ms apart
+    submit_all(group, list(range(1, 9)), spacing=0.002)  # [1] holds; [2..8] arrive 2 ms apart
     assert group.lingered == 0 and len(recorder.batches[1]) == 7  # the one before was not shared
-    submit_wave(group, [11, 12, 13, 14], spacing=0.003)  # a burst: the first leads and waits for the rest
+    submit_all(group, [11, 12, 13, 14], spacing=0.003)  # a burst: the first leads and waits for the rest
     assert group.lingered == 1
     assert sorted(recorder.batches[2]) == [11, 12, 13, 14] and len(recorder.batches) == 3
 
