@@ -47,7 +47,9 @@ def test_given_workers_delivering_when_prune_runs_over_and_over_then_nothing_ope
     # When workers deliver 40 sends (each fails once, then succeeds after 300 ms, so that delivering
     # them outlasts several prunes) while prune runs in a loop, every other run with a clock 1000 days
     # ahead so that it removes each delivery the moment it is terminal
-    workers.start(processes=2, threads=4)
+    # 40 scripted transient failures at once: the circuit breaker would rightly open on them (and keep
+    # the sends waiting 30 s a time), and this test is about prune, not the provider
+    workers.start(processes=2, threads=4, env={"CHIMEWAY_CIRCUIT_FAILURES": "100000"})
     script = {"fake_outcomes": ["temporary", "sleep:300"]}
     sent = {chimeway.send("email", f"r{i}@example.com", script).id for i in range(40)}
     future = db.now() + timedelta(days=1000)
