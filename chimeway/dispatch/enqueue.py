@@ -75,13 +75,14 @@ def _dedupe_key(runtime: Runtime, delivery_id: str) -> str:
 
 
 def enqueue_many(deliveries: list[tuple[str, str, int | None, str]], *, runtime: Runtime) -> None:
-    """Send the ``deliver`` messages of freshly created deliveries, given as (id, priority, delay_ms,
-    adapter), with one ``enqueued_at`` UPDATE and, on Redis, one pipeline (not a round trip per message).
-    The adapter goes on each message as :func:`enqueue` puts it, so the actor can check the guard before
-    it loads and claims in one statement.
+    """Send the ``deliver`` messages of many deliveries, given as (id, priority, delay_ms, adapter),
+    with one ``enqueued_at`` UPDATE and, on Redis, one pipeline (not a round trip per message): the
+    fresh rows of ``send_many`` and the lost rows of a sweep batch. The adapter goes on each message as
+    :func:`enqueue` puts it, so the actor can check the guard before it loads and claims in one statement.
 
-    No dedupe mark: the rows were created by the transaction that just committed, so nothing else
-    has enqueued them (the sweep waits for ``CHIMEWAY_SWEEP_STALL_SECONDS``)."""
+    No dedupe mark: ``send_many``'s rows were created by the transaction that just committed, so
+    nothing else has enqueued them (the sweep waits for ``CHIMEWAY_SWEEP_STALL_SECONDS``), and the
+    sweep re-enqueues on purpose."""
     if not deliveries:
         return
     ids = [delivery_id for delivery_id, _, _, _ in deliveries]

@@ -22,7 +22,9 @@ Rows are taken in batches, each in its own transaction: on PostgreSQL under a tr
 advisory lock (a second sweep finds it taken and stops) and ``FOR UPDATE SKIP LOCKED``; on SQLite
 the IMMEDIATE transaction serializes sweeps. Messages are sent inside the transaction that marks
 the rows, so the marks and the messages go together; a worker that gets a message first waits for
-the row lock before it can claim.
+the row lock before it can claim. A batch is marked with one UPDATE and its messages go out in one
+Redis pipeline (``enqueue_many``), each into its delivery's own lane: after a Redis loss the sweep
+re-sends tens of thousands of messages, and one round trip each would make recovery take minutes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from datetime import timedelta
 from typing import Any
 
 from chimeway import db, telemetry
-from chimeway.dispatch.enqueue import enqueue
+from chimeway.dispatch.enqueue import enqueue_many
 from chimeway.dispatch.send import delay_until
 from chimeway.states import Orchestration, Status
 from chimeway.store import deliveries
@@ -48,7 +50,7 @@ SWEEP_LOCK_KEY = int.from_bytes(b"cw:sweep", "big")
 
 #: Placeholders: the lost condition's, then the tenant's, then the limit.
 _PICK = """
-SELECT id, status, orchestration_state, next_eligible_at FROM chimeway_deliveries
+SELECT id, status, orchestration_state, next_eligible_at, priority, adapter FROM chimeway_deliveries
 WHERE {lost}
   {tenant}
 ORDER BY updated_at
@@ -128,14 +130,17 @@ def _sweep_batch(
             lock="FOR UPDATE SKIP LOCKED" if postgres else "",
         )
         rows = db.execute(query, params, database).fetchall()
-        picked = []
-        for delivery_id, status, orchestration, eligible in rows:
-            # enqueue() marks enqueued_at inside this transaction, so the mark commits with the batch;
-            # a deferred delivery's message is due at its time (a scheduled one is taken ahead of it)
-            when = db.from_db_time(eligible) if orchestration == Orchestration.DEFERRED and eligible else None
-            if enqueue(str(delivery_id), delay_ms=delay_until(when), dedupe=False, runtime=runtime):
-                picked.append((str(delivery_id), _kind(status, orchestration)))
-        return picked
+        # enqueue_many marks enqueued_at inside this transaction, so the marks commit with the batch
+        enqueue_many([
+            (str(delivery_id), priority, delay_until(_due(orchestration, eligible)), adapter)
+            for delivery_id, _, orchestration, eligible, priority, adapter in rows
+        ], runtime=runtime)
+        return [(str(row[0]), _kind(row[1], row[2])) for row in rows]
+
+
+def _due(orchestration: str, eligible: Any) -> Any:
+    """When a deferred delivery's message is due (a scheduled one is taken ahead of its time)."""
+    return db.from_db_time(eligible) if orchestration == Orchestration.DEFERRED and eligible else None
 
 
 def _try_lock(database: Any) -> bool:

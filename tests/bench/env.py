@@ -37,6 +37,7 @@ class BenchConfig:
     priority_bulk_n: int = 20_000  #: the bulk backlog the high-priority sends must overtake
     priority_sends: int = 100  #: high-priority sends, at priority_rate per second, while it drains
     priority_rate: float = 10.0
+    sweep_lost: int = 20_000  #: lost deliveries one sweep re-enqueues (recovery after a Redis loss)
     drain_timeout: float = 600.0
     scale_sizes: tuple[int, ...] = (1_000_000,)  #: deliveries loaded per scale run (add 10000000 for the full figure)
     scale_drain_n: int = 5_000  #: fresh sends drained on the loaded and on an empty database (0: skip)
@@ -45,7 +46,7 @@ class BenchConfig:
     #: throughput, so the figure is the cost of the check); empty: that drain is skipped
     drain_rate_limit: str = ""
     sections: tuple[str, ...] = ("drain", "latency", "scaling", "profile", "ingest", "wsgi", "reconcile",
-                                 "console", "send_many", "priority")
+                                 "console", "send_many", "priority", "sweep")
     #: Worker settings for Chimeway (CHIMEWAY_<NAME>): the same on every run.
     worker_settings: dict[str, Any] = field(default_factory=dict)
 

@@ -27,7 +27,8 @@ from tests.harness.stack import REPO
 QUICK = {"n": 2_000, "rounds": 1, "latency_rate": 50.0, "latency_high_rate": 200.0, "latency_seconds": 5.0, "scale_n": 1_000, "ingest_events": 500,
          "wsgi_seconds": 3.0, "reconcile_events": 10_000, "reconcile_orphans": 2_000,
          "reconcile_scale": (1_000, 2_000, 4_000), "profile_n": 1_000,
-         "console_deliveries": 100_000, "send_many_n": 2_000, "priority_bulk_n": 2_000, "priority_sends": 20}
+         "console_deliveries": 100_000, "send_many_n": 2_000, "priority_bulk_n": 2_000, "priority_sends": 20,
+         "sweep_lost": 1_000}
 
 TARGETS = {
     "ratio_to_baseline": {"goal": ">= 0.85 (issue 17)", "stretch": ">= 1.0"},
@@ -114,6 +115,9 @@ def run_sections(env: BenchEnv) -> tuple[dict[str, Any], dict[str, str]]:
     section("send_many", lambda: sending.send_many_bench(env, cfg.send_many_n))
     section("priority", lambda: sending.priority_latency(env, cfg.priority_bulk_n, cfg.processes, cfg.threads,
                                                          cfg.priority_sends, cfg.priority_rate))
+    from tests.bench import recovery
+
+    section("sweep", lambda: recovery.sweep_bench(env, cfg.sweep_lost))
     from tests.bench import scale
 
     section("scale", lambda: scale.scale_bench(env))  # not in the default sections: `make scale`
@@ -172,6 +176,8 @@ def summarize(cfg: BenchConfig, results: dict[str, Any], errors: dict[str, str],
         summary["send_many_per_second"] = results["send_many"]["send_many_per_second"]
         summary["send_many_ratio_to_send"] = results["send_many"]["send_many_ratio_to_send"]
         summary["send_per_second"] = results["send_many"]["send_per_second"]
+    if "sweep" in results:
+        summary["sweep_per_second"] = results["sweep"]["per_second"]
     if "priority" in results:
         summary["priority"] = results["priority"]
         summary["priority_p99_ms"] = results["priority"]["p99_ms"]
@@ -249,6 +255,8 @@ def render_table(summary: dict[str, Any]) -> str:
             "flat vs the line above")
         for size, r in (rec.get("scaling") or {}).items():
             row(f"reconcile {size} orphans (s) / idle tick (ms)", f"{r['seconds']} / {r['idle_tick_ms']}")
+    if "sweep_per_second" in summary:
+        row("sweep: lost deliveries re-enqueued per second", summary["sweep_per_second"])
     if "send_many_per_second" in summary:
         row("send() one by one (deliveries/s)", summary["send_per_second"])
         row("send_many (deliveries/s)", summary["send_many_per_second"],
