@@ -511,13 +511,13 @@ def recording(
 ) -> Recording:
     """The record of one attempt, not yet written (its attempt row's id is chosen now, so a batch
     whose answer was lost can tell whether it was written: see :func:`write`)."""
-    now = db.now()
+    now = _t(db.now())
     return Recording(
         delivery_id, attempt_number, status, reason,
-        state=(status.value, reason and reason.value, _t(next_attempt_at), provider, provider_message_id, _t(now),
+        state=(status.value, reason and reason.value, _t(next_attempt_at), provider, provider_message_id, now,
                delivery_id, attempt_number),
         attempt=(new_id(), outcome, error_class, error_message[:1000] if error_message else None, adapter,
-                 provider_message_id, db.to_db_json(dict(provider_response or {})), int(duration_ms), _t(now)),
+                 provider_message_id, db.to_db_json(dict(provider_response or {})), int(duration_ms), now),
     )
 
 
@@ -765,11 +765,13 @@ def load_and_claim_many(
     """PostgreSQL: :func:`load_and_claim` for many ``(delivery id, now)`` in one statement and one
     commit; the answers in the order of ``requests``. The ids must be distinct valid UUIDs."""
     ids, nows, dues, leases = [], [], [], []
+    lease = timedelta(seconds=lease_seconds)
     for delivery_id, now in requests:
+        at = _t(now)  # an aware UTC datetime (PostgreSQL): the offsets need no conversion of their own
         ids.append(str(delivery_id))
-        nows.append(_t(now))
-        dues.append(_t(now + DUE_TOLERANCE))
-        leases.append(_t(now + timedelta(seconds=lease_seconds)))
+        nows.append(at)
+        dues.append(at + DUE_TOLERANCE)
+        leases.append(at + lease)
     arrays = [db.array(column) for column in (ids, nows, dues, leases)]
     found = {row[0]: row[1:] for row in db.run(_LOAD_AND_CLAIM_MANY, arrays).fetchall()}
     answers: list[tuple[Delivery | None, int | None]] = []
