@@ -62,6 +62,9 @@ def _created(delivery: Delivery, actions: list[operator_record.OperatorAction]) 
         "adapter": delivery.adapter, "max_attempts": budget,
     }
     summary = f"created: {delivery.channel} via {delivery.adapter}, {budget} attempt{'' if budget == 1 else 's'} allowed"
+    if delivery.send_at is not None:  # send_at= / delay=: kept on the row after it was sent
+        data["send_at"] = delivery.send_at.isoformat()
+        summary += f", scheduled for {delivery.send_at.isoformat()}"
     return TimelineEntry(delivery.created_at, "created", summary, data)
 
 
@@ -149,5 +152,6 @@ def _state(delivery: Delivery, actions: list[operator_record.OperatorAction]) ->
         return [TimelineEntry(at, "cancelled", summary, data)]
     if delivery.orchestration_state == "deferred" and delivery.next_eligible_at is not None:
         until = delivery.next_eligible_at
-        return [TimelineEntry(at, "deferred", f"deferred by policy until {until.isoformat()}", {"until": until.isoformat()})]
+        why = "waiting for its scheduled time" if until == delivery.send_at else "deferred by policy"
+        return [TimelineEntry(at, "deferred", f"{why} until {until.isoformat()}", {"until": until.isoformat()})]
     return []

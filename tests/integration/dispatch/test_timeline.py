@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -55,6 +56,25 @@ def test_given_policy_decisions_then_suppressed_and_deferred_appear(runtime, cre
     assert kinds(suppressed.id) == ["created", "suppressed"]
     assert kinds(deferred.id) == ["created", "deferred"]
     assert chimeway.timeline(suppressed.id)[1].summary == "suppressed: recipient_suppressed"
+
+
+def test_given_a_scheduled_send_then_the_timeline_says_when_it_was_scheduled_for(runtime, create):
+    at = (db.now() + timedelta(hours=2)).replace(microsecond=0)
+    delivery = chimeway.send("email", "ada@example.com", {"fake_outcomes": ["ok"]}, adapter="fake", send_at=at)
+    created, waiting = chimeway.timeline(delivery.id)
+    assert created.summary.endswith(f", scheduled for {at.isoformat()}") and created.data["send_at"] == at.isoformat()
+    assert (waiting.kind, waiting.summary) == ("deferred", f"waiting for its scheduled time until {at.isoformat()}")
+    assert "scheduled" not in chimeway.timeline(create().id)[0].summary  # a send without a time
+
+
+def test_given_a_scheduled_send_once_sent_then_the_timeline_still_says_when_it_was_scheduled_for(runtime, worker):
+    at = db.now() + timedelta(milliseconds=200)
+    delivery = chimeway.send("email", "ada@example.com", {"fake_outcomes": ["ok"]}, adapter="fake", send_at=at)
+    time.sleep(0.3)
+    drain(runtime)
+    entries = chimeway.timeline(delivery.id)
+    assert [e.kind for e in entries] == ["created", "attempt"]
+    assert entries[0].data["send_at"] == at.isoformat() and "scheduled for" in entries[0].summary
 
 
 def test_given_a_user_cancel_then_cancelled_appears(runtime, create):
