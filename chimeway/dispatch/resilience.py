@@ -242,11 +242,11 @@ class RedisGuard(Guard):
         return [f"{prefix}:circuit", f"{prefix}:pause", f"{prefix}:rate", f"{prefix}:queue"]
 
     def admit(self, origin: str, preferred: str) -> Go | Wait:
-        plan = self._plan(origin, preferred)
-        return self._decision(plan.route, self._admit_script(keys=plan.keys, args=plan.args))
+        # Guard.admit builds the route each time; here it comes from the per-guard plan cache
+        return self._check(self._plan(origin, preferred))
 
-    def _admit(self, route: list[str]) -> Go | Wait:
-        return self._decision(route, self._admit_script(keys=self._admit_keys(route), args=self._admit_args(route)))
+    def _check(self, plan: _Plan) -> Go | Wait:
+        return self._decision(plan.route, self._admit_script(keys=plan.keys, args=plan.args))
 
     def admit_many(self, routes: Sequence[tuple[str, str]]) -> list[Go | Wait]:
         """One round trip for the batch, and one check per distinct route that no rate limit counts:
@@ -269,7 +269,7 @@ class RedisGuard(Guard):
         for plan, index in zip(plans, where, strict=True):
             decision = answers[index]
             if index in used and isinstance(decision, Go) and decision.probe:
-                decision = self._admit(plan.route)  # the probe went to the first attempt on this route
+                decision = self._check(plan)  # the probe went to the first attempt on this route
             used.add(index)
             decisions.append(decision)
         return decisions
