@@ -12,7 +12,9 @@ actor to whatever broker happened to be global at import time.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ import dramatiq
 import redis
 from dramatiq.brokers import redis as dramatiq_redis
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import CurrentMessage, Retries
 
 from chimeway import db
@@ -34,12 +37,15 @@ from chimeway.webhooks import reconciler
 from chimeway.wiring.config import Settings
 from chimeway.wiring.runtime_type import Runtime
 
+logger = logging.getLogger("chimeway.dispatch")
+
 #: The longest an idle consumer of the high lane or of a delay queue sleeps between polls (ms).
 PROMPT_POLL_MS = 100
 
 
 class RedisBroker(dramatiq_redis.RedisBroker):
-    """Dramatiq's RedisBroker that can also enqueue many messages in one round trip (:meth:`pipelined`).
+    """Dramatiq's RedisBroker that can also enqueue many messages in one round trip (:meth:`pipelined`),
+    and whose consumers send their acks together (:class:`GroupedAcks`).
 
     Dramatiq runs every broker command as its Lua ``dispatch`` script, one round trip per message;
     inside :meth:`pipelined`, this thread's ``enqueue`` commands are queued on a Redis pipeline and
@@ -49,6 +55,10 @@ class RedisBroker(dramatiq_redis.RedisBroker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch = threading.local()
+        #: per queue, the acks its worker threads noted and its consumer has not sent yet (kept here,
+        #: not on the consumer, so that a consumer rebuilt after a lost connection sends them)
+        self.unsent_acks: dict[str, deque[Any]] = {}
+        self.ack_many = self.client.register_script(_ACK_MANY)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         # An idle Redis consumer polls with a backoff up to the worker's timeout (1 s by default): a
@@ -56,7 +66,7 @@ class RedisBroker(dramatiq_redis.RedisBroker):
         # consumers poll at least every PROMPT_POLL_MS (a few cheap Redis calls a second).
         if queue_name == LANES[Priority.HIGH].queue or queue_name.endswith(".DQ"):
             timeout = min(timeout, PROMPT_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
+        return GroupedAcks(self, queue_name, prefetch, timeout)
 
     @contextlib.contextmanager
     def pipelined(self) -> Iterator[None]:
@@ -82,6 +92,75 @@ class RedisBroker(dramatiq_redis.RedisBroker):
             ])
 
         return queue
+
+
+#: Dramatiq's ``ack`` (its ``dispatch.lua``) for many messages of one queue: the heartbeat, then each
+#: message out of this worker's acks set and, if it was in it, its body deleted. The keys are Dramatiq's
+#: own layout (namespace, ``__acks__.<worker>.<queue>``, ``<queue>.msgs``); the tests check the result
+#: through Dramatiq (an acked message is never given back when its worker is declared dead).
+_ACK_MANY = """
+local namespace, timestamp, queue_name, worker_id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local queue_acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
+local queue_messages = namespace .. ":" .. queue_name .. ".msgs"
+redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
+for i = 4, #ARGV do
+    if redis.call("srem", queue_acks, ARGV[i]) > 0 then
+        redis.call("hdel", queue_messages, ARGV[i])
+    end
+end
+return #ARGV - 3
+"""
+
+
+class GroupedAcks(dramatiq_redis._RedisConsumer):
+    """Dramatiq's Redis consumer, with its acks sent together.
+
+    Dramatiq 2 has each worker thread ack its own message when it is done: one Lua call per message,
+    a sixth of a Chimeway worker's Python time in make bench. Here a worker thread's ``ack`` only
+    notes the message; the consumer's own thread sends every noted ack in one call before it next
+    fetches or sleeps, and when it closes (a worker stops its threads before its consumers). An ack
+    is late by at most one poll of its queue. Until it is sent the message stays fetched-by-this-worker
+    in Redis, which is where a crash leaves any message Dramatiq is working on: the worker's death
+    gives it back, and its delivery, already recorded, makes the second message a no-op
+    (docs/architecture.md §9). A failed send keeps the acks for the consumer that replaces this one.
+    """
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.unsent = broker.unsent_acks.setdefault(queue_name, deque())
+
+    def ack(self, message: Any) -> None:
+        self.unsent.append(message)  # deque.append: safe from any worker thread
+
+    def __next__(self) -> Any:
+        if not self.message_cache:  # about to fetch (or sleep): the acks first, which frees prefetch room
+            self.send_acks()
+        return super().__next__()
+
+    def close(self) -> None:
+        try:
+            self.send_acks()
+        except ConnectionClosed:  # the worker is stopping: those messages come back as no-ops
+            logger.warning("%d acks on %s not sent (Redis unreachable); their messages will be redelivered "
+                           "and find their deliveries done", len(self.unsent), self.queue_name)
+        super().close()
+
+    def send_acks(self) -> None:
+        unsent, taken = self.unsent, []
+        while unsent:
+            taken.append(unsent.popleft())
+        if not taken:
+            return
+        broker = self.broker
+        try:
+            broker.ack_many(keys=[broker.namespace], args=[
+                dramatiq_redis.current_millis(), self.queue_name, broker.broker_id,
+                *(message.options["redis_message_id"] for message in taken)])
+        except redis.ConnectionError as err:
+            unsent.extendleft(reversed(taken))
+            raise ConnectionClosed(err) from None
+        for message in taken:
+            self.queued_message_ids.discard(message.message_id)
 
 
 def build_broker(settings: Settings, client: redis.Redis | None) -> dramatiq.Broker:
