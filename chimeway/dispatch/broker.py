@@ -140,9 +140,9 @@ class GroupedAcks(dramatiq_redis._RedisConsumer):
     def close(self) -> None:
         try:
             self.send_acks()
-        except ConnectionClosed:  # the worker is stopping: those messages come back as no-ops
-            logger.warning("%d acks on %s not sent (Redis unreachable); their messages will be redelivered "
-                           "and find their deliveries done", len(self.unsent), self.queue_name)
+        except Exception as err:  # the worker is stopping: those messages come back, as no-ops
+            logger.warning("%d acks on %s not sent (%s); their messages will be redelivered and find their "
+                           "deliveries done", len(self.unsent), self.queue_name, type(err).__name__)
         super().close()
 
     def send_acks(self) -> None:
@@ -156,9 +156,11 @@ class GroupedAcks(dramatiq_redis._RedisConsumer):
             broker.ack_many(keys=[broker.namespace], args=[
                 dramatiq_redis.current_millis(), self.queue_name, broker.broker_id,
                 *(message.options["redis_message_id"] for message in taken)])
-        except redis.ConnectionError as err:
-            unsent.extendleft(reversed(taken))
-            raise ConnectionClosed(err) from None
+        except Exception as err:
+            unsent.extendleft(reversed(taken))  # kept, in order, for the next send
+            if isinstance(err, redis.ConnectionError):
+                raise ConnectionClosed(err) from None
+            raise
         for message in taken:
             self.queued_message_ids.discard(message.message_id)
 
