@@ -134,8 +134,8 @@ def test_acks_whose_send_failed_are_sent_by_the_next_consumer() -> None:
     with tempfile.TemporaryDirectory(prefix="chimeway-acks-") as root:
         server = PrivateRedis(Path(root), reaper)
         server.start()
+        client = server.client()
         try:
-            client = server.client()
             broker = _broker(client, "acks")
             _enqueue(broker, 3)
             consumer = broker.consume(QUEUE, prefetch=3, timeout=50)
@@ -149,7 +149,7 @@ def test_acks_whose_send_failed_are_sent_by_the_next_consumer() -> None:
             replacement = broker.consume(QUEUE, prefetch=3, timeout=50)
             assert next(replacement) is None  # sends the kept acks (to an empty Redis: harmless), fetches nothing
             assert not broker.unsent_acks[QUEUE]
-            client.close()
         finally:
+            client.close()
             server.close()
             reaper.close()
