@@ -47,10 +47,20 @@ _NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE
 #: month) none of whose attempts or events is newer than the cutoff (params: bound, cutoff, cutoff).
 _EXPIRED = f"SELECT d.id FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} AND {_NOTHING_NEWER}"
 
-#: The next chunk of candidates after the keyset (updated_at, id), walking chimeway_deliveries_closed.
-#: Asked apart from the NOT EXISTS: joined to them over the whole range, the planner hashes every
-#: attempt of the table for each chunk (O(history)); on a chunk of ids it probes their index.
-_NEXT = f"SELECT d.id, d.updated_at FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} {{after}} ORDER BY d.updated_at, d.id LIMIT %s"
+#: The next chunk of candidates after the keyset (updated_at, id), walking chimeway_deliveries_closed;
+#: on PostgreSQL locked, skipping the rows a worker or the projection holds (the next run takes them).
+_NEXT = (
+    f"SELECT CAST(d.id AS text), d.updated_at FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} {{after}} "
+    "ORDER BY d.updated_at, d.id LIMIT %s{lock}"
+)
+
+#: The attempts and events of a set of deliveries: (table, id, delivery id, newer than the cutoff).
+#: ``{where}`` is either a range of delivery ids or a list of them (see :func:`_children`).
+_CHILDREN = (
+    "SELECT 'a', CAST(id AS text), CAST(delivery_id AS text), created_at >= %s FROM chimeway_delivery_attempts "
+    "WHERE {where} UNION ALL "
+    "SELECT 'e', CAST(id AS text), CAST(delivery_id AS text), received_at >= %s FROM chimeway_events WHERE {where}"
+)
 
 #: Orphan events (no delivery) received before the cutoff; walks chimeway_events_orphan_scan.
 _EXPIRED_ORPHANS = "FROM chimeway_events WHERE needs_reconciliation AND delivery_id IS NULL AND received_at < %s"
@@ -146,16 +156,11 @@ def _delete(database: Any, bounds: _Bounds) -> tuple[int, int, int, int]:
         with _horizon(database, cutoff):
             keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
             candidates = dbmod.execute(
-                _NEXT.format(after=keyset), (bounds.walk_before, *(after or ()), CHUNK), database
+                _NEXT.format(after=keyset, lock=lock), (bounds.walk_before, *(after or ()), CHUNK), database
             ).fetchall()
             if candidates:
                 after = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
-                marks = ", ".join(["%s"] * len(candidates))
-                expired = dbmod.execute(
-                    f"{_EXPIRED} AND d.id IN ({marks}){lock}",
-                    (bounds.walk_before, cutoff, cutoff, *(c[0] for c in candidates)), database,
-                ).fetchall()
-                for total, removed in enumerate(_remove([row[0] for row in expired], cutoff, database)):
+                for total, removed in enumerate(_remove([c[0] for c in candidates], cutoff, database)):
                     totals[total] += removed
         if len(candidates) < CHUNK:
             break
@@ -171,22 +176,58 @@ def _delete(database: Any, bounds: _Bounds) -> tuple[int, int, int, int]:
     return totals[0], totals[1], totals[2], totals[3]
 
 
-def _remove(ids: list[Any], cutoff: Any, database: Any) -> tuple[int, int, int]:
-    """Delete these deliveries with their events and attempts: (deliveries, attempts, events)."""
-    if not ids:
+def _remove(candidates: list[str], cutoff: Any, database: Any) -> tuple[int, int, int]:
+    """Delete the candidates none of whose attempts or events is newer than the cutoff, with those rows:
+    (deliveries, attempts, events). The candidates are locked (PostgreSQL) or alone (SQLite's single
+    writer), so no row of theirs can appear meanwhile: a writer holds its delivery first."""
+    children = _children(candidates, cutoff, database)
+    newer = {delivery for _, _, delivery, is_newer in children if is_newer}
+    expired = [c for c in candidates if c not in newer]
+    if not expired:
         return 0, 0, 0
-    marks = ", ".join(["%s"] * len(ids))
-    # Children first: the foreign keys from attempts and events name the delivery. An expired
-    # delivery has none from the cutoff on; saying so spares PostgreSQL the partitions past it.
-    events = dbmod.execute(
-        f"DELETE FROM chimeway_events WHERE delivery_id IN ({marks}) AND received_at < %s", [*ids, cutoff], database
-    ).rowcount
-    attempts = dbmod.execute(
-        f"DELETE FROM chimeway_delivery_attempts WHERE delivery_id IN ({marks}) AND created_at < %s", [*ids, cutoff],
-        database,
-    ).rowcount
-    deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id IN ({marks})", ids, database).rowcount
-    return deliveries, attempts, events
+    gone = set(expired)
+    # Children first (the deliveries' delete is refused while a row names one); what is left of them
+    # is older than the cutoff, in partitions not dropped yet or in SQLite's one table.
+    removed = {"a": 0, "e": 0}
+    for kind, table, column in (("e", "chimeway_events", "received_at"), ("a", "chimeway_delivery_attempts", "created_at")):
+        ids = [child for k, child, delivery, _ in children if k == kind and delivery in gone]
+        if ids:
+            among, params = _among(ids, database)
+            removed[kind] = dbmod.execute(
+                f"DELETE FROM {table} WHERE id {among} AND {column} < %s", [*params, cutoff], database
+            ).rowcount
+    among, params = _among(expired, database)
+    deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id {among}", params, database).rowcount
+    return deliveries, removed["a"], removed["e"]
+
+
+def _among(ids: list[str], database: Any) -> tuple[str, list[Any]]:
+    """``= ANY(array)`` on PostgreSQL (one parameter, planned once whatever its length), ``IN (...)`` on SQLite."""
+    if dbmod.is_postgres(database):
+        return "= ANY(CAST(%s AS uuid[]))", [ids]
+    return f"IN ({', '.join(['%s'] * len(ids))})", ids
+
+
+def _children(ids: list[str], cutoff: Any, database: Any) -> list[tuple[str, str, str, bool]]:
+    """The attempts and events of these deliveries, each (kind "a"/"e", id, delivery id, newer than the cutoff).
+
+    On PostgreSQL a chunk of the oldest deliveries is, with UUIDv7 ids, a narrow range of ids: its rows
+    are read as one range of each partition's index on delivery_id (a few pages per partition) rather
+    than one lookup per delivery and partition, which was most of prune's time. The range is used when
+    few other deliveries share it (rows of those are read too, and set aside here); random UUIDv4 ids
+    of an older installation, or a scattered chunk, are looked up one by one."""
+    lo, hi = min(ids), max(ids)
+    if dbmod.is_postgres(database) and dbmod.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM chimeway_deliveries WHERE id BETWEEN %s AND %s LIMIT %s) near",
+        (lo, hi, 3 * len(ids)), database,
+    ).fetchone()[0] < 3 * len(ids):
+        where, params = "delivery_id BETWEEN %s AND %s", [lo, hi]
+    else:
+        among, params = _among(ids, database)
+        where = f"delivery_id {among}"
+    wanted = set(ids)
+    rows = dbmod.execute(_CHILDREN.format(where=where), [cutoff, *params, cutoff, *params], database).fetchall()
+    return [(kind, child, delivery, bool(newer)) for kind, child, delivery, newer in rows if delivery in wanted]
 
 
 @contextmanager

@@ -112,3 +112,30 @@ def test_given_the_oldest_candidates_are_all_kept_by_late_events_then_prune_walk
         history("succeeded", days=120)
     assert prune_history(runtime=configured).deliveries == 3
     assert ids(Delivery) == kept
+
+
+@pytest.mark.parametrize("between", [1, 8], ids=["range", "one-by-one"])
+def test_given_deliveries_made_between_the_expired_ones_then_prune_takes_only_the_expired_ones(
+    configured, history, monkeypatch, between
+):
+    from chimeway.ops import retention
+
+    # Given two expired deliveries (one chunk) and, made between them, recent and open ones: their ids
+    # (UUIDv7, time-ordered) lie between, so on PostgreSQL the chunk's rows are read as a range of ids
+    # when few others are in it, one delivery at a time when many are
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    first = history("succeeded", days=120)
+    others = {history("succeeded", days=5) for _ in range(between)} | {history("pending", days=200)}
+    last = history("succeeded", days=120, event_days=200)
+    statements: list[str] = []
+    execute = db.execute
+    monkeypatch.setattr(db, "execute", lambda sql, *args, **kw: statements.append(sql) or execute(sql, *args, **kw))
+    # When prune runs
+    result = prune_history(runtime=configured)
+    # Then the expired two went with their rows; the rows of the others, read with them, all stay
+    assert (result.deliveries, result.attempts, result.events) == (2, 2, 2)
+    assert ids(Delivery) == others and not {first, last} & ids(Delivery)
+    assert {a.delivery_id for a in Attempt.select()} == others
+    assert {e.delivery_id for e in Event.select()} == others
+    ranged = any("delivery_id BETWEEN" in sql for sql in statements)
+    assert ranged == (db.is_postgres(configured.database) and between == 1)
