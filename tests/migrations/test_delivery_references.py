@@ -82,16 +82,18 @@ def test_given_a_row_naming_a_missing_delivery_when_inserted_then_it_is_refused(
 
 @pytest.mark.parametrize("scattered", [False, True], ids=["range", "one-by-one"])
 def test_given_a_delivery_rows_still_name_when_deleted_then_the_delete_is_refused(database, scattered):
-    # Given, for the one-by-one path, many deliveries between the two deleted ids (as random UUIDv4 ids
-    # of an older installation are)
+    # Given, for the one-by-one path, many deliveries with rows between the two deleted ids (as random
+    # UUIDv4 ids of an older installation are)
     lo, hi = sorted(uuid.UUID(i).int for i in (BARE, KEPT))
     if scattered:
         for k in range(1, 21):
+            between = str(uuid.UUID(int=lo + (hi - lo) * k // 21))
             dbmod.execute(
                 "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter) "
-                "VALUES (%s, %s, 'email', 'x@example.com', 'log')",
-                (str(uuid.UUID(int=lo + (hi - lo) * k // 21)), new_id()), database,
+                "VALUES (%s, %s, 'email', 'x@example.com', 'log')", (between, new_id()), database,
             )
+            dbmod.execute(ATTEMPT.format(table="chimeway_delivery_attempts"), (new_id(), between, datetime.now(UTC)),
+                          database)
     # and two deliveries without rows just outside them, so that the one with rows is inside the range
     edges = [str(uuid.UUID(int=lo - 1)), str(uuid.UUID(int=hi + 1))]
     for edge in edges:

@@ -15,35 +15,32 @@ ALTER TABLE chimeway_events DROP CONSTRAINT chimeway_events_delivery_id_fkey;
 -- After a DELETE of deliveries: refuse it if an attempt or an event still names one of them.
 -- Deliveries deleted together are usually neighbours in id order (UUIDv7 ids follow time: prune takes
 -- the oldest first), so their rows are looked up as one range of each index on delivery_id, a few
--- pages whatever the number of partitions. When the range also holds many deliveries that stay (old
--- random UUIDv4 ids, or a scattered set), each delivery is looked up on its own instead.
+-- pages whatever the number of partitions. When the range holds many rows of other deliveries (old
+-- random UUIDv4 ids, or a scattered set), each deleted delivery is looked up on its own instead.
 CREATE FUNCTION chimeway_refuse_referenced_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     lo uuid := (SELECT id FROM gone ORDER BY id LIMIT 1);
     hi uuid := (SELECT id FROM gone ORDER BY id DESC LIMIT 1);
-    n bigint := (SELECT count(*) FROM gone);
+    most bigint := 4 * (SELECT count(*) FROM gone);
+    near uuid[];
     one uuid;
-    referenced boolean;
 BEGIN
-    IF n = 0 THEN
+    IF lo IS NULL THEN
         RETURN NULL;
     END IF;
-    -- Deliveries left in the range (the deleted ones are gone from this statement's view).
-    IF (SELECT count(*) FROM (SELECT 1 FROM chimeway_deliveries d WHERE d.id BETWEEN lo AND hi LIMIT 3 * n) kept) < 3 * n THEN
-        -- Planned for these bounds (EXECUTE): a plan cached for any bounds would look each one up.
-        EXECUTE 'SELECT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a JOIN gone g ON g.id = a.delivery_id
-                                 WHERE a.delivery_id BETWEEN $1 AND $2)
-                     OR EXISTS (SELECT 1 FROM chimeway_events e JOIN gone g ON g.id = e.delivery_id
-                                 WHERE e.delivery_id BETWEEN $1 AND $2)' INTO referenced USING lo, hi;
-    ELSE
-        referenced := false;
-        FOR one IN SELECT id FROM gone LOOP
-            referenced := EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = one)
-                       OR EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = one);
-            EXIT WHEN referenced;
-        END LOOP;
+    -- The rows in the deleted ids' range, at most four per deleted delivery (planned for these bounds
+    -- by EXECUTE: a plan cached for any bounds would look each delivery up instead).
+    EXECUTE 'SELECT array(SELECT delivery_id FROM chimeway_delivery_attempts WHERE delivery_id BETWEEN $1 AND $2
+                          UNION ALL
+                          SELECT delivery_id FROM chimeway_events WHERE delivery_id BETWEEN $1 AND $2 LIMIT $3)'
+        INTO near USING lo, hi, most + 1;
+    IF cardinality(near) <= most THEN
+        one := (SELECT g.id FROM gone g WHERE g.id = ANY (near) LIMIT 1);
+    ELSE  -- the range is crowded: look each deleted delivery up
+        one := (SELECT g.id FROM gone g WHERE EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = g.id)
+                   OR EXISTS (SELECT 1 FROM chimeway_events e WHERE e.delivery_id = g.id) LIMIT 1);
     END IF;
-    IF referenced THEN
+    IF one IS NOT NULL THEN
         RAISE EXCEPTION 'DELETE on chimeway_deliveries refused: attempts or ledger events still name a deleted delivery'
             USING ERRCODE = '23503';  -- foreign_key_violation, as the foreign key raised
     END IF;
