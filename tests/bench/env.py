@@ -41,6 +41,7 @@ class BenchConfig:
     drain_timeout: float = 600.0
     scale_sizes: tuple[int, ...] = (1_000_000,)  #: deliveries loaded per scale run (add 10000000 for the full figure)
     scale_drain_n: int = 5_000  #: fresh sends drained on the loaded and on an empty database (0: skip)
+    scale_drain_rounds: int = 3  #: rounds of (loaded, empty) drains; the ratio is the median round's
     id_rows: int = 1_000_000  #: rows inserted per key type, UUIDv4 against UUIDv7 (0: skip)
     #: CHIMEWAY_RATE_LIMITS for one more Chimeway drain per round (``fake=100000/1``: a limit above the
     #: throughput, so the figure is the cost of the check); empty: that drain is skipped

@@ -17,8 +17,9 @@ that are one or a few SQL statements each, so database time plus a little Python
 - ``sweep_idle_ms`` / ``reconcile_idle_ms``: a sweep and a reconcile with nothing to do, best of 5;
 - ``prune_day_seconds``: one prune removing the oldest day: its partitions dropped and their keys
   deleted (``prune_drop_seconds``, timed apart), then its deliveries by the chunked walk;
-- ``drain_ratio``: deliveries/s of the same workers draining ``drain_n`` fresh sends on the loaded
-  database divided by the same on an empty one (1.0: the history costs the hot path nothing).
+- ``drain_ratio``: deliveries/s of the same workers draining ``scale_drain_n`` fresh sends on the
+  loaded database divided by the same on an empty one, in ``scale_drain_rounds`` rounds that
+  alternate the two; the median round (1.0: the history costs the hot path nothing).
 
 ``ids`` inserts ``id_rows`` rows keyed by UUIDv4 and by UUIDv7 into two bare tables (batches of
 10,000 per statement) and reports rows/s and the primary key's size for each.
@@ -26,6 +27,7 @@ that are one or a few SQL statements each, so database time plus a little Python
 
 from __future__ import annotations
 
+import statistics
 import time
 from datetime import timedelta
 from typing import Any
@@ -198,21 +200,28 @@ def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
         }
         say(f"scale {n}: {row}")
         if env.cfg.scale_drain_n:
-            row["drain_loaded_per_second"] = drain_rate(env, url, conn, env.cfg.scale_drain_n, f"{label}_drain")
+            row.update(drain_rounds(env, url, conn, label))
     finally:
         conn.close()
         env.drop_database(label)
     return row
 
 
-def empty_drain(env: BenchEnv) -> float:
-    url = env.fresh_database("scale_empty")
-    conn = env.pg.connect("scale_empty")
+def drain_rounds(env: BenchEnv, url: str, conn: Any, label: str) -> dict[str, Any]:
+    """The same drain on the loaded database and on an empty one, round after round (so that both
+    sides of a round share the machine's state of the moment): each round's ratio and the median."""
+    empty_url = env.fresh_database("scale_empty")
+    empty_conn = env.pg.connect("scale_empty")
+    rounds = []
     try:
-        return drain_rate(env, url, conn, env.cfg.scale_drain_n, "scale_empty_drain")
+        for number in range(env.cfg.scale_drain_rounds):
+            loaded = drain_rate(env, url, conn, env.cfg.scale_drain_n, f"{label}_drain_{number}")
+            empty = drain_rate(env, empty_url, empty_conn, env.cfg.scale_drain_n, f"scale_empty_drain_{number}")
+            rounds.append({"loaded_per_second": loaded, "empty_per_second": empty, "ratio": round(loaded / empty, 3)})
     finally:
-        conn.close()
+        empty_conn.close()
         env.drop_database("scale_empty")
+    return {"drain_rounds": rounds, "drain_ratio": round(statistics.median(r["ratio"] for r in rounds), 3)}
 
 
 def id_inserts(env: BenchEnv, rows: int) -> dict[str, Any]:
@@ -245,10 +254,6 @@ def id_inserts(env: BenchEnv, rows: int) -> dict[str, Any]:
 def scale_bench(env: BenchEnv) -> dict[str, Any]:
     cfg = env.cfg
     result: dict[str, Any] = {"sizes": {str(n): scale_once(env, n) for n in cfg.scale_sizes}}
-    if cfg.scale_drain_n:
-        result["drain_empty_per_second"] = empty_drain(env)
-        for row in result["sizes"].values():
-            row["drain_ratio"] = round(row["drain_loaded_per_second"] / result["drain_empty_per_second"], 3)
     if cfg.id_rows:
         result["ids"] = id_inserts(env, cfg.id_rows)
     return result
