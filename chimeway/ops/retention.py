@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import peewee
+
 from chimeway import db as dbmod
 from chimeway.ops import partitions
 from chimeway.states import TERMINAL_SQL
@@ -42,6 +44,11 @@ CHUNK = 5000
 #: PostgreSQL: attempts and events per delivery read as a range of ids before the range is given up
 #: for a lookup per delivery (see :func:`_children`).
 RANGE_ROWS = 4
+#: PostgreSQL: how long a chunk's unlocked delete waits for a writer holding one of its deliveries
+#: before the chunk is taken again with its candidates locked (see :func:`_remove`).
+CONTENDED_WAIT = "100ms"
+#: SQLSTATE of a row naming a deleted delivery (migration 0010's trigger, as a foreign key's).
+FOREIGN_KEY_VIOLATION = "23503"
 
 _TERMINAL_PAST = f"d.{TERMINAL_SQL} AND d.updated_at < %s"
 _NOTHING_NEWER = """NOT EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id AND a.created_at >= %s)
@@ -152,44 +159,69 @@ def _count(database: Any, bounds: _Bounds) -> tuple[int, int, int, int]:
 
 
 def _delete(database: Any, bounds: _Bounds) -> tuple[int, int, int, int]:
-    cutoff = bounds.cutoff
-    postgres = dbmod.is_postgres(database)
-    lock = " FOR UPDATE OF d SKIP LOCKED" if postgres else ""
-    # Where each row is: deleted by it on PostgreSQL (stable while the row is locked), not looked up
-    # again by id.
-    row = "CAST(d.ctid AS text)" if postgres else "NULL"
     totals = [0, 0, 0, 0]
     after: tuple[Any, Any] | None = None
     while True:
-        with _horizon(database, cutoff):
-            keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
-            candidates = dbmod.execute(
-                _NEXT.format(after=keyset, lock=lock, row=row), (bounds.walk_before, *(after or ()), CHUNK), database
-            ).fetchall()
-            if candidates:
-                after = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
-                rows = {c[0]: c[2] for c in candidates}
-                for total, removed in enumerate(_remove(rows, cutoff, database)):
-                    totals[total] += removed
-        if len(candidates) < CHUNK:
+        # On PostgreSQL each chunk is first tried without locking its candidates beforehand (see
+        # _remove); if that meets a row a writer holds or one that gained an attempt or an event
+        # meanwhile, the chunk is undone and taken again with its candidates locked.
+        try:
+            with _horizon(database, bounds.cutoff):
+                count, last, removed = _chunk(database, bounds, after, locked=not dbmod.is_postgres(database))
+        except _Contended:
+            with _horizon(database, bounds.cutoff):
+                count, last, removed = _chunk(database, bounds, after, locked=True)
+        after = last or after
+        for total, value in enumerate(removed):
+            totals[total] += value
+        if count < CHUNK:
             break
     while True:
         with _horizon(database, bounds.orphan_cutoff):
-            removed = dbmod.execute(
+            orphans = dbmod.execute(
                 f"DELETE FROM chimeway_events WHERE id IN (SELECT id {_EXPIRED_ORPHANS} LIMIT %s)",
                 (bounds.orphans_before, CHUNK), database,
             ).rowcount
-        totals[3] += removed
-        if removed < CHUNK:
+        totals[3] += orphans
+        if orphans < CHUNK:
             break
     return totals[0], totals[1], totals[2], totals[3]
 
 
-def _remove(candidates: dict[str, str | None], cutoff: Any, database: Any) -> tuple[int, int, int]:
+class _Contended(Exception):
+    """A chunk tried without locks met a writer: undone, to be taken again with its candidates locked."""
+
+
+def _chunk(
+    database: Any, bounds: _Bounds, after: tuple[Any, Any] | None, *, locked: bool
+) -> tuple[int, tuple[Any, Any] | None, tuple[int, int, int]]:
+    """The next chunk of the walk: (candidates seen, the keyset of the last, (deliveries, attempts, events) removed)."""
+    postgres = dbmod.is_postgres(database)
+    lock = " FOR UPDATE OF d SKIP LOCKED" if postgres and locked else ""
+    # On PostgreSQL the row's place (ctid): deleted by it, not looked up again by id.
+    row = "CAST(d.ctid AS text)" if postgres else "NULL"
+    keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
+    candidates = dbmod.execute(
+        _NEXT.format(after=keyset, lock=lock, row=row), (bounds.walk_before, *(after or ()), CHUNK), database
+    ).fetchall()
+    if not candidates:
+        return 0, None, (0, 0, 0)
+    last = (candidates[-1][1], candidates[-1][0])  # (updated_at, id)
+    removed = _remove({c[0]: c[2] for c in candidates}, bounds, database, locked=locked)
+    return len(candidates), last, removed
+
+
+def _remove(candidates: dict[str, str | None], bounds: _Bounds, database: Any, *, locked: bool) -> tuple[int, int, int]:
     """Delete the candidates (id -> ctid on PostgreSQL) none of whose attempts or events is newer than
-    the cutoff, with those rows: (deliveries, attempts, events). The candidates are locked (PostgreSQL)
-    or alone (SQLite's single writer), so no row of theirs can appear meanwhile: a writer holds its
-    delivery first."""
+    the cutoff, with those rows: (deliveries, attempts, events).
+
+    Locked (SQLite: alone, its single writer), no row of a candidate can appear meanwhile: a writer
+    holds its delivery first. Not locked (PostgreSQL's first try), only a chunk with no row left to
+    delete is taken: its deliveries go in one statement that waits :data:`CONTENDED_WAIT` at most for
+    a writer holding one, skips one a writer changed, and is refused by the delete trigger if a row
+    names one. Any of these undoes the chunk (:class:`_Contended`). It saves the locking pass over
+    every row: about a tenth of a day's prune at 10 M deliveries."""
+    cutoff = bounds.cutoff
     children = _children(list(candidates), cutoff, database)
     newer = {delivery for _, _, delivery, is_newer in children if is_newer}
     expired = [c for c in candidates if c not in newer]
@@ -198,22 +230,38 @@ def _remove(candidates: dict[str, str | None], cutoff: Any, database: Any) -> tu
     gone = set(expired)
     # Children first (the deliveries' delete is refused while a row names one); what is left of them
     # is older than the cutoff, in partitions not dropped yet or in SQLite's one table.
+    left = [(kind, child) for kind, child, delivery, _ in children if delivery in gone]
+    if left and not locked:
+        raise _Contended()
     removed = {"a": 0, "e": 0}
     for kind, table, column in (("e", "chimeway_events", "received_at"), ("a", "chimeway_delivery_attempts", "created_at")):
-        ids = [child for k, child, delivery, _ in children if k == kind and delivery in gone]
+        ids = [child for k, child in left if k == kind]
         if ids:
             among, params = _among(ids, database)
             removed[kind] = dbmod.execute(
                 f"DELETE FROM {table} WHERE id {among} AND {column} < %s", [*params, cutoff], database
             ).rowcount
     among, params = _among(expired, database)
-    if dbmod.is_postgres(database):
-        where = f"ctid = ANY(CAST(%s AS tid[])) AND id {among}"  # the id as a check
-        params = [_array(candidates[c] for c in expired), *params]
-    else:
-        where = f"id {among}"
-    deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE {where}", params, database).rowcount
-    return deliveries, removed["a"], removed["e"]
+    if not dbmod.is_postgres(database):
+        deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id {among}", params, database).rowcount
+        return deliveries, removed["a"], removed["e"]
+    # By place, the id as a check; unlocked, also what made it a candidate, on the row as it is now.
+    where = f"ctid = ANY(CAST(%s AS tid[])) AND id {among}"
+    params = [_array(candidates[c] for c in expired), *params]
+    if locked:
+        deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE {where}", params, database).rowcount
+        return deliveries, removed["a"], removed["e"]
+    dbmod.execute(f"SET LOCAL lock_timeout = '{CONTENDED_WAIT}'", db=database)
+    try:
+        deliveries = dbmod.execute(
+            f"DELETE FROM chimeway_deliveries d WHERE {where} AND {_TERMINAL_PAST}", [*params, bounds.walk_before],
+            database,
+        ).rowcount
+    except peewee.DatabaseError as err:
+        if dbmod.sqlstate(err) in (partitions.LOCK_NOT_AVAILABLE, FOREIGN_KEY_VIOLATION):
+            raise _Contended() from err
+        raise
+    return deliveries, 0, 0
 
 
 def _among(ids: list[str], database: Any) -> tuple[str, list[Any]]:

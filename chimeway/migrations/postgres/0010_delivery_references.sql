@@ -19,12 +19,14 @@ ALTER TABLE chimeway_events DROP CONSTRAINT chimeway_events_delivery_id_fkey;
 -- random UUIDv4 ids, or a scattered set), each deleted delivery is looked up on its own instead.
 CREATE FUNCTION chimeway_refuse_referenced_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    lo uuid := (SELECT id FROM gone ORDER BY id LIMIT 1);
-    hi uuid := (SELECT id FROM gone ORDER BY id DESC LIMIT 1);
-    most bigint := 4 * (SELECT count(*) FROM gone);
+    lo uuid;
+    hi uuid;
+    most bigint;
     near uuid[];
     one uuid;
 BEGIN
+    -- uuid has no min() before PostgreSQL 16; its text in the C collation sorts as the uuid does.
+    SELECT min(id::text COLLATE "C")::uuid, max(id::text COLLATE "C")::uuid, 4 * count(*) INTO lo, hi, most FROM gone;
     IF lo IS NULL THEN
         RETURN NULL;
     END IF;
@@ -34,7 +36,9 @@ BEGIN
                           UNION ALL
                           SELECT delivery_id FROM chimeway_events WHERE delivery_id BETWEEN $1 AND $2 LIMIT $3)'
         INTO near USING lo, hi, most + 1;
-    IF cardinality(near) <= most THEN
+    IF cardinality(near) = 0 THEN
+        RETURN NULL;  -- what prune's chunks find: the rows left with their month's partition
+    ELSIF cardinality(near) <= most THEN
         one := (SELECT g.id FROM gone g WHERE g.id = ANY (near) LIMIT 1);
     ELSE  -- the range is crowded: look each deleted delivery up
         one := (SELECT g.id FROM gone g WHERE EXISTS (SELECT 1 FROM chimeway_delivery_attempts a WHERE a.delivery_id = g.id)
