@@ -197,6 +197,7 @@ def test_given_a_row_the_unlocked_read_missed_then_the_chunk_is_undone_and_taken
         return [] if len(reads) == 1 else real(ids, cutoff, database)
 
     monkeypatch.setattr(retention, "_children", first_read_misses)
+    assert ids(Delivery) == bare | {with_rows}
     # When prune runs
     result = prune_history(runtime=configured)
     # Then the unlocked delete was refused by the delete trigger, undone, and the chunk taken again with
