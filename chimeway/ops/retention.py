@@ -11,8 +11,8 @@ A delivery is removed only once everything it owns is past retention: it is term
 changed before the cutoff, and no attempt or event of it is newer (a late "opened" keeps it).
 Orphans still within the reconcile max age are kept even when retention is shorter, so the
 reconciler never loses one it may still link. Each chunk is its own short transaction; rows a
-worker or the projection holds are skipped (SKIP LOCKED) and taken by the next run, so prune never
-waits on a worker.
+worker or the projection holds are skipped (SKIP LOCKED) and taken by the next run: prune waits for a
+worker at most CONTENDED_WAIT, in a chunk's first, unlocked try (see :func:`_remove`).
 
 On PostgreSQL the attempts and the ledger are partitioned by month (migration 0009): a month past
 retention leaves by dropping its partition (chimeway/ops/partitions.py), and the chunked delete then
