@@ -220,7 +220,7 @@ def _remove(candidates: dict[str, str | None], bounds: _Bounds, database: Any, *
     delete is taken: its deliveries go in one statement that waits :data:`CONTENDED_WAIT` at most for
     a writer holding one, skips one a writer changed, and is refused by the delete trigger if a row
     names one. Any of these undoes the chunk (:class:`_Contended`). It saves the locking pass over
-    every row: about a tenth of a day's prune at 10 M deliveries."""
+    every row (at 1 M deliveries, the chunks' reads went from 0.26 to 0.12–0.16 s)."""
     cutoff = bounds.cutoff
     children = _children(list(candidates), cutoff, database)
     newer = {delivery for _, _, delivery, is_newer in children if is_newer}
@@ -242,15 +242,13 @@ def _remove(candidates: dict[str, str | None], bounds: _Bounds, database: Any, *
                 f"DELETE FROM {table} WHERE id {among} AND {column} < %s", [*params, cutoff], database
             ).rowcount
     among, params = _among(expired, database)
-    if not dbmod.is_postgres(database):
-        deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE id {among}", params, database).rowcount
-        return deliveries, removed["a"], removed["e"]
-    # By place, the id as a check; unlocked, also what made it a candidate, on the row as it is now.
-    where = f"ctid = ANY(CAST(%s AS tid[])) AND id {among}"
-    params = [_array(candidates[c] for c in expired), *params]
+    where = f"id {among}"
+    if dbmod.is_postgres(database):  # by place, the id as a check
+        where, params = f"ctid = ANY(CAST(%s AS tid[])) AND {where}", [_array(candidates[c] for c in expired), *params]
     if locked:
         deliveries = dbmod.execute(f"DELETE FROM chimeway_deliveries WHERE {where}", params, database).rowcount
         return deliveries, removed["a"], removed["e"]
+    # Unlocked: also what made it a candidate, on the row as it is now.
     dbmod.execute(f"SET LOCAL lock_timeout = '{CONTENDED_WAIT}'", db=database)
     try:
         deliveries = dbmod.execute(

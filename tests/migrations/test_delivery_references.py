@@ -122,10 +122,6 @@ def test_given_a_delivery_when_its_id_is_changed_then_it_is_refused(database):
                              database).rowcount == 1
 
 
-def _url(database: peewee.Database) -> str:
-    return f"postgresql://postgres@127.0.0.1:5432/{database.database}"
-
-
 def _blocked(url: str) -> bool:
     conn = psycopg2.connect(url)
     try:
@@ -168,9 +164,10 @@ def _race(url: str, first_sql: str, first_params: tuple, second_sql: str, second
         second.close()
 
 
-def test_given_an_insert_not_committed_when_its_delivery_is_deleted_then_the_delete_waits_and_is_refused(database):
-    url = _url(database)
-    err = _race(url, ATTEMPT.format(table="chimeway_delivery_attempts"), (new_id(), BARE, datetime.now(UTC)),
+def test_given_an_insert_not_committed_when_its_delivery_is_deleted_then_the_delete_waits_and_is_refused(
+    database, pg_empty_url
+):
+    err = _race(pg_empty_url, ATTEMPT.format(table="chimeway_delivery_attempts"), (new_id(), BARE, datetime.now(UTC)),
                 "DELETE FROM chimeway_deliveries WHERE id = %s", (BARE,))
     assert err is not None and err.pgcode == "23503"
     assert dbmod.execute("SELECT count(*) FROM chimeway_delivery_attempts WHERE delivery_id = %s", (BARE,),
@@ -178,11 +175,10 @@ def test_given_an_insert_not_committed_when_its_delivery_is_deleted_then_the_del
 
 
 def test_given_a_delete_not_committed_when_a_row_naming_its_delivery_is_inserted_then_the_insert_waits_and_is_refused(
-    database,
+    database, pg_empty_url
 ):
-    url = _url(database)
     at = datetime.now(UTC)
-    err = _race(url, "DELETE FROM chimeway_deliveries WHERE id = %s", (BARE,),
+    err = _race(pg_empty_url, "DELETE FROM chimeway_deliveries WHERE id = %s", (BARE,),
                 EVENT.format(table="chimeway_events"), (new_id(), BARE, at, at))
     assert err is not None and err.pgcode == "23503"
     assert dbmod.execute("SELECT count(*) FROM chimeway_events WHERE delivery_id = %s", (BARE,), database
