@@ -207,3 +207,31 @@ def test_given_a_row_the_unlocked_read_missed_then_the_chunk_is_undone_and_taken
     assert len(reads) == 2
     assert (result.deliveries, result.attempts, result.events) == (4, 1, 1)
     assert ids(Delivery) == set() and Attempt.select().count() == 0 and Event.select().count() == 0
+
+
+def test_given_a_place_that_now_holds_another_delivery_then_the_chunk_is_undone_and_taken_again_locked(
+    configured, pg_only, monkeypatch
+):
+    from chimeway.ops import retention
+
+    # Given two expired deliveries in two chunks, and a first read of the walk that gives the first
+    # one's place as the second's (as when VACUUM freed a place and another row took it)
+    monkeypatch.setattr(retention, "CHUNK", 1)
+    first, second = _bare("succeeded", 121), _bare("succeeded", 120)
+    place = dict(db.execute("SELECT CAST(id AS text), CAST(ctid AS text) FROM chimeway_deliveries").fetchall())
+    calls = []
+    real = retention._remove
+
+    def first_place_moved(candidates, bounds, database, *, locked):
+        calls.append(locked)
+        if len(calls) == 1:
+            candidates = {first: place[second]}
+        return real(candidates, bounds, database, locked=locked)
+
+    monkeypatch.setattr(retention, "_remove", first_place_moved)
+    # When prune runs
+    result = prune_history(runtime=configured)
+    # Then the delete that took another delivery than the candidate was undone and the chunk taken
+    # again locked: each delivery went in its own chunk, none was skipped
+    assert calls[:2] == [False, True]
+    assert result.deliveries == 2 and ids(Delivery) == set()
