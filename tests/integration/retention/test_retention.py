@@ -136,9 +136,7 @@ def test_given_deliveries_made_between_the_expired_ones_then_prune_takes_only_th
     first = history("succeeded", days=120)
     others = {history("succeeded", days=5) for _ in range(between)} | {history("pending", days=200)}
     last = history("succeeded", days=120, event_days=200)
-    statements: list[str] = []
-    execute = db.execute
-    monkeypatch.setattr(db, "execute", lambda sql, *args, **kw: statements.append(sql) or execute(sql, *args, **kw))
+    statements = _recorded(monkeypatch)
     # When prune runs
     result = prune_history(runtime=configured)
     # Then the expired two went with their rows; the rows of the others, read with them, all stay
@@ -182,56 +180,47 @@ def test_given_a_writer_holding_an_expired_delivery_then_prune_neither_waits_for
     assert prune_history(runtime=configured).deliveries == 1
 
 
-def test_given_a_row_the_unlocked_read_missed_then_the_chunk_is_undone_and_taken_again_locked(
-    configured, history, pg_only, monkeypatch
-):
-    from chimeway.ops import retention
-
-    # Given expired deliveries, one of which still has an attempt and an event that the first read of
-    # the chunk does not see (as if they were committed just after it)
-    bare = {_bare("succeeded", 120) for _ in range(3)}
-    with_rows = history("succeeded", days=120)
-    reads = []
-    real = retention._children
-
-    def first_read_misses(ids, cutoff, database):
-        reads.append(len(ids))
-        return [] if len(reads) == 1 else real(ids, cutoff, database)
-
-    monkeypatch.setattr(retention, "_children", first_read_misses)
-    assert ids(Delivery) == bare | {with_rows}
-    # When prune runs
-    result = prune_history(runtime=configured)
-    # Then the unlocked delete was refused by the delete trigger, undone, and the chunk taken again with
-    # its candidates locked: everything expired went, rows first
-    assert len(reads) == 2
-    assert (result.deliveries, result.attempts, result.events) == (4, 1, 1)
-    assert ids(Delivery) == set() and Attempt.select().count() == 0 and Event.select().count() == 0
-
-
-def test_given_a_place_that_now_holds_another_delivery_then_the_chunk_is_undone_and_taken_again_locked(
+def test_given_expired_deliveries_with_no_row_left_then_each_chunk_goes_in_one_unlocked_statement(
     configured, pg_only, monkeypatch
 ):
     from chimeway.ops import retention
 
-    # Given two expired deliveries in two chunks, and a first read of the walk that gives the first
-    # one's place as the second's (as when VACUUM freed a place and another row took it)
-    monkeypatch.setattr(retention, "CHUNK", 1)
-    first, second = _bare("succeeded", 121), _bare("succeeded", 120)
-    place = dict(db.execute("SELECT CAST(id AS text), CAST(ctid AS text) FROM chimeway_deliveries").fetchall())
-    calls = []
-    real = retention._remove
-
-    def first_place_moved(candidates, bounds, database, *, locked):
-        calls.append(locked)
-        if len(calls) == 1:
-            candidates = {first: place[second]}
-        return real(candidates, bounds, database, locked=locked)
-
-    monkeypatch.setattr(retention, "_remove", first_place_moved)
+    # Given expired deliveries whose attempts and events are gone (as after their month's drop), in
+    # three chunks
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    expired = {_bare("succeeded", 120) for _ in range(5)}
+    kept = _bare("succeeded", 5)
+    statements = _recorded(monkeypatch)
     # When prune runs
     result = prune_history(runtime=configured)
-    # Then the delete that took another delivery than the candidate was undone and the chunk taken
-    # again locked: each delivery went in its own chunk, none was skipped
-    assert calls[:2] == [False, True]
-    assert result.deliveries == 2 and ids(Delivery) == set()
+    # Then they went chunk by chunk in the single statement, none locked beforehand
+    assert result.deliveries == 5 and ids(Delivery) == {kept} and not expired & ids(Delivery)
+    assert sum("WITH chunk" in sql for sql in statements) == 3
+    assert not any("FOR UPDATE" in sql for sql in statements)
+
+
+def test_given_a_candidate_that_still_has_rows_then_the_chunk_is_undone_and_taken_again_locked(
+    configured, history, pg_only, monkeypatch
+):
+    # Given expired deliveries, one of which still has its attempt and its event (in a partition not
+    # dropped, or committed just after the chunk was read)
+    bare = {_bare("succeeded", 120) for _ in range(3)}
+    with_rows = history("succeeded", days=120)
+    assert ids(Delivery) == bare | {with_rows}
+    statements = _recorded(monkeypatch)
+    # When prune runs
+    result = prune_history(runtime=configured)
+    # Then the unlocked delete was refused by the delete trigger and undone, and the chunk taken again
+    # with its candidates locked: everything expired went, rows first
+    assert (result.deliveries, result.attempts, result.events) == (4, 1, 1)
+    assert ids(Delivery) == set() and Attempt.select().count() == 0 and Event.select().count() == 0
+    tries = [sql for sql in statements if "WITH chunk" in sql or "FOR UPDATE OF d" in sql]
+    assert ["WITH chunk" in sql for sql in tries[:2]] == [True, False]
+
+
+def _recorded(monkeypatch) -> list[str]:
+    """The SQL text of every statement run through chimeway.db.execute from now on."""
+    statements: list[str] = []
+    execute = db.execute
+    monkeypatch.setattr(db, "execute", lambda sql, *args, **kw: statements.append(sql) or execute(sql, *args, **kw))
+    return statements
