@@ -66,7 +66,7 @@ _NEXT = (
 )
 
 #: PostgreSQL's first try of a chunk, in one statement: the next candidates (as _NEXT, not locked)
-#: deleted by place, each re-checked on the row as it is now; (candidates, deleted, the last one's
+#: deleted by place, each checked again; (candidates, deleted, the last one's
 #: keyset), no row when there is no candidate left (params: bound, keyset, limit, bound).
 _TAKE = f"""
 WITH chunk AS MATERIALIZED (
@@ -221,9 +221,10 @@ def _take(database: Any, bounds: _Bounds, after: tuple[Any, Any] | None) -> _Chu
     their rows, then deleting them by place, a day's walk at 10 M deliveries went from 9.0–13.0 to
     3.7–4.6 s (measured alternately on copies of one loaded database).
 
-    The delete waits :data:`CONTENDED_WAIT` at most for a writer holding a candidate, re-checks on
-    the row as it is now what made it a candidate (a writer that changed it moved its updated_at on),
-    and is refused by the delete trigger (migration 0010) if any attempt or event names a candidate.
+    The delete waits :data:`CONTENDED_WAIT` at most for a writer holding a candidate; a candidate a
+    writer changed meanwhile has a new version at another place, which a delete by place does not
+    follow (what made it a candidate is checked again too); and the delete trigger (migration 0010)
+    refuses the statement if any attempt or event names a candidate.
     The first two make :class:`_Contended`; so does the refusal, which also covers a late "opened"
     keeping its delivery: the locked walk (:func:`_chunk`) sorts those out."""
     keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""

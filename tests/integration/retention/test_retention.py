@@ -180,6 +180,28 @@ def test_given_a_writer_holding_an_expired_delivery_then_prune_neither_waits_for
     assert prune_history(runtime=configured).deliveries == 1
 
 
+def test_given_a_writer_reopening_an_expired_delivery_as_prune_runs_then_it_is_kept(configured, pg_only):
+    # Given expired deliveries with no row left, one of which a writer (a redrive) has reopened and
+    # commits while prune's delete waits for it (50 ms, inside the 100 ms it waits)
+    expired = [_bare("succeeded", 120) for _ in range(5)]
+    writer = psycopg2.connect(configured.settings.database_url)
+    try:
+        writer.cursor().execute(
+            "UPDATE chimeway_deliveries SET status = 'pending', updated_at = now() WHERE id = %s", (expired[2],)
+        )
+        commit = threading.Timer(0.05, writer.commit)
+        commit.start()
+        # When prune runs
+        result = prune_history(runtime=configured)
+        commit.join()
+    finally:
+        writer.close()
+    # Then the delete by place did not follow the row to the version the writer made (or, had the
+    # wait run out, the locked walk skipped it): the reopened delivery is kept, open
+    assert result.deliveries == 4 and ids(Delivery) == {expired[2]}
+    assert Delivery.get_by_id(expired[2]).status == "pending"
+
+
 def test_given_expired_deliveries_with_no_row_left_then_each_chunk_goes_in_one_unlocked_statement(
     configured, pg_only, monkeypatch
 ):
