@@ -66,8 +66,8 @@ _NEXT = (
 )
 
 #: PostgreSQL's first try of a chunk, in one statement: the next candidates (as _NEXT, not locked)
-#: deleted by place, each checked again; (candidates, deleted, the last one's
-#: keyset), no row when there is no candidate left (params: bound, keyset, limit, bound).
+#: deleted by place, each checked again; (candidates, deleted, the last one's keyset), no row when
+#: there is no candidate left (params: bound, keyset, limit, bound).
 _TAKE = f"""
 WITH chunk AS MATERIALIZED (
     SELECT d.ctid AS place, d.id, d.updated_at FROM chimeway_deliveries d WHERE {_TERMINAL_PAST} {{after}}
@@ -77,6 +77,9 @@ gone AS (
 SELECT (SELECT count(*) FROM chunk), (SELECT count(*) FROM gone), CAST(last.updated_at AS text), CAST(last.id AS text)
   FROM (SELECT updated_at, id FROM chunk ORDER BY updated_at DESC, id DESC LIMIT 1) last
 """
+
+#: The walk's keyset: after the last candidate of the previous chunk (params: its updated_at, id).
+_AFTER = "AND (d.updated_at, d.id) > (%s, %s)"
 
 #: The attempts and events of a set of deliveries: (table, id, delivery id, newer than the cutoff).
 #: ``{where}`` is either a range of delivery ids or a list of them (see :func:`_children`).
@@ -227,7 +230,7 @@ def _take(database: Any, bounds: _Bounds, after: tuple[Any, Any] | None) -> _Chu
     refuses the statement if any attempt or event names a candidate.
     The first two make :class:`_Contended`; so does the refusal, which also covers a late "opened"
     keeping its delivery: the locked walk (:func:`_chunk`) sorts those out."""
-    keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
+    keyset = _AFTER if after else ""
     dbmod.execute(f"SET LOCAL lock_timeout = '{CONTENDED_WAIT}'", db=database)
     try:
         row = dbmod.execute(
@@ -248,7 +251,7 @@ def _chunk(database: Any, bounds: _Bounds, after: tuple[Any, Any] | None) -> _Ch
     postgres = dbmod.is_postgres(database)
     # On PostgreSQL the row's place (ctid): deleted by it, not looked up again by id.
     row = "CAST(d.ctid AS text)" if postgres else "NULL"
-    keyset = "AND (d.updated_at, d.id) > (%s, %s)" if after else ""
+    keyset = _AFTER if after else ""
     # SQLite has one writer at a time: prune's transaction is it.
     lock = " FOR UPDATE OF d SKIP LOCKED" if postgres else ""
     candidates = dbmod.execute(
