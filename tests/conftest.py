@@ -80,8 +80,10 @@ def pg_url(pg_session_url: str) -> str:
     conn = psycopg2.connect(pg_session_url)
     conn.autocommit = True
     try:
-        # chimeway_event_keys (0009) holds the ledger's idempotency keys: emptied with the ledger.
-        tables = ", ".join([*(model._meta.table_name for model in ALL_MODELS), "chimeway_event_keys"])
+        # chimeway_event_keys (0009) holds the ledger's idempotency keys: emptied with the ledger;
+        # the outcome counts (0011) with the deliveries they count.
+        derived = ("chimeway_event_keys", "chimeway_outcome_changes", "chimeway_outcome_hours")
+        tables = ", ".join([*(model._meta.table_name for model in ALL_MODELS), *derived])
         conn.cursor().execute(f"TRUNCATE {tables}")
     finally:
         conn.close()

@@ -2,7 +2,8 @@
 
 Jobs (schedules from CHIMEWAY_RECONCILE_CRON, CHIMEWAY_SWEEP_CRON, CHIMEWAY_PRUNE_CRON): enqueue the
 reconcile actor, enqueue the sweep actor, prune raw webhook rows and the history past retention
-(run here: short DELETE loops in chunks). Any number of scheduler processes may run: each tick is claimed in Redis with ``SET NX`` on
+(run here: short DELETE loops in chunks); and every minute fold the outcome counts the triggers
+appended (chimeway.ops.outcomes). Any number of scheduler processes may run: each tick is claimed in Redis with ``SET NX`` on
 a key naming the job and the tick's own scheduled time, so exactly one process fires it, and a
 restarted process starts from the next tick after "now", never re-firing one already past. Without
 Redis the claims live in this process (one scheduler only).
@@ -51,7 +52,9 @@ class SchedulerResult:
 
 
 def default_jobs(runtime: Runtime) -> list[Job]:
-    """Reconcile and sweep go to the workers through their actors; prune runs in the scheduler."""
+    """Reconcile and sweep go to the workers through their actors; prune and the fold of outcome
+    counts (a statement or two a minute) run in the scheduler."""
+    from chimeway.ops import outcomes
     from chimeway.ops.retention import prune_history
     from chimeway.webhooks.pruner import prune
 
@@ -64,6 +67,7 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         Job("reconcile", settings.reconcile_cron, lambda tick: runtime.actors["reconcile_orphans"].send()),
         Job("sweep", settings.sweep_cron, lambda tick: runtime.actors["sweep_actor"].send()),
         Job("prune", settings.prune_cron, prune_all),
+        Job("outcomes", outcomes.FOLD_CRON, lambda tick: outcomes.fold(runtime.database)),
     ]
 
 

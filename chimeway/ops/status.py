@@ -1,8 +1,9 @@
 """What ``chimeway status`` reports: schema version, each configured adapter's circuit, table sizes (estimates), open deliveries,
 terminal outcomes of the last hour and day, stalled deliveries, retention and the orphan backlog.
 One read-only pass whose cost follows the open deliveries and the recent window, never the history:
-open rows are counted in the partial index chimeway_deliveries_open, recent outcomes in
-chimeway_deliveries_closed, table sizes come from the catalog. No recipients or payloads shown.
+open rows are counted in the partial index chimeway_deliveries_open, recent outcomes from the hourly
+counts kept as deliveries change (plus the part of an hour at the window's start, counted in
+chimeway_deliveries_closed), table sizes come from the catalog. No recipients or payloads shown.
 
 The console's overview reads the same functions, scoped to its tenant: one home for these queries."""
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from chimeway import db
 from chimeway.models import ALL_MODELS
+from chimeway.ops import outcomes
 from chimeway.states import OPEN_SQL, TERMINAL, TERMINAL_SQL, Status
 from chimeway.store import deliveries
 from chimeway.store.migrator import status as schema_status
@@ -64,18 +66,13 @@ def open_counts(database: Any, tenant: str | None = None) -> dict[str, int]:
 
 
 def recent(database: Any, tenant: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Deliveries that reached a terminal state in each of RECENT_WINDOWS, by status and reason."""
-    found = {}
-    for name, window in RECENT_WINDOWS.items():
-        params: list[Any] = [db.to_db_time(db.now() - window, database)]
-        scope = _of_tenant(tenant, params)
-        rows = db.execute(
-            f"SELECT status, COALESCE(reason, ''), COUNT(*) FROM chimeway_deliveries "
-            f"WHERE {TERMINAL_SQL} AND updated_at >= %s{scope} GROUP BY status, reason ORDER BY status, reason",
-            params, db=database,
-        ).fetchall()
-        found[name] = [{"status": s, "reason": r or None, "count": n} for s, r, n in rows]
-    return found
+    """Deliveries that reached a terminal state in each of RECENT_WINDOWS, by status and reason: the
+    whole hours from the counts kept as deliveries change (chimeway.ops.outcomes), the rest counted."""
+    now = db.now()
+    return {
+        name: [{"status": s, "reason": r, "count": n} for s, r, n in outcomes.finished(database, now - window, tenant)]
+        for name, window in RECENT_WINDOWS.items()
+    }
 
 
 def stalled(runtime: Runtime, tenant: str | None = None) -> int:

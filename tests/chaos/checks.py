@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.harness.outcomes import drift_of
+
 TERMINAL = ("succeeded", "suppressed", "cancelled")
 
 
@@ -130,6 +132,8 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
         "count(*) FROM chimeway_events"
     )
     orphans_total, reconciled_total, events_total = cur.fetchone()
+    # The outcome counts (migration 0011), kept by triggers and folded by the scheduler under the faults
+    outcome_drift = drift_of(lambda text: (cur.execute(text), cur.fetchall())[1], postgres=True)
     letters = dead_letters(redis_client)
     letter_messages = dead_letter_messages(redis_client)
     for message in letter_messages:
@@ -156,6 +160,7 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
         "forged_stored": forged_stored,
         "orphans_unlinked": orphans_unlinked,
         "dead_letters": sum(letters.values()),
+        "outcome_counts_off": len(outcome_drift),
     }
     report = {
         "committed": len(committed_ids),
@@ -174,6 +179,7 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
         "dead_letter_sets": letters,
         "dead_letter_messages": letter_messages,
         "examples": {"lost": (missing + not_terminal)[:5], "over_budget": over_budget[:5],
-                     "unexplained_calls": unexplained[:5]},
+                     "unexplained_calls": unexplained[:5],
+                     "outcome_counts_off": [[str(k) for k in key] + list(v) for key, v in list(outcome_drift.items())[:5]]},
     }
     return {"invariants": invariants, "report": report}

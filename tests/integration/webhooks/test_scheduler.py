@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chimeway import db
 from chimeway.models import Event
 from chimeway.ops.scheduler import Job, Scheduler, default_jobs
 from chimeway.testing import drain, start_worker
@@ -97,7 +98,7 @@ def test_three_scheduler_processes_over_several_ticks_fire_each_tick_exactly_onc
     assert fired == len(ticks)
 
 
-def test_the_default_jobs_enqueue_reconcile_and_sweep_and_a_worker_links_the_orphan(
+def test_the_default_jobs_enqueue_reconcile_and_sweep_fold_outcomes_and_a_worker_links_the_orphan(
     database_url, secrets, make_delivery, orphan, redis_namespace
 ) -> None:
     runtime = runtime_mod.configure(
@@ -107,13 +108,17 @@ def test_the_default_jobs_enqueue_reconcile_and_sweep_and_a_worker_links_the_orp
         orphan("postmark", "pm-scheduled")
         make_delivery("postmark", "pm-scheduled")
         scheduler = Scheduler(runtime)
-        assert [job.name for job in scheduler.jobs] == ["reconcile", "sweep", "prune"]
+        assert [job.name for job in scheduler.jobs] == ["reconcile", "sweep", "prune", "outcomes"]
         scheduler.start(T + timedelta(minutes=4, seconds=59))
-        assert sorted(name for name, _ in scheduler.run_due(T + timedelta(minutes=5))) == ["reconcile", "sweep"]
+        assert sorted(name for name, _ in scheduler.run_due(T + timedelta(minutes=5))) == [
+            "outcomes", "reconcile", "sweep"]
+        # the delivery made above was counted by the trigger, and the fold moved it into its hour
+        assert db.execute("SELECT count(*) FROM chimeway_outcome_changes").fetchone()[0] == 0
+        assert db.execute("SELECT status, deliveries FROM chimeway_outcome_hours").fetchall() == [("succeeded", 1)]
         with start_worker(runtime):
             assert drain(runtime) == []
         assert [e.type for e in Event.select().where(Event.type == "reconciled")] == ["reconciled"]
-        assert [job.cron for job in default_jobs(runtime)] == ["*/5 * * * *", "* * * * *", "17 3 * * *"]
+        assert [job.cron for job in default_jobs(runtime)] == ["*/5 * * * *", "* * * * *", "17 3 * * *", "* * * * *"]
     finally:
         runtime_mod.reset()
 

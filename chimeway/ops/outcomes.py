@@ -1,0 +1,108 @@
+"""Terminal outcomes counted per hour as deliveries change (migration 0011), so that status and the
+console's overview read a day of outcomes from a few rows per hour instead of counting the day's
+deliveries (docs/architecture.md §9, "Outcome counts kept as deliveries change").
+
+Triggers on chimeway_deliveries append +1/-1 rows to chimeway_outcome_changes in the transaction that
+changes a delivery (into, out of or between terminal hours and outcomes; a delete by prune too).
+:func:`fold` moves them into chimeway_outcome_hours; the scheduler runs it every minute. Appending
+rather than updating a counter is what keeps two workers finishing deliveries from waiting for each
+other's commit.
+
+:func:`finished` answers "how many deliveries reached each terminal outcome since ``since``" exactly
+as a count of the deliveries by ``updated_at`` would: the whole hours from the two tables, the part
+of an hour at the start of the window from the deliveries themselves (through the index on recent
+terminal outcomes), all in one statement and so one snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chimeway import db
+from chimeway.states import TERMINAL_SQL
+
+__all__ = ["FOLD_CRON", "Fold", "finished", "fold"]
+
+#: The scheduler's schedule for :func:`fold`: the fewer changes left unfolded, the less status reads.
+FOLD_CRON = "* * * * *"
+
+_FINISHED = """
+SELECT status, reason, SUM(n) FROM (
+    SELECT status, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM chimeway_deliveries
+     WHERE {terminal} AND updated_at >= %s AND updated_at < %s{scope} GROUP BY status, reason
+    UNION ALL
+    SELECT status, reason, SUM(deliveries) FROM chimeway_outcome_hours WHERE hour >= %s{scope} GROUP BY status, reason
+    UNION ALL
+    SELECT status, reason, SUM(deliveries) FROM chimeway_outcome_changes WHERE hour >= %s{scope} GROUP BY status, reason
+) AS counted
+GROUP BY status, reason HAVING SUM(n) <> 0 ORDER BY status, reason
+"""
+
+#: PostgreSQL: the changes are taken by a DELETE and added by the INSERT of the same statement, so a
+#: change committed meanwhile is either in both or in neither. Returns how many changes were folded
+#: and the hours where a count came to zero (those rows are deleted next).
+_FOLD_PG = """
+WITH moved AS (
+    DELETE FROM chimeway_outcome_changes RETURNING hour, tenant_id, status, reason, deliveries
+), folded AS (
+    INSERT INTO chimeway_outcome_hours AS h
+    SELECT hour, tenant_id, status, reason, SUM(deliveries) FROM moved GROUP BY 1, 2, 3, 4
+    ON CONFLICT (hour, tenant_id, status, reason) DO UPDATE SET deliveries = h.deliveries + EXCLUDED.deliveries
+    RETURNING h.hour, h.deliveries
+)
+SELECT (SELECT count(*) FROM moved), ARRAY(SELECT DISTINCT hour FROM folded WHERE deliveries = 0)
+"""
+
+#: SQLite: one writer at a time, so three statements in one transaction see the same changes.
+_FOLD_SQLITE = (
+    # "WHERE true": without it SQLite reads ON CONFLICT as a join constraint of the SELECT
+    "INSERT INTO chimeway_outcome_hours SELECT hour, tenant_id, status, reason, SUM(deliveries) "
+    "FROM chimeway_outcome_changes WHERE true GROUP BY 1, 2, 3, 4 "
+    "ON CONFLICT (hour, tenant_id, status, reason) DO UPDATE SET deliveries = deliveries + excluded.deliveries",
+    "DELETE FROM chimeway_outcome_hours WHERE deliveries = 0 "
+    "AND hour IN (SELECT hour FROM chimeway_outcome_changes)",
+    "DELETE FROM chimeway_outcome_changes",
+)
+
+
+@dataclass(frozen=True)
+class Fold:
+    changes: int  #: rows of chimeway_outcome_changes folded
+    emptied: int  #: rows of chimeway_outcome_hours removed because their count came to zero
+
+
+def fold(database: Any) -> Fold:
+    """Move every committed change into the hourly counts, in one transaction."""
+    with db.transaction(database):
+        if db.is_postgres(database):
+            moved, hours = db.execute(_FOLD_PG, db=database).fetchone()
+            emptied = 0
+            if hours:
+                emptied = db.execute("DELETE FROM chimeway_outcome_hours WHERE hour = ANY(%s) AND deliveries = 0",
+                                     (hours,), database).rowcount
+            return Fold(changes=moved, emptied=emptied)
+        add, empty, take = _FOLD_SQLITE
+        db.execute(add, db=database)
+        emptied = db.execute(empty, db=database).rowcount
+        return Fold(changes=db.execute(take, db=database).rowcount, emptied=emptied)
+
+
+def finished(database: Any, since: datetime, tenant: str | None = None) -> list[tuple[str, str | None, int]]:
+    """(status, reason, deliveries) of the deliveries that reached a terminal state at or after
+    ``since`` and are still there, by status and reason."""
+    since = since.astimezone(UTC)
+    whole = since.replace(minute=0, second=0, microsecond=0)
+    if whole < since:
+        whole += timedelta(hours=1)
+    scope, scoped = "", []
+    if tenant is not None:
+        scope, scoped = " AND tenant_id = %s", [tenant]
+    start, end = db.to_db_time(since, database), db.to_db_time(whole, database)
+    rows = db.execute(
+        _FINISHED.format(terminal=TERMINAL_SQL, scope=scope),
+        [start, end, *scoped, end, *scoped, end, *scoped],
+        database,
+    ).fetchall()
+    return [(status, reason or None, int(count)) for status, reason, count in rows]
