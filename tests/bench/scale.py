@@ -17,6 +17,8 @@ that are one or a few SQL statements each, so database time plus a little Python
 - ``sweep_idle_ms`` / ``reconcile_idle_ms``: a sweep and a reconcile with nothing to do, best of 5;
 - ``prune_day_seconds``: one prune removing the oldest day: its partitions dropped and their keys
   deleted (``prune_drop_seconds``, timed apart), then its deliveries by the chunked walk;
+- ``upgrade_count_seconds``: the SELECT with which migration 0011 counts an existing history's
+  outcomes per hour (the upgrade's cost on a database this size);
 - ``drain_ratio``: deliveries/s of the same workers draining ``scale_drain_n`` fresh sends on the
   loaded database divided by the same on an empty one, in ``scale_drain_rounds`` rounds that
   alternate the two; the median round (1.0: the history costs the hot path nothing).
@@ -124,6 +126,20 @@ def load_history(conn: Any, url: str, n: int) -> None:
     say(f"scale {n}: loaded and analyzed in {time.monotonic() - started:.0f}s")
 
 
+def upgrade_count_seconds(conn: Any) -> float:
+    """How long migration 0011's count of an existing history takes: its SELECT, timed on the loaded
+    database (the upgrade inserts these groups, a few thousand rows)."""
+    cur = conn.cursor()
+    started = time.monotonic()
+    cur.execute(
+        "SELECT count(*) FROM (SELECT date_trunc('hour', updated_at, 'UTC'), tenant_id, status, COALESCE(reason, ''), "
+        "count(*) FROM chimeway_deliveries WHERE status IN ('succeeded', 'suppressed', 'cancelled') "
+        "GROUP BY 1, 2, 3, 4) AS hours"
+    )
+    cur.fetchone()
+    return round(time.monotonic() - started, 2)
+
+
 def best_ms(fn: Any, times: int) -> float:
     runs = []
     for _ in range(times):
@@ -188,6 +204,7 @@ def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
         cur = conn.cursor()
         cur.execute("SELECT pg_database_size(current_database())")
         size_mib = round(cur.fetchone()[0] / 2**20)
+        upgrade_seconds = upgrade_count_seconds(conn)
         runtime = chimeway.configure(
             database_url=url, redis_url=env.rd.url(), environ={"CHIMEWAY_RETENTION_DAYS": str(DAYS - 1)}
         )
@@ -209,7 +226,7 @@ def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
             "reconcile_idle_ms": reconcile_ms, "prune_day_seconds": prune_seconds, "prune_drop_seconds": drop_seconds,
             "pruned": {"deliveries": pruned.deliveries, "attempts": pruned.attempts, "events": pruned.events,
                        "partitions": upkeep.dropped, "kept_partitions": upkeep.kept},
-            "status_after_prune_ms": status_after_ms,
+            "status_after_prune_ms": status_after_ms, "upgrade_count_seconds": upgrade_seconds,
         }
         say(f"scale {n}: {row}")
         if env.cfg.scale_drain_n:
