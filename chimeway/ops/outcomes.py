@@ -23,19 +23,25 @@ from typing import Any
 from chimeway import db
 from chimeway.states import TERMINAL_SQL
 
-__all__ = ["FOLD_CRON", "Fold", "finished", "fold"]
+__all__ = ["FOLD_CRON", "SCHEMA_VERSION", "Fold", "finished", "fold"]
+
+#: The migration that made the counts: a database behind it (code upgraded, ``chimeway migrate`` not
+#: run yet) has its outcomes counted from the deliveries alone.
+SCHEMA_VERSION = 11
 
 #: The scheduler's schedule for :func:`fold`: the fewer changes left unfolded, the less status reads.
 FOLD_CRON = "* * * * *"
 
-_FINISHED = """
-SELECT status, reason, SUM(n) FROM (
+#: The part of the window before its first whole hour, from the deliveries (index-only, in
+#: chimeway_deliveries_closed), then each table of counts from that hour on.
+_COUNTED = """
     SELECT status, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM chimeway_deliveries
-     WHERE {terminal} AND updated_at >= %s AND updated_at < %s{scope} GROUP BY status, reason
+     WHERE {terminal} AND updated_at >= %s{until}{scope} GROUP BY status, reason"""
+_KEPT = """
     UNION ALL
-    SELECT status, reason, SUM(deliveries) FROM chimeway_outcome_hours WHERE hour >= %s{scope} GROUP BY status, reason
-    UNION ALL
-    SELECT status, reason, SUM(deliveries) FROM chimeway_outcome_changes WHERE hour >= %s{scope} GROUP BY status, reason
+    SELECT status, reason, SUM(deliveries) FROM {table} WHERE hour >= %s{scope} GROUP BY status, reason"""
+_FINISHED = """
+SELECT status, reason, SUM(n) FROM ({parts}
 ) AS counted
 GROUP BY status, reason HAVING SUM(n) <> 0 ORDER BY status, reason
 """
@@ -89,9 +95,12 @@ def fold(database: Any) -> Fold:
         return Fold(changes=db.execute(take, db=database).rowcount, emptied=emptied)
 
 
-def finished(database: Any, since: datetime, tenant: str | None = None) -> list[tuple[str, str | None, int]]:
+def finished(
+    database: Any, since: datetime, tenant: str | None = None, *, kept: bool = True
+) -> list[tuple[str, str | None, int]]:
     """(status, reason, deliveries) of the deliveries that reached a terminal state at or after
-    ``since`` and are still there, by status and reason."""
+    ``since`` and are still there, by status and reason. ``kept=False``: counted from the deliveries
+    alone (a schema before :data:`SCHEMA_VERSION`)."""
     since = since.astimezone(UTC)
     whole = since.replace(minute=0, second=0, microsecond=0)
     if whole < since:
@@ -100,9 +109,11 @@ def finished(database: Any, since: datetime, tenant: str | None = None) -> list[
     if tenant is not None:
         scope, scoped = " AND tenant_id = %s", [tenant]
     start, end = db.to_db_time(since, database), db.to_db_time(whole, database)
-    rows = db.execute(
-        _FINISHED.format(terminal=TERMINAL_SQL, scope=scope),
-        [start, end, *scoped, end, *scoped, end, *scoped],
-        database,
-    ).fetchall()
+    if kept:
+        parts = _COUNTED.format(terminal=TERMINAL_SQL, until=" AND updated_at < %s", scope=scope) + "".join(
+            _KEPT.format(table=table, scope=scope) for table in ("chimeway_outcome_hours", "chimeway_outcome_changes"))
+        params = [start, end, *scoped, end, *scoped, end, *scoped]
+    else:  # the whole window from the deliveries
+        parts, params = _COUNTED.format(terminal=TERMINAL_SQL, until="", scope=scope), [start, *scoped]
+    rows = db.execute(_FINISHED.format(parts=parts), params, database).fetchall()
     return [(status, reason or None, int(count)) for status, reason, count in rows]

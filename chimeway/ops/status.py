@@ -40,7 +40,7 @@ def collect(runtime: Runtime) -> dict[str, Any]:
         return report
     report["table_estimates"] = table_estimates(database)
     report["open"] = open_counts(database)
-    report["recent"] = recent(database)
+    report["recent"] = recent(database, kept=schema["current"] >= outcomes.SCHEMA_VERSION)
     report["stalled"] = stalled(runtime)
     report["retention"] = retention(runtime)
     report["orphans"] = orphan_backlog(runtime)
@@ -65,12 +65,14 @@ def open_counts(database: Any, tenant: str | None = None) -> dict[str, int]:
     return {status: counted.get(status, 0) for status in _OPEN}
 
 
-def recent(database: Any, tenant: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def recent(database: Any, tenant: str | None = None, *, kept: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Deliveries that reached a terminal state in each of RECENT_WINDOWS, by status and reason: the
-    whole hours from the counts kept as deliveries change (chimeway.ops.outcomes), the rest counted."""
+    whole hours from the counts kept as deliveries change (chimeway.ops.outcomes), the rest counted.
+    ``kept=False`` (a schema before those counts, not migrated yet): all of it counted."""
     now = db.now()
     return {
-        name: [{"status": s, "reason": r, "count": n} for s, r, n in outcomes.finished(database, now - window, tenant)]
+        name: [{"status": s, "reason": r, "count": n}
+               for s, r, n in outcomes.finished(database, now - window, tenant, kept=kept)]
         for name, window in RECENT_WINDOWS.items()
     }
 

@@ -7,6 +7,7 @@ import uuid
 
 from chimeway import db as dbmod
 from chimeway.ops import outcomes
+from chimeway.ops.status import collect
 from chimeway.store import migrator
 from chimeway.wiring import runtime as runtime_mod
 from tests.harness.outcomes import drift
@@ -21,9 +22,14 @@ def test_given_a_database_filled_under_schema_10_then_the_migration_counts_its_o
     runtime = runtime_mod.configure(database_url=empty_url, redis_url="", environ={})
     try:
         database = runtime.database
-        # When the database is migrated
+        # When status is read before the upgrade (the code is new, the schema not yet), then it is migrated
+        before = collect(runtime)
+        assert before["schema"]["pending"] == ["0011_outcome_counts"]
         assert migrator.migrate(database).applied == ["0011_outcome_counts"]
-        # Then the three terminal deliveries are counted in their hours, nothing waits to be folded
+        # Then status counted the outcomes from the deliveries before, and reads the same from the counts now
+        assert before["recent"]["day"] == [{"status": "cancelled", "reason": None, "count": 1}]
+        assert collect(runtime)["recent"] == before["recent"]
+        # And the three terminal deliveries are counted in their hours, nothing waits to be folded
         assert drift(database) == {}
         assert sorted(dbmod.execute("SELECT status, deliveries FROM chimeway_outcome_hours", db=database).fetchall()) \
             == [("cancelled", 1), ("succeeded", 2)]
