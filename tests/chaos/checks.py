@@ -134,6 +134,8 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
     orphans_total, reconciled_total, events_total = cur.fetchone()
     # The outcome counts (migration 0011), kept by triggers and folded by the scheduler under the faults
     outcome_drift = drift_of(lambda text: (cur.execute(text), cur.fetchall())[1], postgres=True)
+    cur.execute("SELECT (SELECT count(*) FROM chimeway_outcome_changes), (SELECT count(*) FROM chimeway_outcome_hours)")
+    outcome_rows = dict(zip(("changes_unfolded", "hours"), cur.fetchone(), strict=True))
     letters = dead_letters(redis_client)
     letter_messages = dead_letter_messages(redis_client)
     for message in letter_messages:
@@ -178,6 +180,7 @@ def evaluate(conn: Any, calls: list[dict[str, Any]], facts: Facts, redis_client:
         "reconciled": reconciled_total,
         "dead_letter_sets": letters,
         "dead_letter_messages": letter_messages,
+        "outcome_count_rows": outcome_rows,  # few changes left unfolded: the scheduler's fold ran
         "examples": {"lost": (missing + not_terminal)[:5], "over_budget": over_budget[:5],
                      "unexplained_calls": unexplained[:5],
                      "outcome_counts_off": [[str(k) for k in key] + list(v) for key, v in list(outcome_drift.items())[:5]]},
