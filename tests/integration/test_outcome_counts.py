@@ -189,3 +189,35 @@ def test_given_a_session_in_another_time_zone_then_its_outcomes_go_to_the_utc_ho
     outcomes.fold(configured.database)
     # Then it is counted in the 10:00 UTC hour, not at 10:30
     assert db.execute("SELECT hour FROM chimeway_outcome_hours").fetchall() == [(datetime(2026, 11, 30, 10, tzinfo=UTC),)]
+
+
+@pytest.mark.parametrize("dialect", ["postgres"], indirect=True)
+def test_given_a_burst_of_changes_folded_then_status_does_not_read_the_pages_they_left(configured):
+    database = configured.database
+    # Given 20,000 outcomes counted at once (a bulk load, a day without a scheduler), folded, and the
+    # changes' heap vacuumed but not truncated (what a vacuum that cannot take its lock leaves)
+    at = db.to_db_time(db.now() - timedelta(hours=5), database)
+    db.execute(
+        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, created_at, "
+        "updated_at) SELECT gen_random_uuid(), gen_random_uuid(), 'email', 'ann@example.com', 'log', 'succeeded', "
+        "%s, %s FROM generate_series(1, 20000)", (at, at), database,
+    )
+    assert outcomes.fold(database).changes == 20_000
+    db.execute("VACUUM (TRUNCATE false, ANALYZE) chimeway_outcome_changes", db=database)
+    pages = db.execute("SELECT relpages FROM pg_class WHERE relname = 'chimeway_outcome_changes'").fetchone()[0]
+    # When status's windows are read
+    before = changes_pages_read(database)
+    windows = recent(database)
+    # Then the day is right, and the empty pages were not read (the read goes through the index on hour)
+    assert windows["day"] == [{"status": "succeeded", "reason": None, "count": 20_000}]
+    assert pages > 50 and changes_pages_read(database) - before < 5
+
+
+def changes_pages_read(database) -> int:
+    """Heap pages of chimeway_outcome_changes read so far, from cache or disk."""
+    db.execute("SELECT pg_stat_force_next_flush()", db=database)
+    db.execute("SELECT pg_stat_clear_snapshot()", db=database)
+    return db.execute(
+        "SELECT heap_blks_hit + heap_blks_read FROM pg_statio_user_tables WHERE relname = 'chimeway_outcome_changes'",
+        db=database,
+    ).fetchone()[0]

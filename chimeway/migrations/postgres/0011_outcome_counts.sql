@@ -9,7 +9,11 @@
 
 -- Appended to by the triggers, one row per change (+1 into an hour, -1 out of one); never updated,
 -- so that two workers finishing deliveries never wait for each other. Folded into
--- chimeway_outcome_hours every minute by the scheduler, so it stays small: no index.
+-- chimeway_outcome_hours every minute by the scheduler, so it holds few live rows; but after a burst
+-- (a scheduler stopped for a day, a bulk load) its heap stays large until a vacuum truncates it, and
+-- a status that read it whole would read every page: measured on 10 M rows deleted and vacuumed
+-- without truncation, 131 ms per read against 0.2 ms through this index (which costs the trigger
+-- about 1 us per change: new hours go to the index's right-hand page).
 CREATE TABLE chimeway_outcome_changes (
     hour        timestamptz NOT NULL,  -- date_trunc('hour', updated_at, 'UTC')
     tenant_id   text NOT NULL,
@@ -17,6 +21,7 @@ CREATE TABLE chimeway_outcome_changes (
     reason      text NOT NULL,  -- '' for none: part of the key below
     deliveries  bigint NOT NULL
 );
+CREATE INDEX chimeway_outcome_changes_hour ON chimeway_outcome_changes (hour);
 
 -- The folded counts: one row per hour, tenant, status and reason.
 CREATE TABLE chimeway_outcome_hours (

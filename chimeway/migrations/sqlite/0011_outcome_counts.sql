@@ -1,7 +1,8 @@
 -- Chimeway schema, version 11 (SQLite). Mirrors migrations/postgres/0011_outcome_counts.sql: terminal
 -- outcomes counted per hour as deliveries change, appended by triggers and folded by the scheduler.
 -- Timestamps are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff', so an hour is its first 13 characters
--- followed by ':00:00.000000' (and compares with every other timestamp as text).
+-- followed by ':00:00.000000' (and compares with every other timestamp as text). No index on the
+-- changes: SQLite's table frees the pages of deleted rows, so a read never scans a burst's leftovers.
 CREATE TABLE chimeway_outcome_changes (
     hour        text NOT NULL,
     tenant_id   text NOT NULL,
