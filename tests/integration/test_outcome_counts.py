@@ -85,12 +85,7 @@ def test_given_a_window_starting_inside_an_hour_then_its_part_of_that_hour_is_co
 def test_given_a_day_of_outcomes_then_status_reads_them_from_the_counts_not_the_deliveries(configured):
     database = configured.database
     # Given 300 deliveries that finished 5 hours ago (inside the day's window, in whole hours), folded
-    at = db.to_db_time(db.now() - timedelta(hours=5), database)
-    db.execute(
-        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, created_at, "
-        "updated_at) SELECT gen_random_uuid(), gen_random_uuid(), 'email', 'ann@example.com', 'log', 'succeeded', "
-        "%s, %s FROM generate_series(1, 300)", (at, at), database,
-    )
+    succeeded_hours_ago(database, 300, 5)
     outcomes.fold(database)
     db.execute("ANALYZE chimeway_deliveries", db=database)
     # When status's windows are read
@@ -98,6 +93,16 @@ def test_given_a_day_of_outcomes_then_status_reads_them_from_the_counts_not_the_
     # Then the day shows all 300 while no more than a handful of delivery rows were read
     assert windows["day"] == [{"status": "succeeded", "reason": None, "count": 300}] and windows["hour"] == []
     assert read < 20, read
+
+
+def succeeded_hours_ago(database, n: int, hours: int) -> None:
+    """``n`` deliveries that succeeded ``hours`` ago, inserted in one statement (the triggers count them)."""
+    at = db.to_db_time(db.now() - timedelta(hours=hours), database)
+    db.execute(
+        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, created_at, "
+        "updated_at) SELECT gen_random_uuid(), gen_random_uuid(), 'email', 'ann@example.com', 'log', 'succeeded', "
+        "%s, %s FROM generate_series(1, %s)", (at, at, n), database,
+    )
 
 
 def finish(conn, delivery_id: str) -> None:
@@ -196,12 +201,7 @@ def test_given_a_burst_of_changes_folded_then_status_does_not_read_the_pages_the
     database = configured.database
     # Given 20,000 outcomes counted at once (a bulk load, a day without a scheduler), folded, and the
     # changes' heap vacuumed but not truncated (what a vacuum that cannot take its lock leaves)
-    at = db.to_db_time(db.now() - timedelta(hours=5), database)
-    db.execute(
-        "INSERT INTO chimeway_deliveries (id, notification_id, channel, recipient, adapter, status, created_at, "
-        "updated_at) SELECT gen_random_uuid(), gen_random_uuid(), 'email', 'ann@example.com', 'log', 'succeeded', "
-        "%s, %s FROM generate_series(1, 20000)", (at, at), database,
-    )
+    succeeded_hours_ago(database, 20_000, 5)
     assert outcomes.fold(database).changes == 20_000
     db.execute("VACUUM (TRUNCATE false, ANALYZE) chimeway_outcome_changes", db=database)
     pages = db.execute("SELECT relpages FROM pg_class WHERE relname = 'chimeway_outcome_changes'").fetchone()[0]
