@@ -70,15 +70,14 @@ def load_migrations(dialect: str) -> list[Migration]:
     return found
 
 
-def migrate(db: peewee.Database) -> MigrateResult:
-    """Bring the schema to the code's version. Safe to run twice, or from many processes at once."""
+def migrate(db: peewee.Database, *, to: int | None = None) -> MigrateResult:
+    """Bring the schema to the code's version, or only up to version ``to`` (upgrade tests and benches
+    fill a database under an earlier schema). Safe to run twice, or from many processes at once."""
     dialect = dialect_of(db)
-    migrations = load_migrations(dialect)
-    applied: list[str] = []
-    for migration in migrations:
-        if _apply_one(db, dialect, migration, known=migrations):
-            applied.append(migration.name)
-    return MigrateResult(applied=applied, current=migrations[-1].version if migrations else 0)
+    known = load_migrations(dialect)
+    wanted = known if to is None else known[:to]
+    applied = [m.name for m in wanted if _apply_one(db, dialect, m, known=known)]
+    return MigrateResult(applied=applied, current=wanted[-1].version if wanted else 0)
 
 
 def _apply_one(db: peewee.Database, dialect: str, migration: Migration, known: list[Migration]) -> bool:

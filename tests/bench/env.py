@@ -41,7 +41,7 @@ class BenchConfig:
     drain_timeout: float = 600.0
     scale_sizes: tuple[int, ...] = (1_000_000,)  #: deliveries loaded per scale run (add 10000000 for the full figure)
     scale_drain_n: int = 5_000  #: fresh sends drained on the loaded and on an empty database (0: skip)
-    scale_drain_rounds: int = 3  #: rounds of (loaded, empty) drains; the ratio is the median round's
+    scale_drain_rounds: int = 6  #: rounds of (loaded, empty) drains, which goes first alternating; the median round's ratio
     id_rows: int = 1_000_000  #: rows inserted per key type, UUIDv4 against UUIDv7 (0: skip)
     #: CHIMEWAY_RATE_LIMITS for one more Chimeway drain per round (``fake=100000/1``: a limit above the
     #: throughput, so the figure is the cost of the check); empty: that drain is skipped
@@ -82,6 +82,19 @@ class BenchEnv:
     def fresh_database(self, name: str) -> str:
         self.pg.drop_database(name)
         return self.pg.create_database(name, template=TEMPLATE)
+
+    def database_at(self, name: str, version: int) -> str:
+        """A new database with only the first ``version`` migrations applied (to be filled, then upgraded)."""
+        from chimeway.db import connect
+        from chimeway.store.migrator import migrate
+        from chimeway.wiring.config import load_settings
+
+        self.pg.drop_database(name)
+        url = self.pg.create_database(name)
+        database = connect(load_settings(environ={}, database_url=url))
+        migrate(database, to=version)
+        database.close_all()
+        return url
 
     def drop_database(self, name: str) -> None:
         self.pg.drop_database(name)

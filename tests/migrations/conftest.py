@@ -24,10 +24,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:
 def database_at(url: str, version: int) -> peewee.Database:
     """A connection to the database at ``url`` with the first ``version`` migrations applied."""
     database = dbmod.connect(load_settings(environ={}, database_url=url))
-    dialect = migrator.dialect_of(database)
-    known = migrator.load_migrations(dialect)
-    for migration in known[:version]:
-        migrator._apply_one(database, dialect, migration, known=known)
+    migrator.migrate(database, to=version)
     return database
 
 

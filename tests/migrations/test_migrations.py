@@ -54,6 +54,15 @@ def test_given_a_migrated_database_when_migrating_again_then_nothing_is_applied(
     assert again.current == status(database)["current"]
 
 
+def test_given_a_version_to_stop_at_when_migrating_then_only_the_files_up_to_it_apply(database):
+    names = [m.name for m in load_migrations(dialect(database))]
+    first = migrate(database, to=3)
+    assert (first.applied, first.current) == (names[:3], 3)
+    assert status(database)["pending"] == names[3:]
+    rest = migrate(database)
+    assert (rest.applied, rest.current) == (names[3:], len(names))
+
+
 def test_given_two_processes_when_both_migrate_at_once_then_both_succeed_and_each_file_applies_once(empty_url):
     env = {**os.environ, "CHIMEWAY_DATABASE_URL": empty_url}
     env.pop("CHIMEWAY_REDIS_URL", None)

@@ -24,10 +24,7 @@ def previous(request: pytest.FixtureRequest, tmp_path) -> Iterator[peewee.Databa
         f"sqlite:///{tmp_path / 'previous.sqlite3'}"
     )
     database = dbmod.connect(load_settings(environ={}, database_url=url))
-    dialect = migrator.dialect_of(database)
-    known = migrator.load_migrations(dialect)
-    for migration in known[:2]:
-        migrator._apply_one(database, dialect, migration, known=known)
+    migrator.migrate(database, to=2)
     with database.atomic():
         _delivery(database, DELIVERY, "acme")
         dbmod.execute(
