@@ -283,6 +283,8 @@ def render_table(summary: dict[str, Any]) -> str:
             f"{r['status_ms']} / {r['sweep_idle_ms']} / {r['reconcile_idle_ms']}", "< 200 / < 50 / < 50")
         row(f"scale {size}: prune one day (s), drain ratio", f"{r['prune_day_seconds']}, {r.get('drain_ratio')}",
             "< 10 s; within 10 %")
+        row(f"scale {size}: upgrade to 0011 (s), hours whose outcome counts are off",
+            f"{r.get('upgrade_seconds')}, {r.get('outcome_counts_off')}", "0 off")
     ids = (summary.get("scale") or {}).get("ids")
     if ids:
         row(f"ids {ids['rows']} rows: uuid4 / uuid7 inserts per s",

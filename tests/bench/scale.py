@@ -22,7 +22,8 @@ that are one or a few SQL statements each, so database time plus a little Python
   is, so the bench measures the upgrade and starts from the counts an upgraded system has;
 - ``drain_ratio``: deliveries/s of the same workers draining ``scale_drain_n`` fresh sends on the
   loaded database divided by the same on an empty one, in ``scale_drain_rounds`` rounds that
-  alternate the two; the median round (1.0: the history costs the hot path nothing).
+  alternate the two; the median round (1.0: the history costs the hot path nothing);
+- ``outcome_counts_off``: hours whose outcome counts differ from the deliveries at the end (0).
 
 ``ids`` inserts ``id_rows`` rows keyed by UUIDv4 and by UUIDv7 into two bare tables (batches of
 10,000 per statement) and reports rows/s and the primary key's size for each.
@@ -135,6 +136,20 @@ def upgrade(url: str) -> float:
         database.close_all()
 
 
+def counts_off(conn: Any) -> int:
+    """Hours whose outcome counts differ from a count of the deliveries, after the upgrade, the prune
+    and the drains (0: the counts an upgraded system reads are exact)."""
+    from tests.harness.outcomes import drift_of
+
+    cur = conn.cursor()
+
+    def rows(text: str) -> list[Any]:
+        cur.execute(text)
+        return cur.fetchall()
+
+    return len(drift_of(rows, postgres=True))
+
+
 def best_ms(fn: Any, times: int) -> float:
     runs = []
     for _ in range(times):
@@ -227,6 +242,7 @@ def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
         say(f"scale {n}: {row}")
         if env.cfg.scale_drain_n:
             row.update(drain_rounds(env, url, conn, label))
+        row["outcome_counts_off"] = counts_off(conn)
     finally:
         conn.close()
         env.drop_database(label)
