@@ -38,6 +38,7 @@ from typing import Any
 
 from tests.bench.drain import send_many, worker_env
 from tests.bench.env import BenchEnv
+from tests.bench.sql import reset_statements, top_statements
 from tests.harness.progress import say
 from tests.harness.stack import dramatiq_argv
 
@@ -159,8 +160,15 @@ def best_ms(fn: Any, times: int) -> float:
     return round(min(runs), 2)
 
 
-def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
-    """Deliveries/s of 2 x 8 workers draining ``n`` fresh sends on the database at ``url``."""
+#: The worker's statements whose time per call each drain reports (they swing with the planner's
+#: statistics and with autovacuum: what a drain's rate follows, README "Scale").
+_WORKER_SQL = {"claim": "chimeway_load_and_claim_many", "record": "chimeway_record_many"}
+
+
+def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> dict[str, Any]:
+    """Deliveries/s of 2 x 8 workers draining ``n`` fresh sends on the database at ``url``, the mean
+    time per call of the worker's claim and record statements, and the deliveries table's vacuum
+    and analyze counts and dead rows when the drain began."""
     import chimeway
     from chimeway.wiring.runtime import reset
 
@@ -174,6 +182,10 @@ def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
         send_many(n)
     finally:
         reset()
+    cur.execute("SELECT autovacuum_count + vacuum_count, autoanalyze_count + analyze_count, n_dead_tup "
+                "FROM pg_stat_user_tables WHERE relname = 'chimeway_deliveries'")
+    vacuums, analyzes, dead = cur.fetchone()
+    reset_statements(env)
     env.sup.add(label, dramatiq_argv("chimeway.worker", 2, 8), worker_env(env, url, 8), keep_alive=False)
     env.sup.start(label)
     try:
@@ -193,8 +205,12 @@ def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> float:
         rate = left_at_first / max(time.monotonic() - first, 1e-6)
     finally:
         env.sup.stop(label)
-    say(f"{label}: {rate:.0f} deliveries/s")
-    return round(rate, 1)
+    top = top_statements(env, n, limit=20)["top"]
+    mean_ms = {name: next((t["mean_ms"] for t in top if statement in t["query"]), None)
+               for name, statement in _WORKER_SQL.items()}
+    say(f"{label}: {rate:.0f} deliveries/s, mean ms {mean_ms}")
+    return {"per_second": round(rate, 1), "mean_ms": mean_ms, "vacuums": vacuums, "analyzes": analyzes,
+            "dead_rows": dead}
 
 
 def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
@@ -262,10 +278,11 @@ def drain_rounds(env: BenchEnv, url: str, conn: Any, label: str) -> dict[str, An
             sides = {"loaded": (url, conn, f"{label}_drain_{number}"),
                      "empty": (empty_url, empty_conn, f"scale_empty_drain_{number}")}
             order = ("loaded", "empty") if number % 2 == 0 else ("empty", "loaded")
-            rate = {side: drain_rate(env, sides[side][0], sides[side][1], env.cfg.scale_drain_n, sides[side][2])
-                    for side in order}
-            loaded, empty = rate["loaded"], rate["empty"]
-            rounds.append({"loaded_per_second": loaded, "empty_per_second": empty, "ratio": round(loaded / empty, 3)})
+            drained = {side: drain_rate(env, sides[side][0], sides[side][1], env.cfg.scale_drain_n, sides[side][2])
+                       for side in order}
+            loaded, empty = drained["loaded"]["per_second"], drained["empty"]["per_second"]
+            rounds.append({"loaded_per_second": loaded, "empty_per_second": empty, "ratio": round(loaded / empty, 3),
+                           "first": order[0], "loaded": drained["loaded"], "empty": drained["empty"]})
     finally:
         empty_conn.close()
         env.drop_database("scale_empty")
