@@ -140,14 +140,20 @@ _FINGERPRINTED = '{{"adapter":{},"channel":{},"notification_id":{},"payload":{},
 
 def _claim_update(*, now: str, due: str, lease_until: str, which: str, source: str = "") -> str:
     """The claim, without its RETURNING: ``which`` rows (``source``: the FROM of a batch), claimable at
-    ``now`` (the rule of :func:`_free`) and due by ``due``. Each value is a placeholder or a column."""
+    ``now`` (the rule of :func:`_free`) and due by ``due``. Each value is a placeholder or a column.
+
+    The free guard is written so that it cannot be an index condition (``IS TRUE``): each row is
+    looked up by ``which``, its key. As plain ``status IN …`` the prepared statements' generic plan,
+    after an ANALYZE that saw almost nothing open, read the whole open-deliveries index (a BitmapOr
+    over it, every open row, dead ones too) and hash-joined the batch to it: 1.2 ms a batch of four
+    against 0.24 ms, and a drain 20 % slower (README "Scale")."""
     return f"""
 UPDATE chimeway_deliveries
    SET status = 'dispatched', attempt_count = attempt_count + 1, lease_until = {lease_until},
        orchestration_state = 'ready', next_eligible_at = NULL, updated_at = {now}{source}
  WHERE {which}
    AND attempt_count < max_attempts
-   AND {_free(now)}
+   AND ({_free(now)}) IS TRUE
    AND (orchestration_state = 'ready' OR next_eligible_at <= {due})
    AND (status <> 'failed' OR next_attempt_at IS NULL OR next_attempt_at <= {due})
 """
@@ -158,12 +164,15 @@ _CLAIM_UPDATE = _claim_update(now="%s", due="%s", lease_until="%s", which="id = 
 
 _CLAIM = db.Statement("chimeway_claim", f"{_CLAIM_UPDATE}RETURNING attempt_count")
 
+#: The guard ``(status = 'dispatched') IS TRUE`` cannot be an index condition, for the reason given
+#: at :func:`_claim_update`: as plain ``status = 'dispatched'`` the generic plan walked the
+#: open-deliveries index's dispatched entries after an ANALYZE that saw none.
 _RECORD_STATE = """
 UPDATE chimeway_deliveries
    SET status = %s, reason = %s, next_attempt_at = %s, lease_until = NULL,
        provider = COALESCE(%s, provider), provider_message_id = COALESCE(%s, provider_message_id),
        updated_at = %s
- WHERE id = %s AND status = 'dispatched' AND attempt_count = %s
+ WHERE id = %s AND (status = 'dispatched') IS TRUE AND attempt_count = %s
 RETURNING tenant_id, channel, adapter
 """
 
