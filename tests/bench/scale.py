@@ -21,8 +21,10 @@ that are one or a few SQL statements each, so database time plus a little Python
   hour): the history is loaded under schema ``HISTORY_SCHEMA`` and then upgraded, as an installation
   is, so the bench measures the upgrade and starts from the counts an upgraded system has;
 - ``drain_ratio``: deliveries/s of the same workers draining ``scale_drain_n`` fresh sends on the
-  loaded database divided by the same on an empty one, in ``scale_drain_rounds`` rounds that
-  alternate the two; the median round (1.0: the history costs the hot path nothing);
+  loaded database divided by the same on an empty one, in ``scale_drain_rounds`` rounds, the side
+  that drains first alternating; the median round (1.0: the history costs the hot path nothing).
+  Each drain also reports its claim's and record's mean time per call and the deliveries table's
+  vacuum and analyze counts;
 - ``outcome_counts_off``: hours whose outcome counts differ from the deliveries at the end (0).
 
 ``ids`` inserts ``id_rows`` rows keyed by UUIDv4 and by UUIDv7 into two bare tables (batches of
@@ -160,8 +162,8 @@ def best_ms(fn: Any, times: int) -> float:
     return round(min(runs), 2)
 
 
-#: The worker's statements whose time per call each drain reports (they swing with the planner's
-#: statistics and with autovacuum: what a drain's rate follows, README "Scale").
+#: The worker's statements whose time per call each drain reports: what a drain's rate follows (the
+#: claim's went 0.3 to 1.2 ms with the planner's statistics until its guard was rewritten, README "Scale").
 _WORKER_SQL = {"claim": "chimeway_load_and_claim_many", "record": "chimeway_record_many"}
 
 
