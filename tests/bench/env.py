@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,6 @@ class BenchEnv:
 
     def prepare_template(self) -> None:
         """One migrated database that every run copies (CREATE DATABASE … TEMPLATE is fast)."""
-        from chimeway.db import connect
-        from chimeway.store.migrator import migrate
-        from chimeway.wiring.config import load_settings
-
         conn = self.pg.connect()
         try:  # where the profile reads the workers' SQL from (loaded only when the library is installed)
             conn.cursor().execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -74,10 +71,7 @@ class BenchEnv:
             pass
         finally:
             conn.close()
-        url = self.pg.create_database(TEMPLATE)
-        database = connect(load_settings(environ={}, database_url=url))
-        migrate(database)
-        database.close_all()
+        self.migrate(self.pg.create_database(TEMPLATE))
 
     def fresh_database(self, name: str) -> str:
         self.pg.drop_database(name)
@@ -85,16 +79,24 @@ class BenchEnv:
 
     def database_at(self, name: str, version: int) -> str:
         """A new database with only the first ``version`` migrations applied (to be filled, then upgraded)."""
+        self.pg.drop_database(name)
+        url = self.pg.create_database(name)
+        self.migrate(url, to=version)
+        return url
+
+    def migrate(self, url: str, to: int | None = None) -> float:
+        """Apply Chimeway's migrations (up to version ``to``) to the database at ``url``; the seconds it took."""
         from chimeway.db import connect
         from chimeway.store.migrator import migrate
         from chimeway.wiring.config import load_settings
 
-        self.pg.drop_database(name)
-        url = self.pg.create_database(name)
         database = connect(load_settings(environ={}, database_url=url))
-        migrate(database, to=version)
-        database.close_all()
-        return url
+        try:
+            started = time.monotonic()
+            migrate(database, to=to)
+            return round(time.monotonic() - started, 2)
+        finally:
+            database.close_all()
 
     def drop_database(self, name: str) -> None:
         self.pg.drop_database(name)

@@ -124,21 +124,6 @@ def load_history(conn: Any, n: int) -> None:
     say(f"scale {n}: loaded in {time.monotonic() - started:.0f}s")
 
 
-def upgrade(url: str) -> float:
-    """Seconds to bring the loaded database to the code's schema (0011 counts the history's outcomes)."""
-    from chimeway import db as dbmod
-    from chimeway.store.migrator import migrate
-    from chimeway.wiring.config import load_settings
-
-    database = dbmod.connect(load_settings(environ={}, database_url=url))
-    try:
-        started = time.monotonic()
-        migrate(database)
-        return round(time.monotonic() - started, 2)
-    finally:
-        database.close_all()
-
-
 def counts_off(conn: Any) -> int:
     """Hours whose outcome counts differ from a count of the deliveries, after the upgrade, the prune
     and the drains (0: the counts an upgraded system reads are exact)."""
@@ -167,7 +152,7 @@ def best_ms(fn: Any, times: int) -> float:
 _WORKER_SQL = {"claim": "chimeway_load_and_claim_many", "record": "chimeway_record_many"}
 
 
-def drain_rate(env: BenchEnv, url: str, conn: Any, n: int, label: str) -> dict[str, Any]:
+def drain_rate(env: BenchEnv, url: str, conn: Any, label: str, n: int) -> dict[str, Any]:
     """Deliveries/s of 2 x 8 workers draining ``n`` fresh sends on the database at ``url``, the mean
     time per call of the worker's claim and record statements, and the deliveries table's vacuum
     and analyze counts and dead rows when the drain began."""
@@ -229,7 +214,7 @@ def scale_once(env: BenchEnv, n: int) -> dict[str, Any]:
     conn = env.pg.connect(label)
     try:
         load_history(conn, n)
-        upgrade_seconds = upgrade(url)
+        upgrade_seconds = env.migrate(url)  # to the code's schema: 0011 counts the history's outcomes
         cur = conn.cursor()
         cur.execute("VACUUM ANALYZE")
         cur.execute("SELECT pg_database_size(current_database())")
@@ -280,8 +265,7 @@ def drain_rounds(env: BenchEnv, url: str, conn: Any, label: str) -> dict[str, An
             sides = {"loaded": (url, conn, f"{label}_drain_{number}"),
                      "empty": (empty_url, empty_conn, f"scale_empty_drain_{number}")}
             order = ("loaded", "empty") if number % 2 == 0 else ("empty", "loaded")
-            drained = {side: drain_rate(env, sides[side][0], sides[side][1], env.cfg.scale_drain_n, sides[side][2])
-                       for side in order}
+            drained = {side: drain_rate(env, *sides[side], env.cfg.scale_drain_n) for side in order}
             loaded, empty = drained["loaded"]["per_second"], drained["empty"]["per_second"]
             rounds.append({"loaded_per_second": loaded, "empty_per_second": empty, "ratio": round(loaded / empty, 3),
                            "first": order[0], "loaded": drained["loaded"], "empty": drained["empty"]})
